@@ -1,7 +1,9 @@
-"""The study layer: storage, budgets, the driver loop, resume, comparisons, reports and the CLI.
+"""The study layer: storage, budgets, the driver loop, resume, reports and the CLI.
 
-This release ships the exception family and the `tunelab` command line (`tunelab demo`); the
-SQLite-backed studies of DESIGN section 5 build on them.
+study = studies.create("mnist1d", "sqlite:///tunelab.db", space=..., trainer=..., strategy=...)
+study.optimize(trials=40)          # a total for the study; rerun after a crash to finish it
+study.best, study.trials, study.dataframe(), study.curves()
+study = studies.load("mnist1d", "sqlite:///tunelab.db")
 """
 
 from __future__ import annotations
@@ -15,14 +17,40 @@ from spaces.errors import (
     WorkloadError,
 )
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+from studies.driver import Budget
+from studies.errors import (
+    BudgetError,
+    StorageError,
+    StudyConflictError,
+    StudyNotFoundError,
+    TrialError,
+)
+from studies.records import TrialRecord, TrialState
+from studies.storage import DEFAULT_STORAGE, open_storage
+from studies.study import Study, create, load, study_names
 
 __all__ = [
+    "DEFAULT_STORAGE",
+    "Budget",
+    "BudgetError",
     "CheckpointError",
     "ConfigError",
     "SpaceError",
+    "StorageError",
+    "Study",
+    "StudyConflictError",
+    "StudyNotFoundError",
+    "TrialError",
+    "TrialRecord",
+    "TrialState",
     "TunelabError",
     "UnknownNameError",
     "WorkloadError",
     "__version__",
+    "create",
+    "load",
+    "open_storage",
+    "study_names",
 ]

@@ -218,6 +218,12 @@ class Trainer:
         self.checkpoint_every = checkpoint_every
         self._splits: dict[str, Split | None] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Process-pool workers receive trainers by pickling: send the data once, not its device copies.
+        state = self.__dict__.copy()
+        state["_splits"] = None
+        return state
+
     # ------------------------------------------------------------------ pieces
     def split(self, name: str) -> Split | None:
         """The split `"train"`, `"val"` or `"test"`, on this trainer's device (moved once)."""
@@ -283,6 +289,7 @@ class Trainer:
         checkpoint: str | os.PathLike[str] | None = None,
         report: Callable[[EpochResult], Decision | None] | None = None,
         seed: int | None = None,
+        checkpoint_seconds: float | None = None,
     ) -> TrainResult:
         """Train one configuration.
 
@@ -296,6 +303,9 @@ class Trainer:
                 it is written on pause, at the end and every `checkpoint_every` epochs.
             report: Called after every epoch; returns "continue" (or None), "stop" or "pause".
             seed: The run's seed (default: the trainer's).
+            checkpoint_seconds: If given, periodic checkpoints are written when this many seconds
+                of training have passed since the last one, instead of every `checkpoint_every`
+                epochs (studies use this: per-epoch saves cost ~9% of a short MLP epoch).
 
         Returns:
             A `TrainResult`.
@@ -326,7 +336,7 @@ class Trainer:
             run = _RunState(config, seed, model, optimizer, scheduler, spec, self.generator(seed))
             if path is not None and path.exists():
                 self._restore(run, path)
-            return self._train(run, until, batch_size, path, report)
+            return self._train(run, until, batch_size, path, report, checkpoint_seconds)
 
     def _restore(self, run: _RunState, path: Path) -> None:
         state = load_checkpoint(path)
@@ -368,6 +378,7 @@ class Trainer:
         batch_size: int,
         path: Path | None,
         report: Callable[[EpochResult], Decision | None] | None,
+        checkpoint_seconds: float | None = None,
     ) -> TrainResult:
         workload, model, optimizer, scheduler = self.workload, run.model, run.optimizer, run.scheduler
         train_model = torch.compile(model) if self.compile else model
@@ -377,6 +388,7 @@ class Trainer:
         after_schedule = getattr(optimizer, "update_rho_t", None) if step_schedule else None
         train = self.split("train")
         status: Status | None = None
+        last_save = time.perf_counter()
         while run.epoch < until:
             t0 = time.perf_counter()
             run.epoch += 1
@@ -408,10 +420,13 @@ class Trainer:
             decision = "continue" if decision is None else decision
             if decision not in DECISIONS:
                 raise ValueError(f"report returned {decision!r}; it must return one of {DECISIONS} (or None)")
-            if path is not None and (
-                decision != "continue" or run.epoch == until or run.epoch % self.checkpoint_every == 0
-            ):
+            if checkpoint_seconds is None:
+                periodic = run.epoch % self.checkpoint_every == 0
+            else:
+                periodic = time.perf_counter() - last_save >= checkpoint_seconds
+            if path is not None and (decision != "continue" or run.epoch == until or periodic):
                 self._save(run, path)
+                last_save = time.perf_counter()
             if decision == "stop":
                 status = "stopped"
                 break

@@ -1,0 +1,239 @@
+"""`Strategy`, `Request` and the read-only `History` a strategy decides from (DESIGN section 4).
+
+A strategy is a function of the study's history and its own seed. It keeps no state that it
+cannot rebuild from those two, so a study resumed from its database, or driven by several
+workers, asks exactly the same questions as one that never stopped. Randomness is drawn from
+a generator derived from `(seed, number of proposals so far)`: the k-th proposal of a seeded
+strategy is the same whatever happened to the process in between.
+
+Histories are normalised to minimisation: `TrialView.value` and `TrialView.curve` are the
+study's objective, negated when the study maximises. Strategies never branch on direction.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from spaces import ConfigError, Registry, Space
+
+RequestKind = Literal["start", "resume"]
+States = ("pending", "running", "paused", "complete", "pruned", "failed")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One unit of work a strategy asks for: start a configuration, or resume a paused trial.
+
+    Build requests with `Request.start(...)` and `Request.resume(...)`.
+
+    Attributes:
+        kind: "start" or "resume".
+        config: The configuration to start (kind "start").
+        epochs: Train until this epoch of the full schedule, then pause (None: the full run).
+        warm_start: Number of a trial whose weights initialise the new one (None: from scratch).
+        trial: Number of the paused trial to continue (kind "resume").
+        until_epoch: For "resume": continue until this epoch (None: to the end of the run).
+        routine: "train" for the standard loop, or a strategy's own routine name.
+        attrs: Extra JSON-ready data the strategy wants stored with the trial (returned to it
+            in `TrialView.attrs`).
+    """
+
+    kind: RequestKind
+    config: dict[str, Any] | None = None
+    epochs: int | None = None
+    warm_start: int | None = None
+    trial: int | None = None
+    until_epoch: int | None = None
+    routine: str = "train"
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def start(
+        cls,
+        config: Mapping[str, Any],
+        *,
+        epochs: int | None = None,
+        warm_start: int | None = None,
+        routine: str = "train",
+        attrs: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """Start a new trial with `config`."""
+        if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
+            raise ConfigError(f"Request.start: epochs must be a positive int or None, got {epochs!r}")
+        return cls("start", config=dict(config), epochs=epochs, warm_start=warm_start, routine=routine,
+                   attrs=dict(attrs or {}))
+
+    @classmethod
+    def resume(cls, trial: int, *, until_epoch: int | None = None, routine: str = "train") -> Request:
+        """Continue the paused trial number `trial` from its checkpoint."""
+        if until_epoch is not None and (not isinstance(until_epoch, int) or until_epoch < 1):
+            raise ConfigError(f"Request.resume: until_epoch must be a positive int or None, got {until_epoch!r}")
+        return cls("resume", trial=int(trial), until_epoch=until_epoch, routine=routine)
+
+
+@dataclass(frozen=True)
+class TrialView:
+    """A trial as strategies see it (normalised to minimisation).
+
+    Attributes:
+        number: The trial's number in the study.
+        state: One of pending, running, paused, complete, pruned, failed.
+        config: Its configuration.
+        value: The objective (last epoch's validation metric) for complete and pruned trials,
+            negated when the study maximises; None otherwise.
+        curve: The per-epoch objective, normalised the same way.
+        epochs: Epochs trained so far.
+        target_epochs: The epoch the trial was asked to reach.
+        error: Why it failed, or None.
+        attrs: What the strategy stored with the request that created it.
+    """
+
+    number: int
+    state: str
+    config: dict[str, Any]
+    value: float | None = None
+    curve: tuple[float, ...] = ()
+    epochs: int = 0
+    target_epochs: int | None = None
+    error: str | None = None
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        """Complete, pruned or failed."""
+        return self.state in ("complete", "pruned", "failed")
+
+
+@dataclass(frozen=True)
+class History:
+    """A read-only view of a study for `Strategy.ask`.
+
+    Attributes:
+        space: The study's search space.
+        trials: Every trial the strategy proposed, in order of proposal. A trial interrupted by
+            a crash and re-queued appears once, as its re-run.
+        max_epochs: Length of a full training run (the trainer's epochs).
+        direction: Always "minimize" (values are normalised).
+    """
+
+    space: Space
+    trials: tuple[TrialView, ...] = ()
+    max_epochs: int = 1
+    direction: str = "minimize"
+
+    def where(self, *states: str) -> list[TrialView]:
+        """The trials in any of `states`."""
+        return [t for t in self.trials if t.state in states]
+
+    @property
+    def complete(self) -> list[TrialView]:
+        """Trials that finished their run."""
+        return self.where("complete")
+
+    @property
+    def in_flight(self) -> list[TrialView]:
+        """Trials being trained or queued to be (pending and running)."""
+        return self.where("pending", "running")
+
+    @property
+    def paused(self) -> list[TrialView]:
+        """Trials paused with a checkpoint."""
+        return self.where("paused")
+
+    @property
+    def failed(self) -> list[TrialView]:
+        """Trials that raised, diverged or ran out of memory."""
+        return self.where("failed")
+
+    def best(self) -> TrialView | None:
+        """The complete trial of lowest (normalised) value."""
+        done = [t for t in self.complete if t.value is not None and math.isfinite(t.value)]
+        return min(done, key=lambda t: t.value) if done else None
+
+
+strategies: Registry[type[Strategy]] = Registry("strategy")
+
+
+class Strategy(abc.ABC):
+    """Chooses the next unit of work from the study's history.
+
+    Subclasses implement `ask`. Their constructor arguments must be JSON-ready values stored as
+    attributes of the same name (as `seed` is), so that `spec()` records them and
+    `Strategy.from_spec` rebuilds an equal strategy when a study is loaded from its database.
+    Registering the class (`search.strategies.register(name, cls)`) makes it loadable by name;
+    subclasses get registered automatically under `name`.
+
+    Args:
+        seed: The strategy's seed; every random choice derives from it.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, seed: int = 0) -> None:
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise ConfigError(f"seed must be an int, got {seed!r}")
+        self.seed = int(seed)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name and not inspect.isabstract(cls):
+            strategies.register(cls.name, cls, replace=True)
+
+    @abc.abstractmethod
+    def ask(self, history: History) -> Request | None:
+        """The next unit of work, or None to wait until an in-flight trial finishes."""
+
+    def rng(self, history: History, salt: int = 0) -> np.random.Generator:
+        """The generator of the next proposal: derived from `(seed, proposals so far, salt)`."""
+        return np.random.default_rng([self.seed, len(history.trials), salt])
+
+    def spec(self) -> dict[str, Any]:
+        """`{"name": ..., "args": {...}}`: what the study stores to rebuild this strategy."""
+        params = inspect.signature(type(self).__init__).parameters
+        args = {k: getattr(self, k) for k in params if k != "self" and hasattr(self, k)}
+        return {"name": self.name or type(self).__name__, "args": args}
+
+    @staticmethod
+    def from_spec(spec: Mapping[str, Any]) -> Strategy:
+        """Rebuild a strategy from `spec()` output (a registered name, or `module:Class`)."""
+        name = spec["name"]
+        if ":" in str(name):
+            import importlib
+
+            module, _, qual = str(name).partition(":")
+            cls = getattr(importlib.import_module(module), qual)
+        else:
+            cls = strategies.get(name)
+        return cls(**dict(spec.get("args", {})))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Strategy) and self.spec() == other.spec()
+
+    def __hash__(self) -> int:
+        return hash(repr(self.spec()))
+
+    def __repr__(self) -> str:
+        spec = self.spec()
+        args = ", ".join(f"{k}={v!r}" for k, v in spec["args"].items())
+        return f"{type(self).__name__}({args})"
+
+
+def seen_configs(trials: Sequence[TrialView]) -> set[str]:
+    """Canonical keys of the configs in `trials` (to avoid proposing a duplicate)."""
+    return {config_key(t.config) for t in trials}
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A hashable, order-independent key of a config (floats rounded to 12 significant digits)."""
+    parts = []
+    for k in sorted(config):
+        v = config[k]
+        parts.append(f"{k}={float(v):.12g}" if isinstance(v, float) else f"{k}={v!r}")
+    return "|".join(parts)

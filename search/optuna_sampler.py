@@ -1,0 +1,154 @@
+"""`search.OptunaSampler`: any Optuna sampler (TPE, GPSampler, CMA-ES, QMC, ...) as a tunelab strategy.
+
+Optuna's samplers are themselves stateless over a study's storage (they rebuild what they need
+from the trials, `optuna/samplers/_tpe/sampler.py`). This adapter keeps that property: on every
+`ask` it rebuilds an in-memory Optuna study from tunelab's history (finished trials with their
+values, failed ones as FAIL, in-flight ones as RUNNING), asks the sampler for one trial through
+Optuna's define-by-run API (so conditional spaces are sampled the way Optuna samples them), and
+stores the sampler's per-trial system attributes with the request so that samplers that keep
+state there (CMA-ES's generation and optimizer) find it again after a resume.
+
+Samplers given by name or class are rebuilt for each proposal with a seed derived from
+`(seed, number of proposals)`, which makes a killed-and-resumed study propose what an
+uninterrupted one would. A sampler instance is used as it is (its own seed and state apply;
+a study loaded from its database rebuilds it from its class with default arguments).
+
+TPE: Bergstra et al., "Algorithms for Hyper-Parameter Optimization", NeurIPS 2011, and Watanabe,
+"Tree-Structured Parzen Estimator: Understanding Its Algorithm Components", 2023.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from search.base import History, Request, Strategy
+from spaces import Categorical, ConfigError, Fixed, Float, Int, Space
+
+SAMPLERS = {
+    "tpe": "TPESampler",
+    "gp": "GPSampler",
+    "cmaes": "CmaEsSampler",
+    "random": "RandomSampler",
+    "qmc": "QMCSampler",
+    "nsgaii": "NSGAIISampler",
+}
+
+
+def _sampler_class(sampler: str | type) -> type:
+    import optuna
+
+    if isinstance(sampler, type):
+        return sampler
+    if sampler in SAMPLERS:
+        return getattr(optuna.samplers, SAMPLERS[sampler])
+    if ":" in sampler:
+        module, _, qual = sampler.partition(":")
+        return getattr(importlib.import_module(module), qual)
+    if hasattr(optuna.samplers, sampler):
+        return getattr(optuna.samplers, sampler)
+    raise ConfigError(
+        f"unknown Optuna sampler {sampler!r}; use one of {sorted(SAMPLERS)}, a class of optuna.samplers, "
+        f"or 'module:Class'"
+    )
+
+
+def suggest(trial: Any, space: Space) -> dict[str, Any]:
+    """Sample a config of `space` through an `optuna.Trial` (define-by-run, choices first)."""
+    config: dict[str, Any] = {}
+    for e in space.entries:
+        if not all(config.get(c) == b for c, b in e.when):
+            continue
+        p = e.param
+        if isinstance(p, Float):
+            config[e.name] = trial.suggest_float(e.name, p.low, p.high, log=p.log)
+        elif isinstance(p, Int):
+            config[e.name] = trial.suggest_int(e.name, p.low, p.high, log=p.log)
+        elif isinstance(p, Categorical):
+            config[e.name] = trial.suggest_categorical(e.name, list(p.choices))
+        elif isinstance(p, Fixed):
+            config[e.name] = trial.suggest_categorical(e.name, [p.value])
+        else:  # pragma: no cover - a new parameter type must be taught here
+            raise ConfigError(f"{e.name}: OptunaSampler cannot sample a {type(p).__name__}")
+    return config
+
+
+class OptunaSampler(Strategy):
+    """Run an Optuna sampler as a strategy.
+
+    Args:
+        sampler: A name ("tpe", "gp", "cmaes", "random", "qmc", "nsgaii"), a sampler class,
+            "module:Class", or a sampler instance (used as it is).
+        seed: Seed of the sampler (ignored for an instance).
+        **kwargs: Arguments of the sampler class (JSON-ready values, stored with the study).
+
+    Raises:
+        ConfigError: An unknown sampler name.
+    """
+
+    name = "optuna"
+
+    def __init__(self, sampler: Any = "tpe", seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(seed)
+        import optuna
+
+        self._instance = sampler if isinstance(sampler, optuna.samplers.BaseSampler) else None
+        if self._instance is not None:
+            cls = type(sampler)
+            self.sampler = f"{cls.__module__}:{cls.__qualname__}"
+        else:
+            cls = _sampler_class(sampler)
+            self.sampler = sampler if isinstance(sampler, str) else f"{cls.__module__}:{cls.__qualname__}"
+        self._cls = cls
+        self.kwargs = dict(kwargs)
+
+    def spec(self) -> dict[str, Any]:
+        """Sampler, seed and the sampler's arguments."""
+        return {"name": self.name, "args": {"sampler": self.sampler, "seed": self.seed, **self.kwargs}}
+
+    def make_sampler(self, seed: int) -> Any:
+        """The sampler of one proposal."""
+        return self._instance if self._instance is not None else self._cls(seed=seed, **self.kwargs)
+
+    def ask(self, history: History) -> Request:
+        """Rebuild an in-memory Optuna study from `history` and ask the sampler for one trial."""
+        import optuna
+        from optuna.trial import TrialState as OTS
+        from optuna.trial import create_trial
+
+        seed = int(np.random.default_rng([self.seed, len(history.trials)]).integers(2**31 - 1))
+        level = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study = optuna.create_study(direction="minimize", sampler=self.make_sampler(seed))
+            frozen = []
+            for t in history.trials:
+                state = {
+                    "complete": OTS.COMPLETE,
+                    "pruned": OTS.PRUNED,
+                    "failed": OTS.FAIL,
+                }.get(t.state, OTS.RUNNING)
+                value = t.value if state == OTS.COMPLETE and t.value is not None and math.isfinite(t.value) else None
+                if state == OTS.COMPLETE and value is None:
+                    state = OTS.FAIL
+                frozen.append(
+                    create_trial(
+                        state=state,
+                        value=value,
+                        params=dict(t.config),
+                        distributions=history.space.distributions(t.config),
+                        intermediate_values={i + 1: v for i, v in enumerate(t.curve) if math.isfinite(v)},
+                        system_attrs=dict(t.attrs.get("optuna_system_attrs", {})),
+                    )
+                )
+            study.add_trials(frozen)
+            trial = study.ask()
+            config = suggest(trial, history.space)
+            attrs: Mapping[str, Any] = study.trials[-1].system_attrs
+        finally:
+            optuna.logging.set_verbosity(level)
+        return Request.start(config, attrs={"optuna_system_attrs": dict(attrs)} if attrs else None)

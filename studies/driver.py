@@ -1,0 +1,669 @@
+"""The driver loop of `Study.optimize`: budgets, recovery, the ask/train/record cycle.
+
+The driver is the only writer of the database. It keeps an in-memory mirror of the study's
+trials, asks the strategy for work whenever an executor slot is free, and records every epoch
+(batched: at most one write every `flush_seconds` per trial, then everything when the trial
+ends) and every outcome. A heartbeat thread renews a lease on the trials it is running, so
+another process can tell a live trial from one whose driver died.
+
+Recovery on start (DESIGN section 5): a running trial whose driver is gone continues from its
+checkpoint when it has one; otherwise it is marked failed ("interrupted") and re-queued with
+the same config as a pending trial, which runs before the strategy is asked for anything new.
+Trials paused by Ctrl-C are continued before new work too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from search import History, Request, TrialView
+from spaces import ConfigError, optimizer_spec
+from studies.errors import BudgetError, TrialError
+from studies.executors import LocalExecutor, Outcome, ProcessExecutor, Work
+from studies.records import (
+    CHECKPOINT,
+    LEASE,
+    METRICS,
+    OWNER,
+    PAUSED_BY,
+    PROPOSAL,
+    RETRY_OF,
+    STATE,
+    SUPERSEDED,
+    TARGET,
+    TrialState,
+    finite,
+    state_of,
+)
+from trainers import EpochResult, TrainResult
+
+if TYPE_CHECKING:
+    from studies.study import Study
+
+SECONDS_SPENT = "tunelab:seconds_spent"
+BUDGET = "tunelab:budget"
+LEASE_TTL_S = 60.0
+LEASE_EVERY_S = 15.0
+METRIC_KEYS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Totals for a study; the study stops starting work when any one is reached.
+
+    Attributes:
+        trials: Trials proposed by the strategy (a re-run of an interrupted trial is not a new one).
+        epochs: Epochs trained, summed over trials (the fair unit across strategies).
+        seconds: Wall time spent in `optimize`, summed over calls (running trials finish).
+        grad_evals: Gradient evaluations (SAM, GSAM and AdaHessian pay 2 per step).
+    """
+
+    trials: int | None = None
+    epochs: int | None = None
+    seconds: float | None = None
+    grad_evals: int | None = None
+
+    def __post_init__(self) -> None:
+        given = {k: v for k, v in self.as_dict().items() if v is not None}
+        if not given:
+            raise BudgetError(
+                "no budget given: pass at least one of trials=, epochs=, seconds= or grad_evals= "
+                "(totals for the study, e.g. study.optimize(trials=40))"
+            )
+        for key, value in given.items():
+            ok_type = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if key != "seconds":
+                ok_type = ok_type and float(value).is_integer()
+            if not ok_type or not math.isfinite(value) or value < 0:
+                kind = "a number of seconds" if key == "seconds" else "a whole number"
+                raise BudgetError(f"budget {key}={value!r} is invalid: it must be {kind} >= 0 (a total for the study)")
+
+    def as_dict(self) -> dict[str, Any]:
+        """The budget as a dict (None for units not given)."""
+        return {"trials": self.trials, "epochs": self.epochs, "seconds": self.seconds, "grad_evals": self.grad_evals}
+
+    @property
+    def unit(self) -> str:
+        """The first unit given (the progress bar counts it)."""
+        return next(k for k, v in self.as_dict().items() if v is not None)
+
+
+@dataclass
+class Row:
+    """The driver's mirror of one trial."""
+
+    trial_id: int
+    number: int
+    state: TrialState
+    config: dict[str, Any]
+    proposal: int | None = None
+    target: int | None = None
+    metrics: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in METRIC_KEYS})
+    seconds: float = 0.0
+    grad_evals: int = 0
+    value: float | None = None
+    error: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    superseded: bool = False
+    paused_by: str | None = None
+    checkpoint: str | None = None
+    owner: str | None = None
+    lease: float = 0.0
+    flushed: int = 0
+    last_flush: float = 0.0
+
+    @property
+    def epochs(self) -> int:
+        """Epochs trained."""
+        return len(self.metrics["val_metric"])
+
+    @property
+    def curve(self) -> list[float]:
+        """Validation metric per epoch (NaN where it diverged)."""
+        return [math.nan if v is None else float(v) for v in self.metrics["val_metric"]]
+
+
+def _metrics_from_trial(trial: Any) -> dict[str, list[Any]]:
+    stored = trial.user_attrs.get(METRICS) or {}
+    curve = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
+    metrics = {k: list(stored.get(k, [])) for k in METRIC_KEYS}
+    if len(curve) > len(metrics["val_metric"]):  # epochs flushed as intermediate values only
+        n = len(curve)
+        metrics = {k: (v + [None] * (n - len(v))) for k, v in metrics.items()}
+        metrics["val_metric"] = [finite(v) for v in curve]
+    return metrics
+
+
+def row_of(trial: Any) -> Row:
+    """The mirror of a stored `FrozenTrial`."""
+    sa, ua = trial.system_attrs, trial.user_attrs
+    metrics = _metrics_from_trial(trial)
+    return Row(
+        trial_id=trial._trial_id,
+        number=trial.number,
+        state=state_of(trial),
+        config=dict(trial.params),
+        proposal=sa.get(PROPOSAL),
+        target=sa.get(TARGET),
+        metrics=metrics,
+        seconds=float(ua.get("seconds", sum(v or 0.0 for v in metrics["seconds"]))),
+        grad_evals=int(ua.get("grad_evals", next((v for v in reversed(metrics["grad_evals"]) if v), 0))),
+        value=trial.value,
+        error=ua.get("error"),
+        attrs=dict(ua.get("strategy", {})),
+        superseded=bool(sa.get(SUPERSEDED, False)),
+        paused_by=sa.get(PAUSED_BY),
+        checkpoint=sa.get(CHECKPOINT),
+        owner=sa.get(OWNER),
+        lease=float(sa.get(LEASE, 0.0)),
+        flushed=len(metrics["val_metric"]),
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Driver:
+    """Runs one `Study.optimize` call. Not public: use `Study.optimize`."""
+
+    def __init__(
+        self,
+        study: Study,
+        budget: Budget,
+        *,
+        n_workers: int,
+        executor: str,
+        progress: bool,
+        checkpoint_seconds: float | None,
+        max_failures: int,
+        flush_seconds: float,
+    ) -> None:
+        self.study = study
+        self.storage = study._storage
+        self.budget = budget
+        self.n_workers = n_workers
+        self.executor_name = executor
+        self.progress = progress
+        self.checkpoint_seconds = checkpoint_seconds
+        self.max_failures = max_failures
+        self.flush_seconds = flush_seconds
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.stop = threading.Event()
+        self.rows: dict[int, Row] = {}
+        self.in_flight: set[int] = set()
+        self.exhausted = False
+        self.failures: list[Outcome] = []
+        self.fatal: TrialError | None = None
+        self._bar: Any = None
+        self._lock = threading.Lock()
+        self.sign = -1.0 if study.direction == "maximize" else 1.0
+        self.t0 = time.monotonic()
+        self.seconds_before = float(study._study_attrs().get(SECONDS_SPENT, 0.0))
+
+    # ------------------------------------------------------------------ views
+    def load(self) -> None:
+        """Mirror the stored trials."""
+        self.rows = {t._trial_id: row_of(t) for t in self.study._frozen_trials()}
+
+    def proposals(self) -> list[Row]:
+        """Trials the strategy proposed, in proposal order (re-queued ones replaced by their re-run)."""
+        rows = [r for r in self.rows.values() if not r.superseded]
+        return sorted(rows, key=lambda r: (r.proposal if r.proposal is not None else 10**9, r.number))
+
+    def view(self, row: Row) -> TrialView:
+        """A row as the strategy sees it (normalised to minimisation)."""
+        curve = tuple(self.sign * v for v in row.curve)
+        value = None
+        if row.state == TrialState.COMPLETE and row.value is not None:
+            value = self.sign * float(row.value)
+        elif row.state == TrialState.PRUNED:
+            finite_curve = [v for v in curve if math.isfinite(v)]
+            value = finite_curve[-1] if finite_curve else None
+        return TrialView(
+            number=row.number,
+            state=str(row.state),
+            config=dict(row.config),
+            value=value,
+            curve=curve,
+            epochs=row.epochs,
+            target_epochs=row.target,
+            error=row.error,
+            attrs=dict(row.attrs),
+        )
+
+    def history(self) -> History:
+        """What the strategy sees."""
+        return History(
+            space=self.study.space,
+            trials=tuple(self.view(r) for r in self.proposals()),
+            max_epochs=self.study.trainer.epochs,
+        )
+
+    # ------------------------------------------------------------------ budget
+    def elapsed(self) -> float:
+        """Seconds spent in optimize, over all calls."""
+        return self.seconds_before + time.monotonic() - self.t0
+
+    def planned_grad_evals(self, config: Mapping[str, Any], epochs: int) -> int:
+        """Gradient evaluations a run of `epochs` epochs of `config` costs."""
+        trainer = self.study.trainer
+        steps = trainer.steps_per_epoch(int(config.get("batch_size", trainer.batch_size)))
+        return epochs * steps * optimizer_spec(config).grad_evals
+
+    def spent(self) -> dict[str, float]:
+        """Budget used so far, counting the planned remainder of trials in flight."""
+        epochs = grad = 0.0
+        for r in self.rows.values():
+            epochs += r.epochs
+            grad += r.grad_evals
+            if r.state in (TrialState.PENDING, TrialState.RUNNING) and not r.superseded:
+                rest = max(0, (r.target or self.study.trainer.epochs) - r.epochs)
+                epochs += rest
+                grad += self.planned_grad_evals(r.config, rest)
+        return {"trials": len(self.proposals()), "epochs": epochs, "grad_evals": grad, "seconds": self.elapsed()}
+
+    def fits(self, config: Mapping[str, Any] | None, epochs: int, new_trial: bool) -> bool:
+        """Whether starting `epochs` more epochs of `config` stays within every budget."""
+        b, s = self.budget, self.spent()
+        if b.seconds is not None and s["seconds"] >= b.seconds:
+            return False
+        if b.trials is not None and new_trial and s["trials"] + 1 > b.trials:
+            return False
+        if b.epochs is not None and s["epochs"] + epochs > b.epochs:
+            return False
+        return not (
+            b.grad_evals is not None
+            and config is not None
+            and s["grad_evals"] + self.planned_grad_evals(config, epochs) > b.grad_evals
+        )
+
+    # ------------------------------------------------------------------ writes
+    def _set_system(self, row: Row, **attrs: Any) -> None:
+        for key, value in attrs.items():
+            self.storage.set_trial_system_attr(row.trial_id, key, value)
+
+    def _checkpoint_path(self, row: Row) -> Path | None:
+        return self.study.artifacts / row.checkpoint if row.checkpoint else None
+
+    def create_trial(self, config: dict[str, Any], *, proposal: int, target: int, attrs: Mapping[str, Any],
+                     state: Any, retry_of: int | None = None) -> Row:
+        """Insert a trial with its params (one transaction) and mirror it."""
+        from optuna.trial import create_trial
+
+        number = self.storage.get_n_trials(self.study._study_id)
+        artifact = f"tunelab-s{self.study._study_id}-t{number}.pt"
+        system = {
+            PROPOSAL: proposal,
+            TARGET: target,
+            CHECKPOINT: artifact,
+            f"artifacts:{artifact}": json.dumps(
+                {"artifact_id": artifact, "filename": f"trial-{number}.pt",
+                 "mimetype": "application/octet-stream", "encoding": None}
+            ),
+        }
+        if retry_of is not None:
+            system[RETRY_OF] = retry_of
+        frozen = create_trial(
+            state=state,
+            params=config,
+            distributions=self.study.space.distributions(config),
+            user_attrs={"strategy": dict(attrs)} if attrs else {},
+            system_attrs=system,
+        )
+        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=frozen)
+        stored = self.storage.get_trial(trial_id)
+        row = row_of(stored)
+        self.rows[trial_id] = row
+        return row
+
+    def claim(self, row: Row) -> None:
+        """Mark `row` running, owned by this driver."""
+        from optuna.trial import TrialState as OTS
+
+        if row.state == TrialState.PENDING:
+            self.storage.set_trial_state_values(row.trial_id, OTS.RUNNING)
+        row.state, row.paused_by, row.owner = TrialState.RUNNING, None, self.owner
+        row.lease = time.time() + LEASE_TTL_S
+        self._set_system(row, **{STATE: "running", PAUSED_BY: None, OWNER: self.owner, LEASE: row.lease})
+        self.in_flight.add(row.trial_id)
+
+    def flush(self, row: Row) -> None:
+        """Write the epochs of `row` not yet in the database."""
+        for i in range(row.flushed, row.epochs):
+            v = row.metrics["val_metric"][i]
+            if v is not None:
+                self.storage.set_trial_intermediate_value(row.trial_id, i + 1, float(v))
+        if row.flushed < row.epochs:
+            self.storage.set_trial_user_attr(row.trial_id, METRICS, row.metrics)
+            self.storage.set_trial_user_attr(row.trial_id, "epochs", row.epochs)
+        row.flushed = row.epochs
+        row.last_flush = time.monotonic()
+
+    def on_epoch(self, trial_id: int, epoch: EpochResult) -> None:
+        """Mirror one epoch result; write it when the trial's last write is `flush_seconds` old."""
+        row = self.rows.get(trial_id)
+        if row is None or trial_id not in self.in_flight or epoch.epoch <= row.epochs:
+            return
+        self._append(row, epoch)
+        if time.monotonic() - row.last_flush >= self.flush_seconds:
+            self.flush(row)
+        if self._bar is not None and self.budget.unit == "epochs":
+            self._bar.update(1)
+
+    def _append(self, row: Row, e: EpochResult) -> None:
+        m = row.metrics
+        for key in METRIC_KEYS:
+            value = getattr(e, key)
+            m[key].append(int(value) if key == "grad_evals" else finite(value))
+        row.seconds += e.seconds
+        row.grad_evals = e.grad_evals
+
+    def _adopt(self, row: Row, result: TrainResult) -> None:
+        """Take the result's full history (it includes epochs from before a resume and unflushed ones)."""
+        row.metrics = {k: [] for k in METRIC_KEYS}
+        row.seconds = 0.0
+        flushed = row.flushed
+        for e in result.epochs:
+            self._append(row, e)
+        row.flushed = min(flushed, row.epochs)
+        self.flush(row)
+
+    def finish(self, outcome: Outcome) -> None:
+        """Record how a unit of work ended."""
+        from optuna.trial import TrialState as OTS
+
+        row = self.rows[outcome.work.trial_id]
+        self.in_flight.discard(row.trial_id)
+        result = outcome.result
+        if result is not None:
+            self._adopt(row, result)
+        ua: dict[str, Any] = {
+            "epochs": row.epochs,
+            "grad_evals": row.grad_evals,
+            "seconds": round(row.seconds, 4),
+            "device": str(self.study.trainer.device),
+            "routine": outcome.work.routine,
+            "seed": outcome.work.seed,
+        }
+        state, value, error = None, None, None
+        if result is None:
+            error = outcome.error or "unknown error"
+            state = OTS.FAIL
+        elif result.status == "complete":
+            state, value = OTS.COMPLETE, float(result.val_metric)
+            ua["test_metric"] = finite(result.test_metric)
+        elif result.status == "stopped":
+            state = OTS.PRUNED
+        elif result.status == "diverged":
+            last = result.epochs[-1]
+            error = f"diverged: the training loss became non-finite in epoch {last.epoch} (lr {last.lr:.3g})"
+            state = OTS.FAIL
+        if result is not None:
+            ua["best_value"] = finite(result.best_val_metric)
+        if error is not None:
+            ua["error"] = error
+        for key, v in ua.items():
+            self.storage.set_trial_user_attr(row.trial_id, key, v)
+        row.error = error
+        if state is None:  # paused: by Ctrl-C / a crash, or because the request asked for fewer epochs
+            by = "interrupt" if self.stop.is_set() or row.epochs < (row.target or 0) else "strategy"
+            row.state, row.paused_by = TrialState.PAUSED, by
+            self._set_system(row, **{STATE: "paused", PAUSED_BY: by, LEASE: 0.0})
+        else:
+            self.storage.set_trial_state_values(row.trial_id, state, values=[value] if value is not None else None)
+            row.state, row.value = state_of_ots(state), value
+            if state == OTS.FAIL:  # a failed run's checkpoint can never be continued; free the disk
+                path = self._checkpoint_path(row)
+                if path is not None:
+                    path.unlink(missing_ok=True)
+        self._track_failure(outcome, row)
+        self._announce(row)
+
+    def _track_failure(self, outcome: Outcome, row: Row) -> None:
+        if outcome.result is not None or (outcome.error or "").startswith("out of memory"):
+            self.failures.clear()
+            return
+        self.failures.append(outcome)
+        any_complete = any(r.state == TrialState.COMPLETE for r in self.rows.values())
+        if len(self.failures) >= self.max_failures and not any_complete:
+            last = self.failures[-1]
+            self.fatal = TrialError(
+                f"the last {len(self.failures)} trials all raised and no trial of the study has completed, so "
+                f"the study stopped (this looks like a bug, not a bad configuration). Last error, trial "
+                f"{row.number}: {last.error}\n{last.traceback or ''}"
+            )
+            self.stop.set()
+
+    def _announce(self, row: Row) -> None:
+        if not self.progress:
+            return
+        metric = self.study.trainer.workload.metric
+        if row.state == TrialState.COMPLETE:
+            what = f"{metric} {row.value:.4f}"
+        elif row.state == TrialState.PAUSED:
+            what = f"paused at epoch {row.epochs}"
+        else:
+            what = f"{row.state}: {row.error}" if row.error else str(row.state)
+        best = self.study_best()
+        tail = f"  best {best[1]:.4f} (trial {best[0]})" if best else ""
+        line = f"trial {row.number:>3}  {what}  ({row.epochs} epochs, {row.seconds:.1f} s){tail}"
+        if self._bar is not None:
+            self._bar.write(line)
+            if self.budget.unit == "trials" and row.state != TrialState.PAUSED:
+                self._bar.update(1)
+        else:
+            print(line)
+
+    def study_best(self) -> tuple[int, float] | None:
+        """(number, value) of the best complete trial."""
+        done = [(r.number, float(r.value)) for r in self.rows.values()
+                if r.state == TrialState.COMPLETE and r.value is not None]
+        if not done:
+            return None
+        return min(done, key=lambda t: self.sign * t[1])
+
+    # ------------------------------------------------------------------ recovery
+    def recover(self) -> None:
+        """Continue or re-queue trials whose driver died (DESIGN section 5)."""
+        from optuna.trial import TrialState as OTS
+
+        host = socket.gethostname()
+        for row in list(self.rows.values()):
+            if row.state != TrialState.RUNNING:
+                continue
+            owner_host, _, pid = (row.owner or ":").rpartition(":")
+            dead = (
+                row.lease < time.time()
+                or (owner_host == host and pid.isdigit() and not _pid_alive(int(pid)))
+                or row.owner == self.owner
+            )
+            if not dead:
+                continue  # another live driver runs it
+            path = self._checkpoint_path(row)
+            if path is not None and path.exists():
+                row.state, row.paused_by = TrialState.PAUSED, "interrupt"
+                self._set_system(row, **{STATE: "paused", PAUSED_BY: "interrupt", LEASE: 0.0})
+                continue
+            retry_number = self.storage.get_n_trials(self.study._study_id)
+            error = f"interrupted: its process stopped before the first checkpoint; re-queued as trial {retry_number}"
+            self.storage.set_trial_user_attr(row.trial_id, "error", error)
+            self._set_system(row, **{SUPERSEDED: True, LEASE: 0.0})
+            self.storage.set_trial_state_values(row.trial_id, OTS.FAIL)
+            row.state, row.error, row.superseded = TrialState.FAILED, error, True
+            self.create_trial(row.config, proposal=row.proposal if row.proposal is not None else row.number,
+                              target=row.target or self.study.trainer.epochs, attrs=row.attrs,
+                              state=OTS.WAITING, retry_of=row.number)
+
+    # ------------------------------------------------------------------ the loop
+    def next_work(self) -> Work | None:
+        """The next unit of work: re-queued trials, then interrupted ones, then the strategy's request."""
+        if self.stop.is_set() or self.exhausted:
+            return None
+        for row in sorted(self.rows.values(), key=lambda r: r.number):
+            if row.trial_id in self.in_flight:
+                continue
+            if row.state == TrialState.PENDING and not row.superseded:
+                path = self._checkpoint_path(row)
+                if path is not None:
+                    path.unlink(missing_ok=True)
+                return self._work(row, row.target)
+            if row.state == TrialState.PAUSED and row.paused_by == "interrupt":
+                return self._work(row, row.target)
+        if not self.fits(None, 0, new_trial=True):
+            self.exhausted = True
+            return None
+        request = self.study.strategy.ask(self.history())
+        if request is None:
+            return None
+        return self._from_request(request)
+
+    def _from_request(self, request: Request) -> Work | None:
+        from optuna.trial import TrialState as OTS
+
+        full = self.study.trainer.epochs
+        if request.warm_start is not None:
+            raise ConfigError(
+                "Request.warm_start is not supported by the 'train' routine of this release; start from scratch "
+                "(warm_start=None) or resume a paused trial with Request.resume"
+            )
+        if request.kind == "resume":
+            row = next((r for r in self.rows.values() if r.number == request.trial), None)
+            if row is None or row.state != TrialState.PAUSED:
+                raise ConfigError(f"the strategy asked to resume trial {request.trial}, which is not paused")
+            until = min(request.until_epoch or full, full)
+            if not self.fits(row.config, until - row.epochs, new_trial=False):
+                self.exhausted = True
+                return None
+            row.target = until
+            self._set_system(row, **{TARGET: until})
+            return self._work(row, until)
+        config = self.study.space.validate(request.config or {})
+        epochs = min(request.epochs or full, full)
+        if not self.fits(config, epochs, new_trial=True):
+            self.exhausted = True
+            return None
+        row = self.create_trial(config, proposal=len(self.proposals()), target=epochs, attrs=request.attrs,
+                                state=OTS.RUNNING)
+        return self._work(row, epochs, routine=request.routine)
+
+    def _work(self, row: Row, until: int | None, routine: str = "train") -> Work:
+        self.claim(row)
+        path = self._checkpoint_path(row)
+        return Work(
+            trial_id=row.trial_id,
+            number=row.number,
+            config=dict(row.config),
+            seed=self.study.trainer.seed,
+            until_epoch=until,
+            checkpoint=str(path) if path is not None else None,
+            routine=routine,
+            checkpoint_seconds=self.checkpoint_seconds,
+        )
+
+    def _heartbeat(self, done: threading.Event) -> None:
+        while not done.wait(LEASE_EVERY_S):
+            with self._lock:
+                ids = list(self.in_flight)
+            for tid in ids:
+                try:
+                    self.storage.set_trial_system_attr(tid, LEASE, time.time() + LEASE_TTL_S)
+                except Exception:  # a finished trial cannot be updated any more; nothing to renew
+                    continue
+
+    def _make_bar(self) -> Any:
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        unit = self.budget.unit
+        total = self.budget.as_dict()[unit]
+        initial = self.spent()[unit] if unit != "seconds" else 0
+        if unit in ("epochs", "grad_evals"):
+            initial = sum(getattr(r, unit) for r in self.rows.values())
+        return tqdm(total=total, initial=min(initial, total), unit=unit[:-1] if unit.endswith("s") else unit,
+                    desc=self.study.name, dynamic_ncols=True)
+
+    def run(self) -> None:
+        """Recover, then fill executor slots until the budget or the strategy is exhausted."""
+        self.load()
+        self.recover()
+        self.storage.set_study_user_attr(self.study._study_id, BUDGET, self.budget.as_dict())
+        if self.executor_name != "local":
+            raise ConfigError(
+                f"executor={self.executor_name!r} is not available: use executor='local' (n_workers=1 trains in "
+                f"this process, n_workers>1 in a local process pool)"
+            )
+        trainer = self.study.trainer
+        executor: Any = (
+            LocalExecutor(trainer, self.stop) if self.n_workers == 1 else ProcessExecutor(trainer, self.n_workers,
+                                                                                          self.stop)
+        )
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, self._on_sigint)
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(done,), daemon=True)
+        beat.start()
+        self._bar = self._make_bar()
+        try:
+            while True:
+                while executor.busy < executor.capacity:
+                    work = self.next_work()
+                    if work is None:
+                        break
+                    executor.submit(work)
+                if executor.busy == 0:
+                    break
+                for outcome in executor.wait(self.on_epoch):
+                    self.finish(outcome)
+                self.storage.set_study_user_attr(self.study._study_id, SECONDS_SPENT, round(self.elapsed(), 3))
+        finally:
+            done.set()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+            for tid in list(self.in_flight):  # an exception left these running: let the next driver recover them
+                try:
+                    self.flush(self.rows[tid])
+                    self.storage.set_trial_system_attr(tid, LEASE, 0.0)
+                except Exception:  # the database itself may be the failure; recovery handles it
+                    continue
+            executor.close()
+            self.storage.set_study_user_attr(self.study._study_id, SECONDS_SPENT, round(self.elapsed(), 3))
+            if self._bar is not None:
+                self._bar.close()
+        if self.fatal is not None:
+            raise self.fatal
+        if self.progress and self.stop.is_set():
+            paused = sum(r.state == TrialState.PAUSED for r in self.rows.values())
+            print(f"study {self.study.name!r} paused ({paused} trials paused); run optimize again to continue")
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self.stop.is_set():
+            raise KeyboardInterrupt
+        self.stop.set()
+        if self.progress:
+            print("\nCtrl-C: pausing running trials at the end of their epoch (Ctrl-C again to abort)", flush=True)
+
+
+def state_of_ots(state: Any) -> TrialState:
+    """Tunelab's state of a finished Optuna state."""
+    from optuna.trial import TrialState as OTS
+
+    return {OTS.COMPLETE: TrialState.COMPLETE, OTS.PRUNED: TrialState.PRUNED}.get(state, TrialState.FAILED)

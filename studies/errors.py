@@ -1,0 +1,25 @@
+"""Errors of the study layer (members of the `TunelabError` family)."""
+
+from __future__ import annotations
+
+from spaces.errors import ConfigError, TunelabError
+
+
+class StorageError(TunelabError):
+    """A storage URL cannot be opened, or the database is not a tunelab/Optuna database."""
+
+
+class StudyNotFoundError(TunelabError, LookupError):
+    """`studies.load` (or the CLI) named a study that the storage does not hold."""
+
+
+class StudyConflictError(TunelabError):
+    """A study exists under this name with a different space, strategy or trainer."""
+
+
+class BudgetError(ConfigError):
+    """A budget is missing, negative or not a number."""
+
+
+class TrialError(TunelabError):
+    """Every trial of a study failed the same way (a bug in user code, not a bad configuration)."""

@@ -1,0 +1,133 @@
+"""`TrialState` and `TrialRecord`: trials as users read them, and their mapping onto Optuna's schema.
+
+tunelab's states map onto Optuna's as follows (DESIGN section 5): pending = WAITING,
+running and paused = RUNNING (told apart by the system attribute `tunelab:state`),
+complete = COMPLETE, pruned = PRUNED, failed = FAIL.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+# Trial system attributes (internal bookkeeping; users read TrialRecord).
+STATE = "tunelab:state"  # "running" | "paused" while Optuna says RUNNING
+PAUSED_BY = "tunelab:paused_by"  # "interrupt" (Ctrl-C, crash, time budget) | "strategy"
+OWNER = "tunelab:owner"  # "host:pid" of the driver running the trial
+LEASE = "tunelab:lease"  # unix time until which the owner's claim holds
+TARGET = "tunelab:target_epochs"  # the epoch the trial was asked to reach
+PROPOSAL = "tunelab:proposal"  # index of the strategy proposal the trial runs
+RETRY_OF = "tunelab:retry_of"  # number of the interrupted trial this one re-runs
+SUPERSEDED = "tunelab:superseded"  # an interrupted trial that was re-queued
+CHECKPOINT = "tunelab:checkpoint"  # artifact id of the trial's checkpoint
+# Trial user attributes (what DESIGN section 5 stores; visible in optuna-dashboard).
+METRICS = "metrics"
+
+
+class TrialState(str, Enum):
+    """The state of a trial (`record.state == "complete"` reads naturally)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    FAILED = "failed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial of a study, read from the database.
+
+    Attributes:
+        number: The trial's number in the study (Optuna's `trial.number`).
+        state: Its `TrialState`.
+        config: Its configuration.
+        value: The objective: validation metric of the last epoch (complete and pruned trials).
+        best_value: Best validation metric over its epochs.
+        curve: Validation metric per epoch.
+        metrics: Every metric per epoch (`train_loss`, `val_loss`, `val_metric`, `lr`, `seconds`,
+            `grad_evals`).
+        test_metric: Test metric after a complete run (None otherwise, or without a test split).
+        epochs: Epochs trained.
+        grad_evals: Gradient evaluations spent.
+        seconds: Training time.
+        error: Why it failed, or None.
+        attrs: The strategy's data stored with the trial.
+        retry_of: Number of the interrupted trial this one re-runs, or None.
+    """
+
+    number: int
+    state: TrialState
+    config: dict[str, Any]
+    value: float | None = None
+    best_value: float | None = None
+    curve: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float | None]] = field(default_factory=dict)
+    test_metric: float | None = None
+    epochs: int = 0
+    grad_evals: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    retry_of: int | None = None
+
+
+def state_of(trial: Any) -> TrialState:
+    """The tunelab state of an `optuna.trial.FrozenTrial`."""
+    from optuna.trial import TrialState as OTS
+
+    if trial.state == OTS.WAITING:
+        return TrialState.PENDING
+    if trial.state == OTS.RUNNING:
+        return TrialState.PAUSED if trial.system_attrs.get(STATE) == "paused" else TrialState.RUNNING
+    if trial.state == OTS.COMPLETE:
+        return TrialState.COMPLETE
+    if trial.state == OTS.PRUNED:
+        return TrialState.PRUNED
+    return TrialState.FAILED
+
+
+def finite(x: Any) -> float | None:
+    """`x` as a float, or None when missing or not finite (JSON and SQL hold no NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
+    """Build a `TrialRecord` from an `optuna.trial.FrozenTrial` of a tunelab study."""
+    ua, sa = trial.user_attrs, trial.system_attrs
+    state = state_of(trial)
+    curve = [float(trial.intermediate_values[k]) for k in sorted(trial.intermediate_values)]
+    metrics = dict(ua.get(METRICS, {}))
+    if metrics.get("val_metric") and len(metrics["val_metric"]) >= len(curve):
+        curve = [math.nan if v is None else float(v) for v in metrics["val_metric"]]
+    value = trial.value if trial.value is not None else None
+    if value is None and state == TrialState.PRUNED and curve:
+        value = curve[-1]
+    params = dict(trial.params)
+    if order is not None:
+        params = {k: params[k] for k in order if k in params} | {k: v for k, v in params.items() if k not in order}
+    return TrialRecord(
+        number=trial.number,
+        state=state,
+        config=params,
+        value=finite(value),
+        best_value=finite(ua.get("best_value")),
+        curve=curve,
+        metrics=metrics,
+        test_metric=finite(ua.get("test_metric")),
+        epochs=int(ua.get("epochs", len(curve))),
+        grad_evals=int(ua.get("grad_evals", 0)),
+        seconds=float(ua.get("seconds", 0.0)),
+        error=ua.get("error"),
+        attrs=dict(ua.get("strategy", {})),
+        retry_of=sa.get(RETRY_OF),
+    )

@@ -1,0 +1,99 @@
+"""Opening a study database: Optuna's RDB schema through SQLAlchemy, SQLite in WAL mode.
+
+Any SQLAlchemy URL works; SQLite (the default, `sqlite:///tunelab.db`) is opened with a busy
+timeout and in write-ahead-log mode, so a dashboard or `tunelab show` can read while a study
+writes. Checkpoints live in an `optuna.artifacts.FileSystemArtifactStore` beside the database:
+`tunelab.db` keeps them in `tunelab.artifacts/`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from studies.errors import StorageError
+
+DEFAULT_STORAGE = "sqlite:///tunelab.db"
+BUSY_TIMEOUT_S = 30.0
+_TEMP_DIRS: list[tempfile.TemporaryDirectory] = []
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of an SQLite URL (None for other databases or in-memory SQLite)."""
+    if not url.startswith("sqlite:"):
+        return None
+    rest = url.split(":///", 1)[1] if ":///" in url else ""
+    rest = rest.split("?", 1)[0]
+    if rest in ("", ":memory:"):
+        return None
+    return Path(rest)
+
+
+def open_storage(url: str) -> Any:
+    """Open (creating if needed) the Optuna RDB storage at `url`.
+
+    Args:
+        url: An SQLAlchemy URL, e.g. `sqlite:///tunelab.db` or `postgresql://user@host/db`.
+
+    Returns:
+        An `optuna.storages.RDBStorage`.
+
+    Raises:
+        StorageError: The URL is malformed, its driver is missing, or the database cannot be opened.
+    """
+    import optuna
+    import sqlalchemy
+
+    if not isinstance(url, str) or "://" not in url:
+        raise StorageError(
+            f"storage must be an SQLAlchemy URL such as 'sqlite:///tunelab.db', got {url!r}"
+        )
+    path = sqlite_path(url)
+    if path is not None and not path.parent.exists():
+        raise StorageError(
+            f"cannot open storage {url!r}: the folder {str(path.parent)!r} does not exist; create it or "
+            f"point the URL at an existing folder (sqlite:///relative/path.db or sqlite:////absolute/path.db)"
+        )
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as err:  # SQLAlchemy, driver import and schema errors all mean "cannot open"
+        raise StorageError(
+            f"cannot open storage {url!r}: {type(err).__name__}: {err}. Check the URL, that its database "
+            f"driver is installed and that the database is reachable (the default is {DEFAULT_STORAGE!r})"
+        ) from err
+    if path is not None:
+        def _pragmas(conn: Any, _record: Any) -> None:
+            cur = conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            cur.execute("PRAGMA synchronous=NORMAL")  # safe against process crashes in WAL mode
+            cur.close()
+
+        sqlalchemy.event.listen(storage.engine, "connect", _pragmas)
+        storage.engine.dispose()  # connections made during set-up reconnect with the pragmas
+    return storage
+
+
+def artifact_dir(url: str, artifacts: str | Path | None = None) -> Path:
+    """Where checkpoints of the studies in `url` live.
+
+    `sqlite:///path/tunelab.db` -> `path/tunelab.artifacts`; other databases need `artifacts=`
+    (default `./tunelab.artifacts`); in-memory SQLite uses a temporary folder.
+    """
+    if artifacts is not None:
+        out = Path(artifacts)
+    else:
+        path = sqlite_path(url)
+        if path is not None:
+            out = path.with_name(path.stem + ".artifacts")
+        elif url.startswith("sqlite"):
+            tmp = tempfile.TemporaryDirectory(prefix="tunelab-artifacts-")
+            _TEMP_DIRS.append(tmp)
+            out = Path(tmp.name)
+        else:
+            out = Path("tunelab.artifacts")
+    out.mkdir(parents=True, exist_ok=True)
+    return out

@@ -1,0 +1,402 @@
+"""`studies.create`, `studies.load` and `Study`: a search persisted in an Optuna RDB database.
+
+A tunelab study is an Optuna study with its recipe stored in the study's user attributes
+(tunelab version, space JSON, strategy, trainer and workload, seed, budget, time spent), the
+config of each trial as Optuna params, its learning curve as intermediate values and every
+metric as trial user attributes. `optuna.load_study`, `optuna.visualization` and
+optuna-dashboard read it as any Optuna study.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import search
+from spaces import ConfigError, Space, build_model
+from studies.driver import BUDGET, Budget, Driver
+from studies.errors import StorageError, StudyConflictError, StudyNotFoundError
+from studies.recipes import build_trainer, identity
+from studies.records import CHECKPOINT, SUPERSEDED, TrialRecord, TrialState, record_of
+from studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage
+from trainers import Trainer
+
+VERSION = "tunelab:version"
+SPACE = "tunelab:space"
+STRATEGY = "tunelab:strategy"
+TRAINER = "tunelab:trainer"
+SEED = "tunelab:seed"
+
+
+def _version() -> str:
+    from studies import __version__
+
+    return __version__
+
+
+class Study:
+    """A study: space, trainer and strategy, with its trials in a database.
+
+    Build one with `studies.create` or `studies.load`, not directly.
+
+    Attributes:
+        name: The study's name (unique in its storage).
+        storage_url: The SQLAlchemy URL of its database.
+        space: The search space.
+        trainer: The trainer every trial runs on.
+        strategy: The search strategy.
+        direction: "maximize" or "minimize".
+        artifacts: Folder of the trials' checkpoints (an Optuna `FileSystemArtifactStore`).
+    """
+
+    def __init__(self, *, name: str, storage_url: str, storage: Any, study_id: int, space: Space,
+                 trainer: Trainer, strategy: search.Strategy, direction: str, artifacts: Path) -> None:
+        self.name = name
+        self.storage_url = storage_url
+        self._storage = storage
+        self._study_id = study_id
+        self.space = space
+        self.trainer = trainer
+        self.strategy = strategy
+        self.direction = direction
+        self.artifacts = artifacts
+
+    def __repr__(self) -> str:
+        return f"Study({self.name!r}, storage={self.storage_url!r}, strategy={self.strategy!r})"
+
+    # ------------------------------------------------------------------ storage access
+    def _study_attrs(self) -> dict[str, Any]:
+        return self._storage.get_study_user_attrs(self._study_id)
+
+    def _frozen_trials(self) -> list[Any]:
+        return self._storage.get_all_trials(self._study_id, deepcopy=False)
+
+    @property
+    def optuna(self) -> Any:
+        """The `optuna.Study` view of this study (for Optuna's visualisation and analysis tools)."""
+        import optuna
+
+        return optuna.load_study(study_name=self.name, storage=self._storage)
+
+    @property
+    def artifact_store(self) -> Any:
+        """The `optuna.artifacts.FileSystemArtifactStore` holding the checkpoints."""
+        from optuna.artifacts import FileSystemArtifactStore
+
+        return FileSystemArtifactStore(str(self.artifacts))
+
+    # ------------------------------------------------------------------ results
+    @property
+    def trials(self) -> list[TrialRecord]:
+        """Every trial, by number (interrupted-and-re-queued ones included, as failed)."""
+        order = list(self.space.names)
+        return [record_of(t, order) for t in self._frozen_trials()]
+
+    @property
+    def best(self) -> TrialRecord | None:
+        """The complete trial with the best value (None before any completes)."""
+        done = [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None]
+        if not done:
+            return None
+        key = (lambda t: -t.value) if self.direction == "maximize" else (lambda t: t.value)
+        return min(done, key=key)
+
+    def checkpoint(self, number: int) -> Path | None:
+        """Path of trial `number`'s checkpoint (`trainers.load_checkpoint` reads it), or None."""
+        for t in self._frozen_trials():
+            if t.number == number and t.system_attrs.get(CHECKPOINT):
+                path = self.artifacts / t.system_attrs[CHECKPOINT]
+                return path if path.exists() else None
+        return None
+
+    def dataframe(self) -> Any:
+        """All trials as a pandas DataFrame.
+
+        Columns: number, state, value, best_value, test_metric, epochs, grad_evals, seconds,
+        error, and one `params.<name>` column per parameter.
+        """
+        import pandas as pd
+
+        rows = []
+        for t in self.trials:
+            row: dict[str, Any] = {
+                "number": t.number,
+                "state": str(t.state),
+                "value": t.value,
+                "best_value": t.best_value,
+                "test_metric": t.test_metric,
+                "epochs": t.epochs,
+                "grad_evals": t.grad_evals,
+                "seconds": t.seconds,
+                "error": t.error,
+            }
+            row.update({f"params.{k}": v for k, v in t.config.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def curves(self) -> Any:
+        """Learning curves: a pandas DataFrame indexed by epoch (1..), one column per trial number."""
+        import pandas as pd
+
+        data = {t.number: pd.Series(t.curve, index=range(1, len(t.curve) + 1), dtype=float)
+                for t in self.trials if t.curve}
+        frame = pd.DataFrame(data)
+        frame.index.name = "epoch"
+        return frame
+
+    def budget(self) -> dict[str, Any] | None:
+        """The budget of the last `optimize` call (None before the first)."""
+        return self._study_attrs().get(BUDGET)
+
+    # ------------------------------------------------------------------ search
+    def optimize(
+        self,
+        trials: int | None = None,
+        *,
+        epochs: int | None = None,
+        seconds: float | None = None,
+        grad_evals: int | None = None,
+        n_workers: int = 1,
+        executor: str = "local",
+        progress: bool = True,
+        checkpoint_seconds: float | None = 30.0,
+        max_failures: int = 3,
+        flush_seconds: float = 2.0,
+    ) -> TrialRecord | None:
+        """Run the study until its budget (a total for the study, over all calls) is spent.
+
+        Calling it again with the same budget after a crash or Ctrl-C finishes the same study
+        and stops; it never spends a budget twice. Ctrl-C pauses running trials at the end of
+        their epoch (a second Ctrl-C aborts).
+
+        Args:
+            trials: Total trials proposed by the strategy.
+            epochs: Total epochs trained, summed over trials.
+            seconds: Total wall time in `optimize` (running trials finish after it is reached).
+            grad_evals: Total gradient evaluations.
+            n_workers: Trials trained at once; >1 uses a local process pool.
+            executor: "local" (this machine).
+            progress: Show a progress bar and one line per finished trial.
+            checkpoint_seconds: Save a running trial's checkpoint every this many seconds (None:
+                every `trainer.checkpoint_every` epochs), so a crash loses at most that much.
+            max_failures: Stop with `TrialError` when this many trials in a row raise and none
+                of the study has completed.
+            flush_seconds: Write a running trial's epochs to the database at most this often.
+
+        Returns:
+            The best trial so far (None if none has completed).
+
+        Raises:
+            BudgetError: No budget, or a negative one.
+            ConfigError: Bad `n_workers`, `executor` or settings.
+            TrialError: Every trial fails with an error (a bug rather than a bad configuration).
+        """
+        budget = Budget(trials=trials, epochs=epochs, seconds=seconds, grad_evals=grad_evals)
+        if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
+            raise ConfigError(f"n_workers must be an int >= 1, got {n_workers!r}")
+        if not isinstance(max_failures, int) or max_failures < 1:
+            raise ConfigError(f"max_failures must be an int >= 1, got {max_failures!r}")
+        if checkpoint_seconds is not None and not checkpoint_seconds >= 0:
+            raise ConfigError(f"checkpoint_seconds must be >= 0 or None, got {checkpoint_seconds!r}")
+        Driver(
+            self,
+            budget,
+            n_workers=n_workers,
+            executor=executor,
+            progress=progress,
+            checkpoint_seconds=checkpoint_seconds,
+            max_failures=max_failures,
+            flush_seconds=flush_seconds,
+        ).run()
+        return self.best
+
+    def history(self) -> search.History:
+        """The normalised view a strategy gets (for inspecting what a strategy would do next)."""
+        driver = Driver(self, Budget(trials=0), n_workers=1, executor="local", progress=False,
+                        checkpoint_seconds=None, max_failures=1, flush_seconds=0.0)
+        driver.load()
+        return driver.history()
+
+
+# ---------------------------------------------------------------------- create / load
+def _check_fits(space: Space, trainer: Trainer) -> None:
+    """Build the models of a few configs of `space` for the workload; raise ConfigError if one cannot be."""
+    w = trainer.workload
+    x = w.train.x[:2] if hasattr(w.train, "x") else torch.stack([torch.as_tensor(w.train[i][0]) for i in range(2)])
+    configs = [space.default(), *(space.sample(np.random.default_rng([7, i])) for i in range(4))]
+    for config in configs:
+        try:
+            model = build_model(config, w.input_shape, w.n_outputs)
+            with torch.no_grad():
+                model.eval()(x.float())
+        except Exception as err:
+            shown = {k: v for k, v in config.items() if k.startswith("model")}
+            raise ConfigError(
+                f"the space does not fit the workload {w.name!r} (input shape {w.input_shape}, {w.n_outputs} "
+                f"outputs): building the model of {shown} failed with {type(err).__name__}: {err}. Use a model "
+                f"space for this input (e.g. spaces.cnn(dim={len(w.input_shape) - 1 if len(w.input_shape) > 1 else 1})"
+                f" or spaces.mlp())"
+            ) from err
+
+
+def _study_id(storage: Any, name: str) -> int | None:
+    try:
+        return storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+
+
+def study_names(storage: str | Any) -> list[str]:
+    """Names of the studies in a storage (a URL or an opened storage)."""
+    st = open_storage(storage) if isinstance(storage, str) else storage
+    return [s.study_name for s in st.get_all_studies()]
+
+
+def create(
+    name: str,
+    storage: str = DEFAULT_STORAGE,
+    *,
+    space: Space,
+    trainer: Trainer,
+    strategy: search.Strategy | None = None,
+    direction: str | None = None,
+    load_if_exists: bool = True,
+    artifacts: str | Path | None = None,
+) -> Study:
+    """Create a study, or open the existing one of the same name and recipe.
+
+    Args:
+        name: Unique name in the storage.
+        storage: SQLAlchemy URL (default `sqlite:///tunelab.db`).
+        space: What to search.
+        trainer: How each configuration is trained.
+        strategy: How the next configuration is chosen (default `search.Random(seed=0)`).
+        direction: "maximize" or "minimize" (default: the workload metric's direction).
+        load_if_exists: Open an existing study of this name (its space, strategy and trainer
+            must equal the given ones); if False, an existing name is an error.
+        artifacts: Folder for checkpoints (default: beside an SQLite file, `<db>.artifacts`).
+
+    Returns:
+        The `Study`.
+
+    Raises:
+        StorageError: The storage cannot be opened.
+        StudyConflictError: The name exists with another space, strategy or trainer (or
+            `load_if_exists=False`).
+        ConfigError: Bad arguments, or a space whose models the workload cannot build.
+    """
+    import optuna
+
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"a study needs a non-empty name, got {name!r}")
+    if not isinstance(space, Space):
+        raise ConfigError(f"space must be a spaces.Space, got {type(space).__name__}")
+    if not isinstance(trainer, Trainer):
+        raise ConfigError(f"trainer must be a trainers.Trainer, got {type(trainer).__name__}")
+    strategy = search.Random(seed=0) if strategy is None else strategy
+    if not isinstance(strategy, search.Strategy):
+        raise ConfigError(f"strategy must be a search.Strategy (e.g. search.Bayesian()), got {strategy!r}")
+    direction = direction or trainer.workload.direction
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    _check_fits(space, trainer)
+    st = open_storage(storage)
+    recipe = {
+        SPACE: json.loads(space.to_json()),
+        STRATEGY: strategy.spec(),
+        TRAINER: trainer.spec(),
+    }
+    study_id = _study_id(st, name)
+    if study_id is not None:
+        if not load_if_exists:
+            raise StudyConflictError(
+                f"a study named {name!r} already exists in {storage}; pass load_if_exists=True to continue it, "
+                f"or choose another name"
+            )
+        attrs = st.get_study_user_attrs(study_id)
+        if SPACE not in attrs:
+            raise StudyConflictError(
+                f"the study {name!r} in {storage} was not created by tunelab; choose another name"
+            )
+        problems = []
+        if attrs[SPACE] != recipe[SPACE]:
+            problems.append("a different space")
+        if attrs[STRATEGY] != json.loads(json.dumps(recipe[STRATEGY])):
+            problems.append(f"a different strategy (stored: {attrs[STRATEGY]}, given: {recipe[STRATEGY]})")
+        if identity(attrs[TRAINER]) != json.loads(json.dumps(identity(recipe[TRAINER]))):
+            problems.append(f"a different trainer (stored: {identity(attrs[TRAINER])}, given: "
+                            f"{identity(recipe[TRAINER])})")
+        stored_dir = st.get_study_directions(study_id)[0].name.lower()
+        if stored_dir != direction:
+            problems.append(f"a different direction (stored: {stored_dir})")
+        if problems:
+            raise StudyConflictError(
+                f"the study {name!r} in {storage} exists with {'; '.join(problems)}. Continue it with "
+                f"studies.load({name!r}, {storage!r}), or create the new search under another name"
+            )
+    else:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.create_study(study_name=name, storage=st, direction=direction)
+        study_id = st.get_study_id_from_name(name)
+        for key, value in {**recipe, VERSION: _version(), SEED: strategy.seed}.items():
+            st.set_study_user_attr(study_id, key, value)
+    return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
+                 strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts))
+
+
+def load(
+    name: str,
+    storage: str = DEFAULT_STORAGE,
+    *,
+    trainer: Trainer | None = None,
+    device: str = "auto",
+    artifacts: str | Path | None = None,
+) -> Study:
+    """Open a study from its database alone: space, strategy and (built-in or importable) workload.
+
+    Args:
+        name: The study's name.
+        storage: Its SQLAlchemy URL.
+        trainer: The trainer, needed when the workload was built from in-memory data.
+        device: Device of the rebuilt trainer.
+        artifacts: Checkpoint folder, if not the default one beside the database.
+
+    Raises:
+        StorageError: The storage cannot be opened, or the study was not created by tunelab.
+        StudyNotFoundError: No study of that name; the message lists the names there are.
+        WorkloadError: The workload cannot be rebuilt and no trainer was given.
+        StudyConflictError: The given trainer differs from the stored one.
+    """
+    st = open_storage(storage)
+    study_id = _study_id(st, name)
+    if study_id is None:
+        names = study_names(st)
+        raise StudyNotFoundError(
+            f"no study named {name!r} in {storage}; it holds {names if names else 'no studies'} "
+            f"(create one with studies.create)"
+        )
+    attrs = st.get_study_user_attrs(study_id)
+    if SPACE not in attrs:
+        raise StorageError(f"the study {name!r} in {storage} was not created by tunelab (it has no tunelab recipe)")
+    space = Space.from_json(json.dumps(attrs[SPACE]))
+    strategy = search.Strategy.from_spec(attrs[STRATEGY])
+    if trainer is None:
+        trainer = build_trainer(attrs[TRAINER], device=device)
+    elif identity(attrs[TRAINER]) != json.loads(json.dumps(identity(trainer.spec()))):
+        raise StudyConflictError(
+            f"the trainer given to load differs from the study's (stored: {identity(attrs[TRAINER])}, given: "
+            f"{identity(trainer.spec())}); pass the same workload, epochs, batch size and seed"
+        )
+    direction = st.get_study_directions(study_id)[0].name.lower()
+    return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
+                 strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts))
+
+
+def superseded(trial: Any) -> bool:
+    """Whether a stored trial was interrupted and re-queued (its re-run replaces it)."""
+    return bool(trial.system_attrs.get(SUPERSEDED, False))
+
