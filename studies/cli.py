@@ -1,88 +1,191 @@
-"""The `tunelab` command line."""
+"""The `tunelab` command line: `demo`, `list`, `show`, `resume`, `report`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+STRATEGIES = ("bayesian", "random", "quasi", "tpe")
+
+
+def _strategy(name: str, seed: int) -> Any:
+    import search
+
+    return {
+        "bayesian": lambda: search.Bayesian(seed=seed),
+        "random": lambda: search.Random(seed=seed),
+        "quasi": lambda: search.Random(seed=seed, quasi=True),
+        "tpe": lambda: search.OptunaSampler("tpe", seed=seed),
+    }[name]()
 
 
 def _demo(args: argparse.Namespace) -> int:
     import spaces
+    import studies
     import trainers
 
     workload = {"mnist1d": trainers.workloads.mnist1d, "digits": trainers.workloads.digits}[args.workload]()
     dim = 1 if args.workload == "mnist1d" else 2
     model_space = {"mlp": spaces.mlp(), "cnn": spaces.cnn(dim=dim), "cells": spaces.cells(dim=dim)}[args.model]
-    space = spaces.optimizers(args.optimizers) | spaces.schedules(["cosine", "warmup_cosine", "constant"]) | model_space
+    space = spaces.optimizers(args.optimizers) | spaces.schedules(["constant", "cosine", "warmup_cosine"]) | model_space
     trainer = trainers.Trainer(workload, epochs=args.epochs, device=args.device, seed=args.seed)
-    rng = np.random.default_rng(args.seed)
-    configs = [space.default()] + [space.sample(rng) for _ in range(args.configs - 1)]
-    print(f"tunelab demo: {workload!r}")
-    print(
-        f"device={trainer.device} precision={trainer.precision} epochs={args.epochs} configs={len(configs)} "
-        f"(the first at the literature defaults, the rest sampled at random)\n"
-    )
-    rows = []
-    for i, config in enumerate(configs):
-        name = config["optimizer"]
-        lr = next((v for k, v in config.items() if k.endswith(".lr")), float("nan"))
-        label = f"[{i + 1}/{len(configs)}] {name:10s} lr={lr:.2e} {config.get('schedule', 'constant'):13s}"
-        t0 = time.perf_counter()
+    name = args.name or f"{args.workload}-{args.model}-{args.strategy}"
+    study = studies.create(name, args.storage, space=space, trainer=trainer,
+                           strategy=_strategy(args.strategy, args.seed))
+    if not args.quiet:
+        print(f"study {name!r}: {args.strategy} search over {', '.join(args.optimizers)} x schedules x {args.model}, "
+              f"{args.trials} trials of {args.epochs} epochs on {workload.name} ({trainer.device})")
+    study.optimize(trials=args.trials, n_workers=args.workers, progress=not args.quiet)
+    _print_best(study)
+    print(f"\ndatabase: {args.storage} (study {name!r}); checkpoints: {study.artifacts}")
+    print(f"next: tunelab show --storage {args.storage} --study {name}  |  tunelab report --storage {args.storage} "
+          f"--study {name} --out report/")
+    return 0
 
-        def report(r: trainers.EpochResult, label: str = label) -> None:
-            if not args.quiet:
-                print(
-                    f"  {label} epoch {r.epoch:3d}  train_loss {r.train_loss:8.4f}  val_loss {r.val_loss:8.4f}  "
-                    f"val_{workload.metric} {r.val_metric:.4f}  lr {r.lr:.2e}",
-                    flush=True,
-                )
 
-        result = trainer.fit(config, report=report)
-        rows.append((i + 1, config, result, time.perf_counter() - t0))
-        test = f"{result.test_metric:.4f}" if result.test_metric is not None else "-"
-        print(
-            f"{label} -> {result.status}, best val {result.best_val_metric or float('nan'):.4f}, test {test}, "
-            f"{time.perf_counter() - t0:.1f}s",
-            flush=True,
-        )
-    best = max(rows, key=lambda r: -np.inf if r[2].best_val_metric is None else r[2].best_val_metric)
-    print(
-        f"\nbest by validation {workload.metric}: config {best[0]} (val {best[2].best_val_metric:.4f}, test "
-        f"{best[2].test_metric if best[2].test_metric is None else round(best[2].test_metric, 4)})"
-    )
-    for k, v in best[1].items():
-        print(f"  {k} = {v}")
+def _open(args: argparse.Namespace) -> Any:
+    import studies
+
+    name = args.study
+    if name is None:
+        names = studies.study_names(args.storage)
+        if len(names) != 1:
+            raise studies.StudyNotFoundError(
+                f"{args.storage} holds {len(names)} studies ({', '.join(names) or 'none'}); choose one with --study NAME"
+            )
+        name = names[0]
+    return studies.load(name, args.storage, device=getattr(args, "device", "auto"))
+
+
+def _print_best(study: Any) -> None:
+    best = study.best
+    metric = study.trainer.workload.metric
+    if best is None:
+        print("no trial has completed yet")
+        return
+    test = f", test {metric} {best.test_metric:.4f}" if best.test_metric is not None else ""
+    print(f"best: trial {best.number}, validation {metric} {best.value:.4f}{test}")
+    for k, v in best.config.items():
+        print(f"  {k} = {v:.4g}" if isinstance(v, float) else f"  {k} = {v}")
+
+
+def _list(args: argparse.Namespace) -> int:
+    import studies
+
+    names = studies.study_names(args.storage)
+    if not names:
+        print(f"no studies in {args.storage}")
+        return 0
+    print(f"{'study':30s} {'strategy':10s} {'workload':12s} {'trials':>14s} {'best':>8s}")
+    for name in names:
+        try:
+            study = studies.load(name, args.storage)
+        except studies.TunelabError as err:
+            print(f"{name:30s} (cannot be opened: {err})")
+            continue
+        trials = study.trials
+        done = sum(t.state == "complete" for t in trials)
+        best = study.best
+        print(f"{name:30s} {study.strategy.name:10s} {study.trainer.workload.name:12s} "
+              f"{f'{done}/{len(trials)} complete':>14s} {best.value if best else float('nan'):8.4f}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    study = _open(args)
+    trials = study.trials
+    print(f"study {study.name!r} in {args.storage}: {study.strategy!r}, workload {study.trainer.workload.name}, "
+          f"{study.trainer.epochs} epochs per trial, budget {study.budget()}")
+    _print_best(study)
+    metric = study.trainer.workload.metric
+    print(f"\n{'trial':>5s} {'state':9s} {'val ' + metric:>13s} {'epochs':>6s} {'seconds':>8s}  config / error")
+    for t in trials:
+        value = f"{t.value:.4f}" if t.value is not None else "-"
+        short = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.config.items())
+        tail = t.error if t.error else short
+        print(f"{t.number:5d} {t.state.value:9s} {value:>13s} {t.epochs:6d} {t.seconds:8.1f}  {tail[:150]}")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    study = _open(args)
+    given = {k: getattr(args, k) for k in ("trials", "epochs", "seconds", "grad_evals") if getattr(args, k) is not None}
+    budget = given or {k: v for k, v in (study.budget() or {}).items() if v is not None}
+    if not budget:
+        import studies
+
+        raise studies.BudgetError("the study has no stored budget; pass --trials, --epochs, --seconds or --grad-evals")
+    print(f"resuming {study.name!r} with budget {budget}")
+    study.optimize(**budget, n_workers=args.workers, progress=not args.quiet)
+    _print_best(study)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from studies.report import report
+
+    study = _open(args)
+    path = report(study, Path(args.out or f"{study.name}-report"))
+    print(f"report written to {path}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `tunelab`."""
-    from studies import __version__
+    from studies import DEFAULT_STORAGE, __version__
 
-    parser = argparse.ArgumentParser(
-        prog="tunelab", description="Search hyperparameters and architectures of PyTorch models."
-    )
+    parser = argparse.ArgumentParser(prog="tunelab", description="Search hyperparameters and architectures of "
+                                     "PyTorch models.")
     parser.add_argument("--version", action="version", version=f"tunelab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="train a few configurations on MNIST-1D with the shared trainer")
+
+    def storage_args(p: argparse.ArgumentParser, study: bool = True) -> None:
+        p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default {DEFAULT_STORAGE})")
+        if study:
+            p.add_argument("--study", default=None, help="study name (optional when the storage holds one study)")
+
+    demo = sub.add_parser("demo", help="run a short real study on MNIST-1D into a SQLite file")
+    storage_args(demo, study=False)
+    demo.add_argument("--name", default=None, help="study name (default: <workload>-<model>-<strategy>)")
+    demo.add_argument("--strategy", choices=STRATEGIES, default="bayesian")
     demo.add_argument("--workload", choices=["mnist1d", "digits"], default="mnist1d")
     demo.add_argument("--model", choices=["mlp", "cnn", "cells"], default="cnn")
-    demo.add_argument(
-        "--optimizers",
-        nargs="+",
-        default=["adamw", "sgd", "sam", "acprop"],
-        help="optimizer families to sample from (see spaces.optimizers.names())",
-    )
-    demo.add_argument("--configs", type=int, default=6, help="number of configurations to train")
-    demo.add_argument("--epochs", type=int, default=20)
+    demo.add_argument("--optimizers", nargs="+", default=["adamw", "sgd", "acprop"],
+                      help="optimizer families to search (see spaces.optimizers.names())")
+    demo.add_argument("--trials", type=int, default=12)
+    demo.add_argument("--epochs", type=int, default=15, help="epochs per trial")
+    demo.add_argument("--workers", type=int, default=1)
     demo.add_argument("--device", default="auto")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--quiet", action="store_true", help="one line per configuration, not per epoch")
+    demo.add_argument("--quiet", action="store_true")
     demo.set_defaults(func=_demo)
+
+    lst = sub.add_parser("list", help="list the studies of a storage")
+    storage_args(lst, study=False)
+    lst.set_defaults(func=_list)
+
+    show = sub.add_parser("show", help="print a study's best trial and a table of its trials")
+    storage_args(show)
+    show.set_defaults(func=_show)
+
+    resume = sub.add_parser("resume", help="continue a study until its budget (or a new one) is spent")
+    storage_args(resume)
+    resume.add_argument("--trials", type=int)
+    resume.add_argument("--epochs", type=int)
+    resume.add_argument("--seconds", type=float)
+    resume.add_argument("--grad-evals", dest="grad_evals", type=int)
+    resume.add_argument("--workers", type=int, default=1)
+    resume.add_argument("--device", default="auto")
+    resume.add_argument("--quiet", action="store_true")
+    resume.set_defaults(func=_resume)
+
+    rep = sub.add_parser("report", help="write a Markdown summary with PNG plots")
+    storage_args(rep)
+    rep.add_argument("--out", default=None, help="folder (default <study>-report)")
+    rep.set_defaults(func=_report)
     return parser
 
 

@@ -1,0 +1,130 @@
+"""`report(study, folder)`: a Markdown summary of a study with PNG plots.
+
+Plots: optimisation history and parameter importances from `optuna.visualization.matplotlib`
+(fANOVA importances over the parameters every complete trial shares), and the learning curves
+of every trial from the study's stored curves.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from studies.records import TrialState
+
+if TYPE_CHECKING:
+    from studies.study import Study
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4g}"
+    return str(v)
+
+
+def _save(ax_or_fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig = ax_or_fig.figure if hasattr(ax_or_fig, "figure") and not hasattr(ax_or_fig, "savefig") else ax_or_fig
+    if isinstance(fig, (list, tuple)) or not hasattr(fig, "savefig"):
+        fig = plt.gcf()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close("all")
+
+
+def report(study: Study, folder: str | Path) -> Path:
+    """Write `README.md` and PNG plots about `study` into `folder`; return the Markdown file's path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    trials = study.trials
+    metric = study.trainer.workload.metric
+    counts = {s.value: sum(t.state == s for t in trials) for s in TrialState}
+    ostudy = study.optuna
+    images: list[tuple[str, str]] = []
+    notes: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # optuna's matplotlib backend is marked experimental
+        if counts["complete"]:
+            _save(ovm.plot_optimization_history(ostudy), out / "history.png")
+            images.append(("Optimisation history", "history.png"))
+        curves = study.curves()
+        if not curves.empty:
+            fig, ax = plt.subplots(figsize=(7, 4.5))
+            best = study.best
+            for number in curves.columns:
+                is_best = best is not None and number == best.number
+                ax.plot(curves.index, curves[number], lw=2.2 if is_best else 0.8, alpha=1.0 if is_best else 0.5,
+                        label=f"best (trial {number})" if is_best else None, color="C3" if is_best else "C0")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(f"validation {metric}")
+            ax.set_title(f"Learning curves of {len(curves.columns)} trials")
+            if best is not None:
+                ax.legend()
+            _save(fig, out / "curves.png")
+            images.append(("Learning curves", "curves.png"))
+        if counts["complete"] >= 3:
+            try:
+                _save(ovm.plot_param_importances(ostudy), out / "importance.png")
+                images.append(("Parameter importance (fANOVA)", "importance.png"))
+            except (ValueError, RuntimeError) as err:
+                notes.append(f"Parameter importance is not available: {err}")
+        else:
+            notes.append("Parameter importance needs at least 3 complete trials.")
+    lines = [
+        f"# Study `{study.name}`",
+        "",
+        f"- storage: `{study.storage_url}`",
+        f"- strategy: `{study.strategy!r}`",
+        f"- workload: `{study.trainer.workload.name}`, {study.trainer.epochs} epochs per trial, objective: "
+        f"validation {metric} ({study.direction})",
+        f"- budget: {study.budget()}",
+        "- trials: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v),
+        f"- optuna {optuna.__version__}",
+        "",
+    ]
+    best = study.best
+    if best is not None:
+        lines += [
+            "## Best trial",
+            "",
+            f"Trial {best.number}: validation {metric} {_fmt(best.value)} (best epoch {_fmt(best.best_value)}), "
+            f"test {metric} {_fmt(best.test_metric)}, {best.epochs} epochs, {best.seconds:.1f} s.",
+            "",
+            "| parameter | value |",
+            "|---|---|",
+            *(f"| `{k}` | {_fmt(v)} |" for k, v in best.config.items()),
+            "",
+        ]
+    sign = -1.0 if study.direction == "maximize" else 1.0
+    ranked = sorted(trials, key=lambda t: (t.value is None, sign * (t.value or 0.0)))
+    lines += [
+        "## Trials",
+        "",
+        f"| trial | state | val {metric} | test {metric} | epochs | seconds | optimizer | note |",
+        "|---:|---|---:|---:|---:|---:|---|---|",
+    ]
+    for t in ranked:
+        note = (t.error or "")[:80].replace("|", "/")
+        lines.append(
+            f"| {t.number} | {t.state} | {_fmt(t.value)} | {_fmt(t.test_metric)} | {t.epochs} | {t.seconds:.1f} | "
+            f"{t.config.get('optimizer', '-')} | {note} |"
+        )
+    lines.append("")
+    for title, name in images:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    lines += [f"_{n}_" for n in notes]
+    path = out / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
