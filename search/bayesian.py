@@ -46,6 +46,7 @@ class Bayesian(Strategy):
         num_restarts: Restarts of the acquisition optimiser.
         raw_samples: Random points scored to pick the restarts.
         mc_samples: Quasi-MC samples of the acquisition function.
+        fit_maxiter: L-BFGS iterations of the GP hyperparameter fit.
 
     Raises:
         ConfigError: Non-positive settings.
@@ -60,6 +61,7 @@ class Bayesian(Strategy):
         num_restarts: int = 8,
         raw_samples: int = 256,
         mc_samples: int = 128,
+        fit_maxiter: int = 200,
     ) -> None:
         super().__init__(seed)
         for key, value, low in (
@@ -67,6 +69,7 @@ class Bayesian(Strategy):
             ("num_restarts", num_restarts, 1),
             ("raw_samples", raw_samples, 1),
             ("mc_samples", mc_samples, 1),
+            ("fit_maxiter", fit_maxiter, 1),
         ):
             if value is not None and (not isinstance(value, int) or value < low):
                 raise ConfigError(f"Bayesian({key}=...) must be an int >= {low}, got {value!r}")
@@ -74,7 +77,7 @@ class Bayesian(Strategy):
         self.num_restarts = num_restarts
         self.raw_samples = raw_samples
         self.mc_samples = mc_samples
-        self.fit_maxiter = 200
+        self.fit_maxiter = fit_maxiter
 
     def initial_points(self, dim: int) -> int:
         """How many Sobol points start a study over `dim` searchable parameters."""

@@ -54,7 +54,8 @@ def _open(args: argparse.Namespace) -> Any:
         names = studies.study_names(args.storage)
         if len(names) != 1:
             raise studies.StudyNotFoundError(
-                f"{args.storage} holds {len(names)} studies ({', '.join(names) or 'none'}); choose one with --study NAME"
+                f"{args.storage} holds {len(names)} studies ({', '.join(names) or 'none'}); "
+                f"choose one with --study NAME"
             )
         name = names[0]
     return studies.load(name, args.storage, device=getattr(args, "device", "auto"))

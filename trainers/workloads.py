@@ -18,6 +18,7 @@ import random
 import numpy as np
 import torch
 
+from spaces.errors import WorkloadError
 from trainers.workload import TensorSplit, Workload
 
 
@@ -35,30 +36,36 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return data["x"], data["y"], data["x_test"], data["y_test"]
 
 
-def mnist1d(*, batch_size: int = 100, max_epochs: int = 60, n_val: int = 800) -> Workload:
+def mnist1d(
+    *, batch_size: int = 100, max_epochs: int = 60, n_val: int = 800, n_train: int | None = None
+) -> Workload:
     """MNIST-1D: 3200 train / 800 val / 1000 test signals of length 40, 10 classes.
 
     Args:
         batch_size: Default batch size (100, as in the published baselines).
         max_epochs: A full run's length (the published CNN baseline trains for about 60 epochs).
         n_val: Training examples held out for validation (the last ones; the data is shuffled).
+        n_train: Keep only the first `n_train` training examples (smoke tests, quick demos).
     """
     x, y, x_test, y_test = _mnist1d_arrays()
-    n_train = len(y) - n_val
+    n_fit = len(y) - n_val
+    if n_train is not None and not (isinstance(n_train, int) and 1 <= n_train <= n_fit):
+        raise WorkloadError(f"n_train must be an int in [1, {n_fit}], got {n_train!r}")
+    n_keep = n_fit if n_train is None else n_train
     xs, ys = torch.from_numpy(x).float(), torch.from_numpy(y).long()
+    kwargs = {"batch_size": batch_size, "max_epochs": max_epochs, "n_val": n_val}
+    if n_train is not None:
+        kwargs["n_train"] = n_train
     return Workload(
         "mnist1d",
-        TensorSplit(xs[:n_train].clone(), ys[:n_train].clone()),
-        TensorSplit(xs[n_train:].clone(), ys[n_train:].clone()),
+        TensorSplit(xs[:n_keep].clone(), ys[:n_keep].clone()),
+        TensorSplit(xs[n_fit:].clone(), ys[n_fit:].clone()),
         TensorSplit(torch.from_numpy(x_test).float(), torch.from_numpy(y_test).long()),
         task="classification",
         n_outputs=10,
         batch_size=batch_size,
         max_epochs=max_epochs,
-        recipe={
-            "factory": "trainers.workloads:mnist1d",
-            "kwargs": {"batch_size": batch_size, "max_epochs": max_epochs, "n_val": n_val},
-        },
+        recipe={"factory": "trainers.workloads:mnist1d", "kwargs": kwargs},
     )
 
 

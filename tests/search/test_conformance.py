@@ -1,0 +1,147 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import search
+import spaces
+import studies
+import trainers
+from search import History, Request
+
+from strategy_conformance import MODEL_BASED, STRATEGIES, best, toy_loop, toy_space
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_trainer():
+    workload = trainers.workloads.mnist1d(n_train=256, max_epochs=2)
+    return trainers.Trainer(workload, epochs=2, seed=0)
+
+
+def tiny_space():
+    return spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(8, 64, log=True), depth=spaces.Int(1, 2))
+
+
+def run_study(tmp_path, name, strategy, trainer, trials, db="s.db"):
+    study = studies.create(name, f"sqlite:///{tmp_path / db}", space=tiny_space(), trainer=trainer, strategy=strategy)
+    study.optimize(trials=trials, progress=False)
+    return study
+
+
+@pytest.mark.parametrize("key", list(STRATEGIES))
+def test_ask_run_loop_on_tiny_workload(tmp_path, tiny_trainer, key):
+    study = run_study(tmp_path, key, STRATEGIES[key](0), tiny_trainer, trials=6)
+    trials = study.trials
+    assert [t.number for t in trials] == list(range(6))
+    assert all(t.state == "complete" for t in trials)
+    for t in trials:
+        assert study.space.validate(t.config) == t.config
+        assert len(t.curve) == 2 and 0.0 <= t.value <= 1.0
+    assert len({search.config_key(t.config) for t in trials}) == 6  # no duplicate proposals
+
+
+@pytest.mark.parametrize("key", list(STRATEGIES))
+def test_same_seed_same_trials(tmp_path, tiny_trainer, key):
+    a = run_study(tmp_path, "a", STRATEGIES[key](3), tiny_trainer, trials=6, db="a.db")
+    b = run_study(tmp_path, "b", STRATEGIES[key](3), tiny_trainer, trials=6, db="b.db")
+    assert [t.config for t in a.trials] == [t.config for t in b.trials]
+    assert [t.value for t in a.trials] == [t.value for t in b.trials]
+    c = run_study(tmp_path, "c", STRATEGIES[key](4), tiny_trainer, trials=6, db="c.db")
+    assert [t.config for t in c.trials] != [t.config for t in a.trials]
+
+
+def _configs_in_fresh_process(key: str, n: int) -> list[dict]:
+    code = (
+        "import json, sys; sys.path.insert(0, 'tests/search');"
+        "from strategy_conformance import STRATEGIES, toy_loop;"
+        f"print(json.dumps([t.config for t in toy_loop(STRATEGIES[{key!r}](5), {n})]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("key", list(STRATEGIES))
+def test_same_seed_same_trials_in_a_fresh_process(key):
+    n = 7
+    here = [t.config for t in toy_loop(STRATEGIES[key](5), n)]
+    there = _configs_in_fresh_process(key, n)
+    assert json.loads(json.dumps(here)) == there
+
+
+@pytest.mark.parametrize("key", list(STRATEGIES))
+def test_kill_then_resume_gives_the_same_next_request(tmp_path, tiny_trainer, key):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    study = studies.create("k", url, space=tiny_space(), trainer=tiny_trainer, strategy=STRATEGIES[key](1))
+    study.optimize(trials=6, progress=False)
+    before = study.strategy.ask(study.history())
+    reloaded = studies.load("k", url)  # as a new process would: everything from the database
+    assert reloaded.strategy == study.strategy and reloaded.strategy is not study.strategy
+    after = reloaded.strategy.ask(reloaded.history())
+    assert isinstance(after, Request) and after.kind == "start"
+    assert after.config == before.config
+
+
+@pytest.mark.parametrize("key", list(STRATEGIES))
+def test_stopped_and_continued_study_proposes_like_an_uninterrupted_one(tmp_path, tiny_trainer, key):
+    whole = run_study(tmp_path, "whole", STRATEGIES[key](2), tiny_trainer, trials=7, db="w.db")
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    part = studies.create("part", url, space=tiny_space(), trainer=tiny_trainer, strategy=STRATEGIES[key](2))
+    part.optimize(trials=4, progress=False)
+    again = studies.load("part", url)
+    again.optimize(trials=7, progress=False)
+    assert [t.config for t in again.trials] == [t.config for t in whole.trials]
+
+
+# GP fits cost ~2 s per proposal on 2 cores: the default run checks Bayesian on one seed,
+# `-m slow` on three like the others.
+CONVERGENCE = [
+    pytest.param(key, (0,), marks=()) if key == "bayesian" else pytest.param(key, (0, 1, 2))
+    for key in STRATEGIES
+] + [pytest.param("bayesian", (0, 1, 2), marks=pytest.mark.slow, id="bayesian-3-seeds")]
+
+
+@pytest.mark.parametrize(("key", "seeds"), CONVERGENCE)
+def test_converges_on_a_toy_objective(key, seeds):
+    n = 24
+    found = np.median([best(toy_loop(STRATEGIES[key](s), n)) for s in seeds])
+    assert found < 1.5, f"{key}: median best {found:.3f} after {n} toy evaluations"
+    if key in MODEL_BASED:
+        rand = np.median([best(toy_loop(search.Random(seed=s), n)) for s in (0, 1, 2)])
+        assert found < rand, f"{key} ({found:.3f}) should beat random search ({rand:.3f}) at equal budget"
+
+
+def test_history_is_normalised_to_minimisation():
+    space = toy_space()
+    t = History(space, ())
+    assert t.direction == "minimize" and t.best() is None
+
+
+def test_strategy_spec_round_trips_and_rejects_bad_settings():
+    for make in STRATEGIES.values():
+        s = make(9)
+        assert search.Strategy.from_spec(json.loads(json.dumps(s.spec()))) == s
+    with pytest.raises(studies.ConfigError, match="quasi"):
+        search.Random(quasi="lattice")
+    with pytest.raises(studies.ConfigError, match="n_initial"):
+        search.Bayesian(n_initial=0)
+    with pytest.raises(studies.ConfigError, match="unknown Optuna sampler"):
+        search.OptunaSampler("nope")
+    with pytest.raises(studies.ConfigError, match="seed"):
+        search.Random(seed="0")
+
+
+def test_quasi_random_covers_the_unit_cube_evenly():
+    from search.random import quasi_point
+
+    pts = np.stack([quasi_point("sobol", 2, 0, i) for i in range(64)])
+    counts = np.histogram2d(pts[:, 0], pts[:, 1], bins=4, range=[[0, 1], [0, 1]])[0]
+    assert counts.min() == counts.max() == 4  # a (0, m, 2)-net: every cell of the 4x4 grid holds 4 of 64
+    enc = search.MixedEncoding(toy_space())
+    cfgs = [enc.from_unit(quasi_point("halton", enc.dim, 1, i)) for i in range(30)]
+    assert {c["act"] for c in cfgs} == {"relu", "tanh", "gelu"}
