@@ -5,14 +5,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from strategy_conformance import MODEL_BASED, STRATEGIES, best, toy_loop, toy_space
 
 import search
 import spaces
 import studies
 import trainers
 from search import History, Request
-
-from strategy_conformance import MODEL_BASED, STRATEGIES, best, toy_loop, toy_space
 
 ROOT = Path(__file__).resolve().parents[2]
 
