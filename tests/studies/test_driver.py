@@ -1,0 +1,148 @@
+"""The driver loop: failures, divergence, budgets in every unit, Ctrl-C, worker pools, CLI."""
+
+import os
+import signal
+import threading
+
+import pytest
+import torch
+from conftest import small_space
+from torch import nn
+
+import search
+import spaces
+import studies
+import trainers
+from studies.cli import main
+
+
+class Flaky(nn.Module):
+    """An MLP that, in training mode only, raises or returns NaN depending on its `mode`."""
+
+    def __init__(self, mode, input_shape, n_outputs):
+        super().__init__()
+        self.mode = mode
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(int(torch.tensor(input_shape).prod()), n_outputs))
+
+    def forward(self, x):
+        out = self.net(x)
+        if self.training and self.mode.startswith("raise"):
+            raise RuntimeError("boom in user code")
+        if self.training and self.mode == "nan":
+            return out * float("nan")
+        return out
+
+
+@pytest.fixture
+def flaky():
+    spaces.models.register(
+        "flaky", spaces.ModelSpec(lambda hp, shape, n: Flaky(hp["mode"], shape, n), reference="test")
+    )
+
+    def space(modes):
+        return spaces.optimizers(["adamw"]) | spaces.model_space("flaky", mode=spaces.Categorical(modes))
+
+    return space
+
+
+def test_failing_and_diverging_trials_are_recorded_and_the_study_goes_on(tmp_path, small_trainer, flaky):
+    study = studies.create("f", f"sqlite:///{tmp_path / 'f.db'}", space=flaky(("ok", "raise", "nan")),
+                           trainer=small_trainer, strategy=search.Random(seed=0))
+    study.optimize(trials=12, progress=False)
+    trials = study.trials
+    assert len(trials) == 12
+    by_mode = {m: [t for t in trials if t.config["model.mode"] == m] for m in ("ok", "raise", "nan")}
+    assert all(by_mode.values()), "seed 0 should draw every mode"
+    assert all(t.state == "complete" and t.error is None for t in by_mode["ok"])
+    assert all(t.state == "failed" and "RuntimeError: boom in user code" in t.error for t in by_mode["raise"])
+    assert all(t.state == "failed" and t.error.startswith("diverged") for t in by_mode["nan"])
+    assert study.best.config["model.mode"] == "ok"
+    # the strategy sees failed trials (so model-based strategies can treat them as bad)
+    assert {t.state for t in study.history().trials} == {"complete", "failed"}
+
+
+def test_a_bug_that_fails_every_trial_stops_the_study(tmp_path, small_trainer, flaky):
+    study = studies.create("b", f"sqlite:///{tmp_path / 'b.db'}", space=flaky(("raise", "raise2")),
+                           trainer=small_trainer)
+    with pytest.raises(studies.TrialError, match=r"last 3 trials all raised.*boom in user code"):
+        study.optimize(trials=20, progress=False)
+    assert len(study.trials) == 3 and all(t.state == "failed" for t in study.trials)
+
+
+@pytest.mark.parametrize(("unit", "amount", "trials"), [("epochs", 7, 3), ("grad_evals", 13, 2)])
+def test_epoch_and_grad_eval_budgets_are_study_totals(tmp_path, small_trainer, unit, amount, trials):
+    study = studies.create("e", f"sqlite:///{tmp_path / 'e.db'}", space=small_space(), trainer=small_trainer)
+    study.optimize(**{unit: amount}, progress=False)
+    # 2 epochs x 3 steps = 6 grad evals per trial: 7 epochs fit 3 trials, 13 grad evals fit 2
+    assert len(study.trials) == trials
+    assert sum(getattr(t, unit) for t in study.trials) <= amount
+    study.optimize(**{unit: amount}, progress=False)
+    assert len(study.trials) == trials
+
+
+def test_grad_eval_budget_charges_sams_second_pass(tmp_path, small_trainer):
+    space = spaces.optimizers(["sam"]) | spaces.mlp(width=16, depth=1)
+    study = studies.create("g", f"sqlite:///{tmp_path / 'g.db'}", space=space, trainer=small_trainer)
+    study.optimize(grad_evals=24, progress=False)
+    assert [t.grad_evals for t in study.trials] == [12, 12]  # 2 epochs x 3 steps x 2 passes
+
+
+def test_ctrl_c_pauses_the_running_trial_and_optimize_continues_it(tmp_path):
+    trainer = trainers.Trainer(trainers.workloads.mnist1d(), epochs=40, seed=0)
+    space = spaces.optimizers(["adamw"]) | spaces.mlp(width=64, depth=1)
+    ref = studies.create("r", f"sqlite:///{tmp_path / 'r.db'}", space=space, trainer=trainer)
+    ref.optimize(trials=1, progress=False)
+
+    study = studies.create("c", f"sqlite:///{tmp_path / 'c.db'}", space=space, trainer=trainer)
+    timer = threading.Timer(0.6, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    study.optimize(trials=1, progress=False, checkpoint_seconds=None)
+    timer.join()
+    (paused,) = study.trials
+    assert paused.state == "paused" and 0 < paused.epochs < 40
+    assert study.checkpoint(0) is not None
+    study.optimize(trials=1, progress=False)
+    (done,) = study.trials
+    assert done.state == "complete" and done.epochs == 40
+    assert done.curve == ref.trials[0].curve  # continued bit for bit from the checkpoint
+
+
+def test_a_local_process_pool_runs_trials_in_parallel(tmp_path, small_trainer):
+    serial = studies.create("s", f"sqlite:///{tmp_path / 's.db'}", space=small_space(), trainer=small_trainer,
+                            strategy=search.Random(seed=5))
+    serial.optimize(trials=4, progress=False)
+    pool = studies.create("p", f"sqlite:///{tmp_path / 'p.db'}", space=small_space(), trainer=small_trainer,
+                          strategy=search.Random(seed=5))
+    pool.optimize(trials=4, n_workers=2, progress=False)
+    assert [t.state for t in pool.trials] == ["complete"] * 4
+    assert [t.config for t in pool.trials] == [t.config for t in serial.trials]
+    for a, b in zip(pool.trials, serial.trials, strict=True):
+        assert len(a.curve) == 2 and a.value == pytest.approx(b.value, abs=0.02)
+
+
+def test_bad_optimize_settings(tmp_path, small_trainer):
+    study = studies.create("o", f"sqlite:///{tmp_path / 'o.db'}", space=small_space(), trainer=small_trainer)
+    with pytest.raises(studies.ConfigError, match="n_workers"):
+        study.optimize(trials=1, n_workers=0)
+    with pytest.raises(studies.ConfigError, match="executor='ray' is not available"):
+        study.optimize(trials=1, executor="ray", progress=False)
+
+
+def test_cli_list_show_resume_report(tmp_path, small_trainer, capsys):
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    study = studies.create("cli", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0))
+    study.optimize(trials=2, progress=False)
+    assert main(["list", "--storage", url]) == 0
+    assert "cli" in capsys.readouterr().out
+    assert main(["resume", "--storage", url, "--trials", "4", "--quiet"]) == 0
+    assert len(studies.load("cli", url).trials) == 4
+    capsys.readouterr()
+    assert main(["show", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "best: trial" in out and out.count("complete") >= 4
+    assert main(["report", "--storage", url, "--study", "cli", "--out", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "README.md").read_text()
+    assert "## Best trial" in md and "history.png" in md and "curves.png" in md
+    assert (tmp_path / "rep" / "history.png").stat().st_size > 1000
+    assert main(["show", "--storage", url, "--study", "nope"]) == 2
+    assert "no study named 'nope'" in capsys.readouterr().err

@@ -1,0 +1,147 @@
+"""Studies persist in Optuna's schema: Optuna and optuna-dashboard read them; bad input is refused clearly."""
+
+import io
+import json
+import sqlite3
+from wsgiref.util import setup_testing_defaults
+
+import optuna
+import pytest
+from conftest import small_space
+
+import search
+import spaces
+import studies
+import trainers
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory, small_trainer):
+    path = tmp_path_factory.mktemp("db") / "t.db"
+    url = f"sqlite:///{path}"
+    study = studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0))
+    study.optimize(trials=4, progress=False)
+    return study, url, path
+
+
+def test_optuna_load_study_reads_params_values_and_curves(done):
+    study, url, _ = done
+    ost = optuna.load_study(study_name="s", storage=url)
+    assert ost.direction == optuna.study.StudyDirection.MAXIMIZE
+    frozen = ost.get_trials()
+    assert len(frozen) == 4
+    for ft, rec in zip(frozen, study.trials, strict=True):
+        assert ft.state == optuna.trial.TrialState.COMPLETE
+        assert ft.params == rec.config
+        assert ft.value == rec.value
+        assert [ft.intermediate_values[k] for k in sorted(ft.intermediate_values)] == rec.curve
+        assert set(ft.user_attrs["metrics"]) >= {"train_loss", "val_loss", "val_metric", "lr", "grad_evals"}
+        assert ft.user_attrs["epochs"] == 2 and ft.user_attrs["grad_evals"] == 2 * 3  # 256/100 -> 3 steps
+    attrs = ost.user_attrs
+    assert attrs["tunelab:strategy"] == {"name": "random", "args": {"seed": 0, "quasi": False}}
+    assert attrs["tunelab:trainer"]["workload"]["factory"] == "trainers.workloads:mnist1d"
+    assert spaces.Space.from_json(json.dumps(attrs["tunelab:space"])) == small_space()
+    assert attrs["tunelab:budget"]["trials"] == 4 and attrs["tunelab:version"] == studies.__version__
+
+
+def test_sqlite_runs_in_wal_mode(done):
+    _, _, path = done
+    assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_optuna_dashboard_reads_the_storage(done):
+    optuna_dashboard = pytest.importorskip("optuna_dashboard")
+    _, url, _ = done
+    app = optuna_dashboard.wsgi(url)
+
+    def get(path):
+        env = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
+        setup_testing_defaults(env)
+        status = []
+        body = b"".join(app(env, lambda s, h, exc=None: status.append(s)))
+        return status[0], json.loads(body)
+
+    status, listing = get("/api/studies")
+    assert status.startswith("200") and [s["study_name"] for s in listing["study_summaries"]] == ["s"]
+    status, detail = get(f"/api/studies/{listing['study_summaries'][0]['study_id']}")
+    assert status.startswith("200") and len(detail["trials"]) == 4
+    assert all(len(t["intermediate_values"]) == 2 for t in detail["trials"])
+
+
+def test_load_rebuilds_everything_from_the_database(done):
+    study, url, _ = done
+    again = studies.load("s", url)
+    assert again.space == study.space and again.strategy == study.strategy
+    assert again.trainer.epochs == 2 and len(again.trainer.workload.train) == 256
+    assert [t.value for t in again.trials] == [t.value for t in study.trials]
+    assert again.best.number == max(study.trials, key=lambda t: t.value).number
+    df = again.dataframe()
+    assert list(df["number"]) == [0, 1, 2, 3] and "params.optimizer" in df.columns
+    assert again.curves().shape == (2, 4)
+    assert again.checkpoint(again.best.number).exists()
+
+
+def test_rerunning_a_finished_study_trains_nothing(done):
+    _study, url, _ = done
+    again = studies.load("s", url)
+    again.optimize(trials=4, progress=False)
+    assert len(again.trials) == 4
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("sqlite:////no/such/folder/x.db", "does not exist"),
+        ("not a url", "SQLAlchemy URL"),
+        ("nosuchdialect://x/y", "cannot open storage"),
+    ],
+)
+def test_bad_storage_urls(url, match, small_trainer):
+    with pytest.raises(studies.StorageError, match=match):
+        studies.create("x", url, space=small_space(), trainer=small_trainer)
+
+
+def test_loading_a_missing_study_lists_the_existing_ones(done):
+    _, url, _ = done
+    with pytest.raises(studies.StudyNotFoundError, match=r"no study named 'nope'.*\['s'\]"):
+        studies.load("nope", url)
+
+
+def test_same_name_with_another_space_or_strategy_is_refused(done, small_trainer):
+    _, url, _ = done
+    with pytest.raises(studies.StudyConflictError, match="different space"):
+        studies.create("s", url, space=spaces.mlp(), trainer=small_trainer, strategy=search.Random(seed=0))
+    with pytest.raises(studies.StudyConflictError, match="different strategy"):
+        studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=1))
+    with pytest.raises(studies.StudyConflictError, match="already exists"):
+        studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0),
+                       load_if_exists=False)
+    same = studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0))
+    assert len(same.trials) == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({}, "no budget"), ({"trials": -1}, "trials=-1"), ({"epochs": 2.5}, "whole number"),
+     ({"seconds": float("nan")}, "seconds=nan")],
+)
+def test_bad_budgets(done, kwargs, match):
+    study, _, _ = done
+    with pytest.raises(studies.BudgetError, match=match):
+        study.optimize(**kwargs, progress=False)
+
+
+def test_a_space_the_workload_cannot_build_is_refused(tmp_path, small_trainer):
+    with pytest.raises(studies.ConfigError, match="does not fit the workload 'mnist1d'"):
+        studies.create("c", f"sqlite:///{tmp_path / 'c.db'}", space=spaces.cnn(dim=2), trainer=small_trainer)
+
+
+def test_workloads_without_a_recipe_need_the_trainer_to_load(tmp_path, small_trainer):
+    w = small_trainer.workload
+    own = trainers.Workload.from_tensors(w.train.x, w.train.y, x_val=w.val.x, y_val=w.val.y, name="mine")
+    trainer = trainers.Trainer(own, epochs=1)
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    studies.create("r", url, space=small_space(), trainer=trainer).optimize(trials=1, progress=False)
+    with pytest.raises(studies.WorkloadError, match="pass the trainer again"):
+        studies.load("r", url)
+    assert len(studies.load("r", url, trainer=trainer).trials) == 1
