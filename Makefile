@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench clean
+.PHONY: demo test test-slow lint bench bench-search bench-driver clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ lint: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/trainer_speed.py
+
+bench-search: $(BIN)/.installed
+	$(BIN)/python benchmarks/search_quality.py
+
+bench-driver: $(BIN)/.installed
+	$(BIN)/python benchmarks/driver_overhead.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

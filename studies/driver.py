@@ -194,6 +194,7 @@ class Driver:
         checkpoint_seconds: float | None,
         max_failures: int,
         flush_seconds: float,
+        keep_checkpoints: str = "best",
     ) -> None:
         self.study = study
         self.storage = study._storage
@@ -204,6 +205,7 @@ class Driver:
         self.checkpoint_seconds = checkpoint_seconds
         self.max_failures = max_failures
         self.flush_seconds = flush_seconds
+        self.keep_checkpoints = keep_checkpoints
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.stop = threading.Event()
         self.rows: dict[int, Row] = {}
@@ -305,6 +307,7 @@ class Driver:
     def create_trial(self, config: dict[str, Any], *, proposal: int, target: int, attrs: Mapping[str, Any],
                      state: Any, retry_of: int | None = None) -> Row:
         """Insert a trial with its params (one transaction) and mirror it."""
+        from optuna.trial import TrialState as OTS
         from optuna.trial import create_trial
 
         number = self.storage.get_n_trials(self.study._study_id)
@@ -320,6 +323,8 @@ class Driver:
         }
         if retry_of is not None:
             system[RETRY_OF] = retry_of
+        if state == OTS.RUNNING:  # claimed in the same transaction
+            system.update({STATE: "running", OWNER: self.owner, LEASE: time.time() + LEASE_TTL_S})
         frozen = create_trial(
             state=state,
             params=config,
@@ -337,6 +342,9 @@ class Driver:
         """Mark `row` running, owned by this driver."""
         from optuna.trial import TrialState as OTS
 
+        if row.state == TrialState.RUNNING and row.owner == self.owner:  # created claimed
+            self.in_flight.add(row.trial_id)
+            return
         if row.state == TrialState.PENDING:
             self.storage.set_trial_state_values(row.trial_id, OTS.RUNNING)
         row.state, row.paused_by, row.owner = TrialState.RUNNING, None, self.owner
@@ -433,8 +441,21 @@ class Driver:
                 path = self._checkpoint_path(row)
                 if path is not None:
                     path.unlink(missing_ok=True)
+            else:
+                self._retain()
         self._track_failure(outcome, row)
         self._announce(row)
+
+    def _retain(self) -> None:
+        """Delete the checkpoints of finished trials that `keep_checkpoints` does not keep."""
+        if self.keep_checkpoints == "all":
+            return
+        best = self.study_best() if self.keep_checkpoints == "best" else None
+        for r in self.rows.values():
+            if r.state in (TrialState.COMPLETE, TrialState.PRUNED) and (best is None or r.number != best[0]):
+                path = self._checkpoint_path(r)
+                if path is not None:
+                    path.unlink(missing_ok=True)
 
     def _track_failure(self, outcome: Outcome, row: Row) -> None:
         if outcome.result is not None or (outcome.error or "").startswith("out of memory"):

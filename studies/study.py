@@ -166,6 +166,7 @@ class Study:
         checkpoint_seconds: float | None = 30.0,
         max_failures: int = 3,
         flush_seconds: float = 2.0,
+        keep_checkpoints: str = "best",
     ) -> TrialRecord | None:
         """Run the study until its budget (a total for the study, over all calls) is spent.
 
@@ -186,6 +187,8 @@ class Study:
             max_failures: Stop with `TrialError` when this many trials in a row raise and none
                 of the study has completed.
             flush_seconds: Write a running trial's epochs to the database at most this often.
+            keep_checkpoints: Which finished trials keep their final checkpoint: "best" (the
+                best complete trial; default), "all" or "none". Paused trials always keep theirs.
 
         Returns:
             The best trial so far (None if none has completed).
@@ -200,6 +203,8 @@ class Study:
             raise ConfigError(f"n_workers must be an int >= 1, got {n_workers!r}")
         if not isinstance(max_failures, int) or max_failures < 1:
             raise ConfigError(f"max_failures must be an int >= 1, got {max_failures!r}")
+        if keep_checkpoints not in ("best", "all", "none"):
+            raise ConfigError(f"keep_checkpoints must be 'best', 'all' or 'none', got {keep_checkpoints!r}")
         if checkpoint_seconds is not None and not checkpoint_seconds >= 0:
             raise ConfigError(f"checkpoint_seconds must be >= 0 or None, got {checkpoint_seconds!r}")
         Driver(
@@ -211,6 +216,7 @@ class Study:
             checkpoint_seconds=checkpoint_seconds,
             max_failures=max_failures,
             flush_seconds=flush_seconds,
+            keep_checkpoints=keep_checkpoints,
         ).run()
         return self.best
 

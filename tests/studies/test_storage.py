@@ -78,7 +78,11 @@ def test_load_rebuilds_everything_from_the_database(done):
     df = again.dataframe()
     assert list(df["number"]) == [0, 1, 2, 3] and "params.optimizer" in df.columns
     assert again.curves().shape == (2, 4)
-    assert again.checkpoint(again.best.number).exists()
+    # keep_checkpoints="best": only the best complete trial keeps its final checkpoint
+    kept = [t.number for t in again.trials if again.checkpoint(t.number) is not None]
+    assert kept == [again.best.number]
+    state = trainers.load_checkpoint(again.checkpoint(again.best.number))
+    assert state["config"] == again.best.config and state["epoch"] == 2
 
 
 def test_rerunning_a_finished_study_trains_nothing(done):

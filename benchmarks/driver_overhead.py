@@ -1,0 +1,96 @@
+"""Driver overhead of a study, and the Bayesian strategy's own ask time.
+
+1. A 40-trial MNIST-1D study (random search over optimizer, schedule and MLP space, 60-epoch
+   trials, SQLite): overhead = (wall time of `optimize` - time inside `Trainer.fit`) / wall time.
+   Everything the study layer does counts: database writes, leases, checkpoints' bookkeeping,
+   the strategy's asks, progress output. Target (DESIGN section 7): <= 2%.
+2. `search.Bayesian().ask(history)` on synthetic histories of 25, 50 and 100 finished trials
+   of the same space (median of 3 asks each).
+
+    python benchmarks/driver_overhead.py --trials 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import search
+import spaces
+import studies
+import trainers
+
+
+class TimedTrainer(trainers.Trainer):
+    """A Trainer that adds up the wall time spent inside `fit`."""
+
+    fit_seconds = 0.0
+
+    def fit(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return super().fit(*args, **kwargs)
+        finally:
+            TimedTrainer.fit_seconds += time.perf_counter() - t0
+
+
+def space() -> spaces.Space:
+    return spaces.optimizers(["sgd", "adamw"]) | spaces.schedules(["constant", "cosine"]) | spaces.mlp()
+
+
+def overhead(trials: int, epochs: int, progress: bool) -> dict:
+    trainer = TimedTrainer(trainers.workloads.mnist1d(), epochs=epochs, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        study = studies.create("overhead", f"sqlite:///{Path(tmp) / 'o.db'}", space=space(), trainer=trainer,
+                               strategy=search.Random(seed=0))
+        TimedTrainer.fit_seconds = 0.0
+        t0 = time.perf_counter()
+        study.optimize(trials=trials, progress=progress)
+        wall = time.perf_counter() - t0
+        n = len(study.trials)
+    return {"trials": n, "wall_s": wall, "fit_s": TimedTrainer.fit_seconds,
+            "overhead": (wall - TimedTrainer.fit_seconds) / wall}
+
+
+def ask_times(sizes: list[int]) -> dict:
+    sp = space()
+    rng = np.random.default_rng(0)
+    out = {}
+    for n in sizes:
+        trials = []
+        for i in range(n):
+            config = sp.sample(rng)
+            lr = next(v for k, v in config.items() if k.endswith(".lr"))
+            value = -0.9 + 0.05 * (math.log10(lr) + 2.5) ** 2 + 0.02 * rng.normal()
+            trials.append(search.TrialView(i, "complete", config, value=value, curve=(value,), epochs=1))
+        history = search.History(sp, tuple(trials), max_epochs=1)
+        times = []
+        for k in range(3):
+            strategy = search.Bayesian(seed=k)
+            t0 = time.perf_counter()
+            strategy.ask(history)
+            times.append(time.perf_counter() - t0)
+        out[n] = float(np.median(times))
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--progress", action="store_true")
+    args = ap.parse_args()
+    r = overhead(args.trials, args.epochs, args.progress)
+    print(f"{r['trials']}-trial study, {args.epochs} epochs per trial: wall {r['wall_s']:.1f} s, inside "
+          f"Trainer.fit {r['fit_s']:.1f} s, driver overhead {100 * r['overhead']:.2f}% (target <= 2%)")
+    for n, s in ask_times([25, 50, 100]).items():
+        print(f"Bayesian ask with {n} finished trials: {s:.2f} s (median of 3)")
+
+
+if __name__ == "__main__":
+    main()
