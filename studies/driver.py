@@ -367,8 +367,13 @@ class Driver:
     def on_epoch(self, trial_id: int, epoch: EpochResult) -> None:
         """Mirror one epoch result; write it when the trial's last write is `flush_seconds` old."""
         row = self.rows.get(trial_id)
-        if row is None or trial_id not in self.in_flight or epoch.epoch <= row.epochs:
+        if row is None or trial_id not in self.in_flight:
             return
+        if epoch.epoch <= row.epochs:  # re-trained after a resume from an older checkpoint: replace
+            keep = epoch.epoch - 1
+            row.metrics = {k: v[:keep] for k, v in row.metrics.items()}
+            row.seconds = sum(v or 0.0 for v in row.metrics["seconds"])
+            row.flushed = min(row.flushed, keep)
         self._append(row, epoch)
         if time.monotonic() - row.last_flush >= self.flush_seconds:
             self.flush(row)

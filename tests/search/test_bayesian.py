@@ -1,0 +1,61 @@
+import numpy as np
+
+import search
+import spaces
+from search import History, TrialView
+from search.random import quasi_point
+
+
+def space1d():
+    return spaces.Space(x=spaces.Float(0.0, 1.0))
+
+
+def complete(i, config, value):
+    return TrialView(i, "complete", config, value=value, curve=(value,), epochs=1)
+
+
+def test_initial_design_is_the_scrambled_sobol_sequence():
+    space = spaces.mlp()
+    enc = search.MixedEncoding(space)
+    strategy = search.Bayesian(seed=3, n_initial=4)
+    trials = []
+    for i in range(4):
+        r = strategy.ask(History(space, tuple(trials)))
+        assert r.attrs["phase"] == "sobol"
+        assert r.config == enc.from_unit(quasi_point("sobol", enc.dim, 3, i))
+        trials.append(complete(i, r.config, float(i)))
+    assert strategy.ask(History(space, tuple(trials))).attrs["phase"] == "gp"
+
+
+def test_failed_trials_count_as_bad():
+    # values improve towards x = 1, but everything above 0.75 failed: the GP must not go there
+    xs = [0.05, 0.2, 0.35, 0.5, 0.6]
+    trials = [complete(i, {"x": x}, -x) for i, x in enumerate(xs)]
+    trials += [TrialView(5 + i, "failed", {"x": x}, error="diverged") for i, x in enumerate([0.8, 0.9, 1.0])]
+    for seed in range(3):
+        r = search.Bayesian(seed=seed, n_initial=2).ask(History(space1d(), tuple(trials)))
+        assert r.attrs["phase"] == "gp"
+        assert 0.5 < r.config["x"] < 0.8, r.config
+
+
+def test_pending_trials_are_not_proposed_again():
+    rng = np.random.default_rng(0)
+    xs = rng.random(6)
+    trials = [complete(i, {"x": float(x)}, (x - 0.3) ** 2) for i, x in enumerate(xs)]
+    strategy = search.Bayesian(seed=0, n_initial=2)
+    first = strategy.ask(History(space1d(), tuple(trials))).config["x"]
+    running = TrialView(6, "running", {"x": first})
+    second = strategy.ask(History(space1d(), (*trials, running))).config["x"]
+    assert abs(second - first) > 1e-3
+
+
+def test_categorical_spaces_use_the_mixed_gp_and_propose_valid_configs():
+    space = spaces.optimizers(["sgd", "adamw"]) | spaces.mlp()
+    rng = np.random.default_rng(1)
+    trials = []
+    for i in range(6):
+        c = space.sample(rng)
+        trials.append(complete(i, c, 1.0 if c["optimizer"] == "sgd" else 0.0))
+    r = search.Bayesian(seed=0, n_initial=3).ask(History(space, tuple(trials)))
+    assert r.attrs["phase"] == "gp"
+    assert space.validate(r.config) == r.config
