@@ -28,6 +28,8 @@ class Flaky(nn.Module):
         out = self.net(x)
         if self.training and self.mode.startswith("raise"):
             raise RuntimeError("boom in user code")
+        if self.training and self.mode == "oom":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
         if self.training and self.mode == "nan":
             return out * float("nan")
         return out
@@ -46,16 +48,17 @@ def flaky():
 
 
 def test_failing_and_diverging_trials_are_recorded_and_the_study_goes_on(tmp_path, small_trainer, flaky):
-    study = studies.create("f", f"sqlite:///{tmp_path / 'f.db'}", space=flaky(("ok", "raise", "nan")),
+    study = studies.create("f", f"sqlite:///{tmp_path / 'f.db'}", space=flaky(("ok", "raise", "nan", "oom")),
                            trainer=small_trainer, strategy=search.Random(seed=0))
-    study.optimize(trials=12, progress=False)
+    study.optimize(trials=16, progress=False)
     trials = study.trials
-    assert len(trials) == 12
-    by_mode = {m: [t for t in trials if t.config["model.mode"] == m] for m in ("ok", "raise", "nan")}
+    assert len(trials) == 16
+    by_mode = {m: [t for t in trials if t.config["model.mode"] == m] for m in ("ok", "raise", "nan", "oom")}
     assert all(by_mode.values()), "seed 0 should draw every mode"
     assert all(t.state == "complete" and t.error is None for t in by_mode["ok"])
     assert all(t.state == "failed" and "RuntimeError: boom in user code" in t.error for t in by_mode["raise"])
     assert all(t.state == "failed" and t.error.startswith("diverged") for t in by_mode["nan"])
+    assert all(t.state == "failed" and t.error.startswith("out of memory") for t in by_mode["oom"])
     assert study.best.config["model.mode"] == "ok"
     # the strategy sees failed trials (so model-based strategies can treat them as bad)
     assert {t.state for t in study.history().trials} == {"complete", "failed"}
