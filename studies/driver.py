@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from search import History, Request, TrialView
 from spaces import ConfigError, optimizer_spec
+from studies._batch import write_trial
 from studies.errors import BudgetError, TrialError
 from studies.executors import LocalExecutor, Outcome, ProcessExecutor, Work
 from studies.records import (
@@ -298,8 +299,7 @@ class Driver:
 
     # ------------------------------------------------------------------ writes
     def _set_system(self, row: Row, **attrs: Any) -> None:
-        for key, value in attrs.items():
-            self.storage.set_trial_system_attr(row.trial_id, key, value)
+        write_trial(self.storage, row.trial_id, system_attrs=attrs)
 
     def _checkpoint_path(self, row: Row) -> Path | None:
         return self.study.artifacts / row.checkpoint if row.checkpoint else None
@@ -352,15 +352,16 @@ class Driver:
         self._set_system(row, **{STATE: "running", PAUSED_BY: None, OWNER: self.owner, LEASE: row.lease})
         self.in_flight.add(row.trial_id)
 
-    def flush(self, row: Row) -> None:
-        """Write the epochs of `row` not yet in the database."""
-        for i in range(row.flushed, row.epochs):
-            v = row.metrics["val_metric"][i]
-            if v is not None:
-                self.storage.set_trial_intermediate_value(row.trial_id, i + 1, float(v))
+    def flush(self, row: Row, **user_attrs: Any) -> None:
+        """Write the epochs of `row` not yet in the database (and `user_attrs`), in one transaction."""
+        values = {
+            i + 1: float(v)
+            for i, v in enumerate(row.metrics["val_metric"][row.flushed :], start=row.flushed)
+            if v is not None
+        }
         if row.flushed < row.epochs:
-            self.storage.set_trial_user_attr(row.trial_id, METRICS, row.metrics)
-            self.storage.set_trial_user_attr(row.trial_id, "epochs", row.epochs)
+            user_attrs = {METRICS: row.metrics, "epochs": row.epochs, **user_attrs}
+        write_trial(self.storage, row.trial_id, values=values, user_attrs=user_attrs)
         row.flushed = row.epochs
         row.last_flush = time.monotonic()
 
@@ -396,7 +397,6 @@ class Driver:
         for e in result.epochs:
             self._append(row, e)
         row.flushed = min(flushed, row.epochs)
-        self.flush(row)
 
     def finish(self, outcome: Outcome) -> None:
         """Record how a unit of work ended."""
@@ -432,9 +432,8 @@ class Driver:
             ua["best_value"] = finite(result.best_val_metric)
         if error is not None:
             ua["error"] = error
-        for key, v in ua.items():
-            self.storage.set_trial_user_attr(row.trial_id, key, v)
         row.error = error
+        self.flush(row, **ua)
         if state is None:  # paused: by Ctrl-C / a crash, or because the request asked for fewer epochs
             by = "interrupt" if self.stop.is_set() or row.epochs < (row.target or 0) else "strategy"
             row.state, row.paused_by = TrialState.PAUSED, by
