@@ -116,11 +116,13 @@ class Row:
     error: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     superseded: bool = False
+    retry_of: int | None = None
     paused_by: str | None = None
     checkpoint: str | None = None
     owner: str | None = None
     lease: float = 0.0
     flushed: int = 0
+    stored_steps: int = 0
     last_flush: float = 0.0
 
     @property
@@ -163,11 +165,13 @@ def row_of(trial: Any) -> Row:
         error=ua.get("error"),
         attrs=dict(ua.get("strategy", {})),
         superseded=bool(sa.get(SUPERSEDED, False)),
+        retry_of=sa.get(RETRY_OF),
         paused_by=sa.get(PAUSED_BY),
         checkpoint=sa.get(CHECKPOINT),
         owner=sa.get(OWNER),
         lease=float(sa.get(LEASE, 0.0)),
         flushed=len(metrics["val_metric"]),
+        stored_steps=max(trial.intermediate_values, default=0),
     )
 
 
@@ -310,17 +314,7 @@ class Driver:
         from optuna.trial import TrialState as OTS
         from optuna.trial import create_trial
 
-        number = self.storage.get_n_trials(self.study._study_id)
-        artifact = f"tunelab-s{self.study._study_id}-t{number}.pt"
-        system = {
-            PROPOSAL: proposal,
-            TARGET: target,
-            CHECKPOINT: artifact,
-            f"artifacts:{artifact}": json.dumps(
-                {"artifact_id": artifact, "filename": f"trial-{number}.pt",
-                 "mimetype": "application/octet-stream", "encoding": None}
-            ),
-        }
+        system: dict[str, Any] = {PROPOSAL: proposal, TARGET: target}
         if retry_of is not None:
             system[RETRY_OF] = retry_of
         if state == OTS.RUNNING:  # claimed in the same transaction
@@ -333,8 +327,18 @@ class Driver:
             system_attrs=system,
         )
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=frozen)
-        stored = self.storage.get_trial(trial_id)
-        row = row_of(stored)
+        number = self.storage.get_trial_number_from_id(trial_id)
+        # the checkpoint is an artifact of the Optuna artifact store, registered the way
+        # optuna.artifacts.upload_artifact registers one (the trainer writes the file in place)
+        artifact = f"tunelab-trial-{trial_id}.pt"
+        meta = {"artifact_id": artifact, "filename": f"trial-{number}.pt", "mimetype": "application/octet-stream",
+                "encoding": None}
+        write_trial(
+            self.storage, trial_id, system_attrs={CHECKPOINT: artifact, f"artifacts:{artifact}": json.dumps(meta)}
+        )
+        row = Row(trial_id=trial_id, number=number, state=state_of_ots(state), config=dict(config), proposal=proposal,
+                  target=target, attrs=dict(attrs), checkpoint=artifact, owner=system.get(OWNER),
+                  lease=float(system.get(LEASE, 0.0)), retry_of=retry_of)
         self.rows[trial_id] = row
         return row
 
@@ -354,14 +358,16 @@ class Driver:
 
     def flush(self, row: Row, **user_attrs: Any) -> None:
         """Write the epochs of `row` not yet in the database (and `user_attrs`), in one transaction."""
-        values = {
-            i + 1: float(v)
-            for i, v in enumerate(row.metrics["val_metric"][row.flushed :], start=row.flushed)
-            if v is not None
-        }
+        values: dict[int, float] = {}
+        new_values: dict[int, float] = {}
+        for i in range(row.flushed, row.epochs):
+            v = row.metrics["val_metric"][i]
+            if v is not None:
+                (values if i + 1 <= row.stored_steps else new_values)[i + 1] = float(v)
         if row.flushed < row.epochs:
             user_attrs = {METRICS: row.metrics, "epochs": row.epochs, **user_attrs}
-        write_trial(self.storage, row.trial_id, values=values, user_attrs=user_attrs)
+        write_trial(self.storage, row.trial_id, values=values, new_values=new_values, user_attrs=user_attrs)
+        row.stored_steps = max(row.stored_steps, *new_values, 0) if new_values else row.stored_steps
         row.flushed = row.epochs
         row.last_flush = time.monotonic()
 
@@ -526,7 +532,7 @@ class Driver:
                 row.state, row.paused_by = TrialState.PAUSED, "interrupt"
                 self._set_system(row, **{STATE: "paused", PAUSED_BY: "interrupt", LEASE: 0.0})
                 continue
-            retry_number = self.storage.get_n_trials(self.study._study_id)
+            retry_number = max(r.number for r in self.rows.values()) + 1
             error = f"interrupted: its process stopped before the first checkpoint; re-queued as trial {retry_number}"
             self.storage.set_trial_user_attr(row.trial_id, "error", error)
             self._set_system(row, **{SUPERSEDED: True, LEASE: 0.0})
@@ -691,4 +697,9 @@ def state_of_ots(state: Any) -> TrialState:
     """Tunelab's state of a finished Optuna state."""
     from optuna.trial import TrialState as OTS
 
-    return {OTS.COMPLETE: TrialState.COMPLETE, OTS.PRUNED: TrialState.PRUNED}.get(state, TrialState.FAILED)
+    return {
+        OTS.COMPLETE: TrialState.COMPLETE,
+        OTS.PRUNED: TrialState.PRUNED,
+        OTS.RUNNING: TrialState.RUNNING,
+        OTS.WAITING: TrialState.PENDING,
+    }.get(state, TrialState.FAILED)
