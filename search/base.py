@@ -24,7 +24,7 @@ import numpy as np
 from spaces import ConfigError, Registry, Space
 
 RequestKind = Literal["start", "resume"]
-States = ("pending", "running", "paused", "complete", "pruned", "failed")
+STATES = ("pending", "running", "paused", "complete", "pruned", "failed")
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,10 @@ class TrialView:
     target_epochs: int | None = None
     error: str | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.state not in STATES:
+            raise ConfigError(f"TrialView.state must be one of {STATES}, got {self.state!r}")
 
     @property
     def finished(self) -> bool:

@@ -21,7 +21,7 @@ from spaces import ConfigError, Space, build_model
 from studies.driver import BUDGET, Budget, Driver
 from studies.errors import StorageError, StudyConflictError, StudyNotFoundError
 from studies.recipes import build_trainer, identity
-from studies.records import CHECKPOINT, SUPERSEDED, TrialRecord, TrialState, record_of
+from studies.records import CHECKPOINT, TrialRecord, TrialState, record_of
 from studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage
 from trainers import Trainer
 
@@ -400,9 +400,4 @@ def load(
     direction = st.get_study_directions(study_id)[0].name.lower()
     return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
                  strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts))
-
-
-def superseded(trial: Any) -> bool:
-    """Whether a stored trial was interrupted and re-queued (its re-run replaces it)."""
-    return bool(trial.system_attrs.get(SUPERSEDED, False))
 
