@@ -1,6 +1,6 @@
 """Launch a study from Python, kill it whenever you like, and run this file again to finish it.
 
-    python examples/quick_study.py            # ~1 minute on 2 CPU cores
+    python examples/quick_study.py            # ~2 minutes on 2 CPU cores; a second run trains nothing
     tunelab show --storage sqlite:///quick_study.db
 """
 
