@@ -499,6 +499,12 @@ class Driver:
             self._bar.write(line)
             if self.budget.unit == "trials" and row.state != TrialState.PAUSED:
                 self._bar.update(1)
+            elif self.budget.unit == "seconds":
+                self._bar.n = round(min(self.elapsed(), self._bar.total or 0.0), 1)
+                self._bar.refresh()
+            elif self.budget.unit == "grad_evals":
+                self._bar.n = min(sum(r.grad_evals for r in self.rows.values()), self._bar.total or 0)
+                self._bar.refresh()
         else:
             print(line)
 
