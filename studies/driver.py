@@ -34,6 +34,7 @@ from studies.executors import LocalExecutor, Outcome, ProcessExecutor, Work
 from studies.records import (
     CHECKPOINT,
     LEASE,
+    METRIC_KEYS,
     METRICS,
     OWNER,
     PAUSED_BY,
@@ -45,6 +46,7 @@ from studies.records import (
     TrialState,
     finite,
     state_of,
+    stored_metrics,
 )
 from trainers import EpochResult, TrainResult
 
@@ -55,7 +57,6 @@ SECONDS_SPENT = "tunelab:seconds_spent"
 BUDGET = "tunelab:budget"
 LEASE_TTL_S = 60.0
 LEASE_EVERY_S = 15.0
-METRIC_KEYS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
 
 
 @dataclass(frozen=True)
@@ -136,21 +137,10 @@ class Row:
         return [math.nan if v is None else float(v) for v in self.metrics["val_metric"]]
 
 
-def _metrics_from_trial(trial: Any) -> dict[str, list[Any]]:
-    stored = trial.user_attrs.get(METRICS) or {}
-    curve = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
-    metrics = {k: list(stored.get(k, [])) for k in METRIC_KEYS}
-    if len(curve) > len(metrics["val_metric"]):  # epochs flushed as intermediate values only
-        n = len(curve)
-        metrics = {k: (v + [None] * (n - len(v))) for k, v in metrics.items()}
-        metrics["val_metric"] = [finite(v) for v in curve]
-    return metrics
-
-
 def row_of(trial: Any) -> Row:
     """The mirror of a stored `FrozenTrial`."""
     sa, ua = trial.system_attrs, trial.user_attrs
-    metrics = _metrics_from_trial(trial)
+    metrics = stored_metrics(trial)
     return Row(
         trial_id=trial._trial_id,
         number=trial.number,

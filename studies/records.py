@@ -24,6 +24,7 @@ SUPERSEDED = "tunelab:superseded"  # an interrupted trial that was re-queued
 CHECKPOINT = "tunelab:checkpoint"  # artifact id of the trial's checkpoint
 # Trial user attributes (what DESIGN section 5 stores; visible in optuna-dashboard).
 METRICS = "metrics"
+METRIC_KEYS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
 
 
 class TrialState(str, Enum):
@@ -101,14 +102,28 @@ def finite(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def stored_metrics(trial: Any) -> dict[str, list[Any]]:
+    """Every metric per epoch of a stored trial (`None` where unknown).
+
+    The `metrics` attribute is written in batches; a crash can leave intermediate values (the
+    curve) ahead of it, and then the curve wins and the other metrics are padded with `None`.
+    """
+    stored = trial.user_attrs.get(METRICS) or {}
+    curve = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
+    metrics = {k: list(stored.get(k, [])) for k in METRIC_KEYS}
+    if len(curve) > len(metrics["val_metric"]):
+        n = len(curve)
+        metrics = {k: (v + [None] * (n - len(v))) for k, v in metrics.items()}
+        metrics["val_metric"] = [finite(v) for v in curve]
+    return metrics
+
+
 def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
     """Build a `TrialRecord` from an `optuna.trial.FrozenTrial` of a tunelab study."""
     ua, sa = trial.user_attrs, trial.system_attrs
     state = state_of(trial)
-    curve = [float(trial.intermediate_values[k]) for k in sorted(trial.intermediate_values)]
-    metrics = dict(ua.get(METRICS, {}))
-    if metrics.get("val_metric") and len(metrics["val_metric"]) >= len(curve):
-        curve = [math.nan if v is None else float(v) for v in metrics["val_metric"]]
+    metrics = stored_metrics(trial)
+    curve = [math.nan if v is None else float(v) for v in metrics["val_metric"]]
     value = trial.value if trial.value is not None else None
     if value is None and state == TrialState.PRUNED and curve:
         value = curve[-1]
