@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench bench-search bench-driver clean
+.PHONY: demo test test-slow lint bench bench-search bench-driver bench-freeze-thaw clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,9 @@ bench-search: $(BIN)/.installed
 
 bench-driver: $(BIN)/.installed
 	$(BIN)/python benchmarks/driver_overhead.py
+
+bench-freeze-thaw: $(BIN)/.installed
+	$(BIN)/python benchmarks/freeze_thaw.py --seeds 5 --epochs 600
 
 clean:
 	rm -rf $(VENV) build *.egg-info

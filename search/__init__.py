@@ -2,7 +2,9 @@
 
 Strategies are functions of the study's history and their seed (DESIGN section 4); `studies`
 runs them. Available: `Random` (uniform or scrambled Sobol/Halton), `Bayesian` (BoTorch GP +
-qLogNEI) and `OptunaSampler` (any Optuna sampler). `strategies` is the registry through which a
+qLogNEI), `OptunaSampler` (any Optuna sampler), and the multi-fidelity strategies that pause and
+resume trials: `FreezeThaw` (Swersky et al. 2014's learning-curve GP, ifBO's MFPI-random),
+`Hyperband` and `ASHA`. `strategies` is the registry through which a
 stored study rebuilds its strategy by name.
 """
 
@@ -10,13 +12,20 @@ from __future__ import annotations
 
 from search.base import History, Request, Strategy, TrialView, config_key, strategies
 from search.bayesian import Bayesian
+from search.curves import FreezeThawGP
 from search.encoding import MixedEncoding
+from search.freeze_thaw import FreezeThaw
+from search.hyperband import ASHA, Hyperband
 from search.optuna_sampler import OptunaSampler
 from search.random import Random
 
 __all__ = [
+    "ASHA",
     "Bayesian",
+    "FreezeThaw",
+    "FreezeThawGP",
     "History",
+    "Hyperband",
     "MixedEncoding",
     "OptunaSampler",
     "Random",

@@ -42,7 +42,7 @@ class Request:
         until_epoch: For "resume": continue until this epoch (None: to the end of the run).
         routine: "train" for the standard loop, or a strategy's own routine name.
         attrs: Extra JSON-ready data the strategy wants stored with the trial (returned to it
-            in `TrialView.attrs`).
+            in `TrialView.attrs`); a resume merges them into the trial's.
     """
 
     kind: RequestKind
@@ -71,11 +71,18 @@ class Request:
                    attrs=dict(attrs or {}))
 
     @classmethod
-    def resume(cls, trial: int, *, until_epoch: int | None = None, routine: str = "train") -> Request:
-        """Continue the paused trial number `trial` from its checkpoint."""
+    def resume(
+        cls,
+        trial: int,
+        *,
+        until_epoch: int | None = None,
+        routine: str = "train",
+        attrs: Mapping[str, Any] | None = None,
+    ) -> Request:
+        """Continue the paused trial number `trial` from its checkpoint (`attrs` update the trial's)."""
         if until_epoch is not None and (not isinstance(until_epoch, int) or until_epoch < 1):
             raise ConfigError(f"Request.resume: until_epoch must be a positive int or None, got {until_epoch!r}")
-        return cls("resume", trial=int(trial), until_epoch=until_epoch, routine=routine)
+        return cls("resume", trial=int(trial), until_epoch=until_epoch, routine=routine, attrs=dict(attrs or {}))
 
 
 @dataclass(frozen=True)
@@ -193,6 +200,13 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def ask(self, history: History) -> Request | None:
         """The next unit of work, or None to wait until an in-flight trial finishes."""
+
+    def retire(self, history: History) -> list[int]:
+        """Numbers of paused trials this strategy will never resume.
+
+        The study prunes them and deletes their checkpoints. The default retires nothing.
+        """
+        return []
 
     def rng(self, history: History, salt: int = 0) -> np.random.Generator:
         """The generator of the next proposal: derived from `(seed, proposals so far, salt)`."""

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-STRATEGIES = ("bayesian", "random", "quasi", "tpe")
+STRATEGIES = ("bayesian", "random", "quasi", "tpe", "freeze_thaw", "asha", "hyperband")
+MULTI_FIDELITY = ("freeze_thaw", "asha", "hyperband")
 
 
 def _strategy(name: str, seed: int) -> Any:
@@ -19,6 +20,9 @@ def _strategy(name: str, seed: int) -> Any:
         "random": lambda: search.Random(seed=seed),
         "quasi": lambda: search.Random(seed=seed, quasi=True),
         "tpe": lambda: search.OptunaSampler("tpe", seed=seed),
+        "freeze_thaw": lambda: search.FreezeThaw(seed=seed),
+        "asha": lambda: search.ASHA(seed=seed),
+        "hyperband": lambda: search.Hyperband(seed=seed),
     }[name]()
 
 
@@ -35,10 +39,13 @@ def _demo(args: argparse.Namespace) -> int:
     name = args.name or f"{args.workload}-{args.model}-{args.strategy}"
     study = studies.create(name, args.storage, space=space, trainer=trainer,
                            strategy=_strategy(args.strategy, args.seed))
+    # multi-fidelity strategies pause and resume trials: they get the same work counted in epochs
+    budget = {"epochs": args.trials * args.epochs} if args.strategy in MULTI_FIDELITY else {"trials": args.trials}
     if not args.quiet:
+        what = f"{args.trials * args.epochs} epochs" if "epochs" in budget else f"{args.trials} trials"
         print(f"study {name!r}: {args.strategy} search over {', '.join(args.optimizers)} x schedules x {args.model}, "
-              f"{args.trials} trials of {args.epochs} epochs on {workload.name} ({trainer.device})")
-    study.optimize(trials=args.trials, n_workers=args.workers, progress=not args.quiet)
+              f"{what} (runs of {args.epochs} epochs) on {workload.name} ({trainer.device})")
+    study.optimize(**budget, n_workers=args.workers, progress=not args.quiet)
     _print_best(study)
     print(f"\ndatabase: {args.storage} (study {name!r}); checkpoints: {study.artifacts}")
     print(f"next: tunelab show --storage {args.storage} --study {name}  |  tunelab report --storage {args.storage} "
@@ -156,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--model", choices=["mlp", "cnn", "cells"], default="cnn")
     demo.add_argument("--optimizers", nargs="+", default=["adamw", "sgd", "acprop"],
                       help="optimizer families to search (see spaces.optimizers.names())")
-    demo.add_argument("--trials", type=int, default=12)
+    demo.add_argument("--trials", type=int, default=12,
+                      help="full runs of budget (multi-fidelity strategies get trials x epochs epochs)")
     demo.add_argument("--epochs", type=int, default=15, help="epochs per trial")
     demo.add_argument("--workers", type=int, default=1)
     demo.add_argument("--device", default="auto")

@@ -326,6 +326,7 @@ class Driver:
         write_trial(
             self.storage, trial_id, system_attrs={CHECKPOINT: artifact, f"artifacts:{artifact}": json.dumps(meta)}
         )
+        (self.study.artifacts / artifact).unlink(missing_ok=True)  # a stale file of a deleted study is not this trial's
         row = Row(trial_id=trial_id, number=number, state=state_of_ots(state), config=dict(config), proposal=proposal,
                   target=target, attrs=dict(attrs), checkpoint=artifact, owner=system.get(OWNER),
                   lease=float(system.get(LEASE, 0.0)), retry_of=retry_of)
@@ -473,8 +474,8 @@ class Driver:
             self.stop.set()
 
     def _announce(self, row: Row) -> None:
-        if not self.progress:
-            return
+        if not self.progress or (row.state == TrialState.PAUSED and row.paused_by == "strategy"):
+            return  # a multi-fidelity strategy pauses trials at every increment: the bar shows progress
         metric = self.study.trainer.workload.metric
         if row.state == TrialState.COMPLETE:
             what = f"{metric} {row.value:.4f}"
@@ -556,10 +557,53 @@ class Driver:
         if not self.fits(None, 0, new_trial=True):
             self.exhausted = True
             return None
-        request = self.study.strategy.ask(self.history())
-        if request is None:
-            return None
-        return self._from_request(request)
+        for _ in range(len(self.rows) + 1):  # a resume of a trial whose checkpoint is gone is refused; ask again
+            history = self.history()
+            strategy = self.study.strategy
+            request = strategy.ask(history)
+            keep = request.trial if request is not None and request.kind == "resume" else None
+            self.retire([n for n in strategy.retire(history) if n != keep])
+            if request is None:
+                return None
+            if request.kind == "resume" and not self._resumable(request.trial):
+                continue
+            return self._from_request(request)
+        return None
+
+    def _resumable(self, number: int | None) -> bool:
+        """Whether paused trial `number` still has its checkpoint; if not, it is recorded failed."""
+        from optuna.trial import TrialState as OTS
+
+        row = next((r for r in self.rows.values() if r.number == number), None)
+        if row is None or row.state != TrialState.PAUSED:
+            return True  # _from_request explains the mistake
+        path = self._checkpoint_path(row)
+        if path is not None and path.exists():
+            return True
+        row.error = f"its checkpoint {path} is missing, so it cannot be resumed"
+        write_trial(self.storage, row.trial_id, system_attrs={STATE: None, PAUSED_BY: None},
+                    user_attrs={"error": row.error})
+        self.storage.set_trial_state_values(row.trial_id, OTS.FAIL)
+        row.state = TrialState.FAILED
+        return False
+
+    def retire(self, numbers: list[int]) -> None:
+        """Prune paused trials the strategy will never resume, and delete their checkpoints."""
+        from optuna.trial import TrialState as OTS
+
+        for number in numbers:
+            row = next((r for r in self.rows.values() if r.number == number), None)
+            if row is None or row.state != TrialState.PAUSED or row.trial_id in self.in_flight:
+                continue
+            finite_curve = [v for v in row.curve if math.isfinite(v)]
+            value = finite_curve[-1] if finite_curve else None
+            write_trial(self.storage, row.trial_id, system_attrs={STATE: None, PAUSED_BY: None},
+                        user_attrs={"retired": True})
+            self.storage.set_trial_state_values(row.trial_id, OTS.PRUNED, values=[value] if value is not None else None)
+            row.state, row.value, row.paused_by = TrialState.PRUNED, value, None
+            path = self._checkpoint_path(row)
+            if path is not None:
+                path.unlink(missing_ok=True)
 
     def _from_request(self, request: Request) -> Work | None:
         from optuna.trial import TrialState as OTS
@@ -575,11 +619,17 @@ class Driver:
             if row is None or row.state != TrialState.PAUSED:
                 raise ConfigError(f"the strategy asked to resume trial {request.trial}, which is not paused")
             until = min(request.until_epoch or full, full)
+            if until <= row.epochs:
+                raise ConfigError(f"the strategy asked to resume trial {request.trial} until epoch {until}, but it "
+                                  f"has trained {row.epochs} epochs already")
             if not self.fits(row.config, until - row.epochs, new_trial=False):
                 self.exhausted = True
                 return None
             row.target = until
             self._set_system(row, **{TARGET: until})
+            if request.attrs:
+                row.attrs.update(request.attrs)
+                write_trial(self.storage, row.trial_id, user_attrs={"strategy": dict(row.attrs)})
             return self._work(row, until)
         config = self.study.space.validate(request.config or {})
         epochs = min(request.epochs or full, full)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -33,6 +34,12 @@ STRATEGIES: dict[str, Callable[[int], search.Strategy]] = {
     "optuna-gp": lambda seed: search.OptunaSampler("gp", seed=seed),
 }
 MODEL_BASED = ("bayesian", "tpe")
+# Multi-fidelity strategies pause and resume trials; they run the suite with epoch budgets.
+MULTI_FIDELITY: dict[str, Callable[[int], search.Strategy]] = {
+    "freeze_thaw": lambda seed: search.FreezeThaw(seed=seed, candidates=64, fit_maxiter=40),
+    "asha": lambda seed: search.ASHA(seed=seed),
+    "hyperband": lambda seed: search.Hyperband(seed=seed),
+}
 
 
 def toy_space() -> spaces.Space:
@@ -75,3 +82,47 @@ def toy_loop(strategy: search.Strategy, n: int, space: spaces.Space | None = Non
 
 def best(trials: list[TrialView]) -> float:
     return float(np.min([t.value for t in trials]))
+
+
+def toy_curve(config: dict, epoch: int) -> float:
+    """A learning curve that decays towards `toy_objective`, at a config-dependent rate."""
+    final = toy_objective(config)
+    rate = 0.25 + 0.2 * math.sin(3.0 * final) ** 2
+    return final + 2.0 * math.exp(-rate * epoch)
+
+
+def toy_mf_loop(strategy: search.Strategy, budget: int, max_epochs: int = 9,
+                space: spaces.Space | None = None) -> list[TrialView]:
+    """Run start/resume requests on toy curves until `budget` epochs are trained; return the trials."""
+    space = space or toy_space()
+    trials: dict[int, TrialView] = {}
+    spent = 0
+    while spent < budget:
+        history = History(space, tuple(trials.values()), max_epochs=max_epochs)
+        request = strategy.ask(history)
+        assert request is not None
+        retired = set(strategy.retire(history))
+        assert all(trials[n].state == "paused" for n in retired)
+        for n in retired:
+            trials[n] = replace(trials[n], state="pruned", value=trials[n].curve[-1])
+        if request.kind == "start":
+            number, config, done = len(trials), space.validate(request.config), 0
+            attrs = dict(request.attrs)
+        else:
+            old = trials[request.trial]
+            assert old.state == "paused", f"asked to resume trial {old.number} in state {old.state}"
+            number, config, done, attrs = old.number, old.config, old.epochs, {**old.attrs, **request.attrs}
+        until = min((request.epochs if request.kind == "start" else request.until_epoch) or max_epochs, max_epochs)
+        until = min(until, done + budget - spent)
+        assert until > done
+        curve = tuple(toy_curve(config, e) for e in range(1, until + 1))
+        spent += until - done
+        state = "complete" if until == max_epochs else "paused"
+        trials[number] = TrialView(number, state, config, value=curve[-1] if state == "complete" else None,
+                                   curve=curve, epochs=until, target_epochs=until, attrs=attrs)
+    return list(trials.values())
+
+
+def best_final(trials: list[TrialView]) -> float:
+    """The best value seen at any epoch of any trial (the anytime incumbent)."""
+    return float(min(v for t in trials for v in t.curve))

@@ -122,7 +122,9 @@ def test_history_is_normalised_to_minimisation():
 
 
 def test_strategy_spec_round_trips_and_rejects_bad_settings():
-    for make in STRATEGIES.values():
+    from strategy_conformance import MULTI_FIDELITY
+
+    for make in (*STRATEGIES.values(), *MULTI_FIDELITY.values()):
         s = make(9)
         assert search.Strategy.from_spec(json.loads(json.dumps(s.spec()))) == s
     with pytest.raises(studies.ConfigError, match="quasi"):
@@ -144,3 +146,93 @@ def test_quasi_random_covers_the_unit_cube_evenly():
     enc = search.MixedEncoding(toy_space())
     cfgs = [enc.from_unit(quasi_point("halton", enc.dim, 1, i)) for i in range(30)]
     assert {c["act"] for c in cfgs} == {"relu", "tanh", "gelu"}
+
+
+# ----------------------------------------------------------------------------- multi-fidelity
+# Strategies that pause and resume trials run the same checks with budgets in epochs.
+from strategy_conformance import MULTI_FIDELITY, best_final, toy_mf_loop  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def mf_trainer():
+    workload = trainers.workloads.mnist1d(n_train=256, max_epochs=4)
+    return trainers.Trainer(workload, epochs=4, seed=0)
+
+
+def run_mf(tmp_path, name, strategy, trainer, epochs, db="s.db"):
+    study = studies.create(name, f"sqlite:///{tmp_path / db}", space=tiny_space(), trainer=trainer, strategy=strategy)
+    study.optimize(epochs=epochs, progress=False)
+    return study
+
+
+def trained(study):
+    return sum(t.epochs for t in study.trials)
+
+
+@pytest.mark.parametrize("key", list(MULTI_FIDELITY))
+def test_mf_ask_run_loop_pauses_and_resumes(tmp_path, mf_trainer, key):
+    study = run_mf(tmp_path, key, MULTI_FIDELITY[key](0), mf_trainer, epochs=30)
+    trials = study.trials
+    assert trained(study) <= 30 and trained(study) >= 26  # the budget holds and is used
+    assert all(1 <= t.epochs <= 4 and len(t.curve) == t.epochs for t in trials)
+    assert all(study.space.validate(t.config) == t.config for t in trials)
+    assert {t.state for t in trials} <= {"complete", "paused", "pruned", "failed"}
+    # every strategy here starts trials at 1 epoch of 4 (Hyperband's first bracket too), so a trial
+    # with more epochs was paused and continued from its checkpoint
+    assert any(t.epochs > 1 for t in trials)
+    for t in trials:  # paused trials keep their checkpoint; retired (pruned) ones lose it
+        path = study.checkpoint(t.number)
+        assert (path is not None and path.exists()) == (t.state == "paused" or t == study.best)
+
+
+@pytest.mark.parametrize("key", list(MULTI_FIDELITY))
+def test_mf_same_seed_same_trials(tmp_path, mf_trainer, key):
+    a = run_mf(tmp_path, "a", MULTI_FIDELITY[key](3), mf_trainer, epochs=20, db="a.db")
+    b = run_mf(tmp_path, "b", MULTI_FIDELITY[key](3), mf_trainer, epochs=20, db="b.db")
+    assert [(t.config, t.curve, t.state) for t in a.trials] == [(t.config, t.curve, t.state) for t in b.trials]
+
+
+@pytest.mark.slow  # ~25 s; the in-process determinism test above runs by default
+@pytest.mark.parametrize("key", list(MULTI_FIDELITY))
+def test_mf_same_seed_same_trials_in_a_fresh_process(key):
+    code = (
+        "import json, sys; sys.path.insert(0, 'tests/search');"
+        "from strategy_conformance import MULTI_FIDELITY, toy_mf_loop;"
+        f"print(json.dumps([[t.config, t.epochs] for t in toy_mf_loop(MULTI_FIDELITY[{key!r}](5), 30)]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    here = [[t.config, t.epochs] for t in toy_mf_loop(MULTI_FIDELITY[key](5), 30)]
+    assert json.loads(json.dumps(here)) == json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("key", list(MULTI_FIDELITY))
+def test_mf_kill_then_resume_gives_the_same_next_request(tmp_path, mf_trainer, key):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    study = studies.create("k", url, space=tiny_space(), trainer=mf_trainer, strategy=MULTI_FIDELITY[key](1))
+    study.optimize(epochs=20, progress=False)
+    before = study.strategy.ask(study.history())
+    reloaded = studies.load("k", url)
+    assert reloaded.strategy == study.strategy and reloaded.strategy is not study.strategy
+    after = reloaded.strategy.ask(reloaded.history())
+    assert (after.kind, after.config, after.trial, after.epochs, after.until_epoch) == (
+        before.kind, before.config, before.trial, before.epochs, before.until_epoch)
+
+
+@pytest.mark.parametrize("key", list(MULTI_FIDELITY))
+def test_mf_stopped_and_continued_study_runs_like_an_uninterrupted_one(tmp_path, mf_trainer, key):
+    whole = run_mf(tmp_path, "whole", MULTI_FIDELITY[key](2), mf_trainer, epochs=24, db="w.db")
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    part = studies.create("part", url, space=tiny_space(), trainer=mf_trainer, strategy=MULTI_FIDELITY[key](2))
+    part.optimize(epochs=11, progress=False)
+    again = studies.load("part", url)
+    again.optimize(epochs=24, progress=False)
+    assert [(t.config, t.curve, t.state) for t in again.trials] == [(t.config, t.curve, t.state) for t in whole.trials]
+
+
+@pytest.mark.parametrize("key", list(MULTI_FIDELITY))
+def test_mf_beats_random_search_at_equal_epochs_on_toy_curves(key):
+    budget, seeds = 90, (0, 1, 2)
+    found = np.median([best_final(toy_mf_loop(MULTI_FIDELITY[key](s), budget)) for s in seeds])
+    rand = np.median([best_final(toy_mf_loop(search.Random(seed=s), budget)) for s in seeds])
+    assert found < rand, f"{key} ({found:.3f}) should beat random search ({rand:.3f}) at {budget} epochs"
