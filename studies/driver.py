@@ -570,11 +570,15 @@ class Driver:
             return self._from_request(request)
         return None
 
+    def row_of_number(self, number: int | None) -> Row | None:
+        """The mirror of trial `number`, or None."""
+        return next((r for r in self.rows.values() if r.number == number), None)
+
     def _resumable(self, number: int | None) -> bool:
         """Whether paused trial `number` still has its checkpoint; if not, it is recorded failed."""
         from optuna.trial import TrialState as OTS
 
-        row = next((r for r in self.rows.values() if r.number == number), None)
+        row = self.row_of_number(number)
         if row is None or row.state != TrialState.PAUSED:
             return True  # _from_request explains the mistake
         path = self._checkpoint_path(row)
@@ -592,7 +596,7 @@ class Driver:
         from optuna.trial import TrialState as OTS
 
         for number in numbers:
-            row = next((r for r in self.rows.values() if r.number == number), None)
+            row = self.row_of_number(number)
             if row is None or row.state != TrialState.PAUSED or row.trial_id in self.in_flight:
                 continue
             finite_curve = [v for v in row.curve if math.isfinite(v)]
@@ -615,7 +619,7 @@ class Driver:
                 "(warm_start=None) or resume a paused trial with Request.resume"
             )
         if request.kind == "resume":
-            row = next((r for r in self.rows.values() if r.number == request.trial), None)
+            row = self.row_of_number(request.trial)
             if row is None or row.state != TrialState.PAUSED:
                 raise ConfigError(f"the strategy asked to resume trial {request.trial}, which is not paused")
             until = min(request.until_epoch or full, full)
