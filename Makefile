@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench bench-search bench-driver bench-freeze-thaw clean
+.PHONY: demo test test-slow lint bench bench-search bench-driver bench-freeze-thaw bench-nas clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench-driver: $(BIN)/.installed
 
 bench-freeze-thaw: $(BIN)/.installed
 	$(BIN)/python benchmarks/freeze_thaw.py --seeds 5 --epochs 600
+
+bench-nas: $(BIN)/.installed
+	$(BIN)/python benchmarks/nas.py --seeds 5 --trials 40 --epochs 4 --jobs 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,10 +2,11 @@
 
 Strategies are functions of the study's history and their seed (DESIGN section 4); `studies`
 runs them. Available: `Random` (uniform or scrambled Sobol/Halton), `Bayesian` (BoTorch GP +
-qLogNEI), `OptunaSampler` (any Optuna sampler), and the multi-fidelity strategies that pause and
-resume trials: `FreezeThaw` (Swersky et al. 2014's learning-curve GP, ifBO's MFPI-random),
-`Hyperband` and `ASHA`. `strategies` is the registry through which a
-stored study rebuilds its strategy by name.
+qLogNEI), `OptunaSampler` (any Optuna sampler), `Evolution` (regularized evolution, Real et
+al. 2019, or differential evolution; any space, architecture cells included), and the
+multi-fidelity strategies that pause and resume trials: `FreezeThaw` (Swersky et al. 2014's
+learning-curve GP, ifBO's MFPI-random), `Hyperband` and `ASHA`. `strategies` is the registry
+through which a stored study rebuilds its strategy by name.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from search.base import History, Request, Strategy, TrialView, config_key, strat
 from search.bayesian import Bayesian
 from search.curves import FreezeThawGP
 from search.encoding import MixedEncoding
+from search.evolution import Evolution, mutate
 from search.freeze_thaw import FreezeThaw
 from search.hyperband import ASHA, Hyperband
 from search.optuna_sampler import OptunaSampler
@@ -22,6 +24,7 @@ from search.random import Random
 __all__ = [
     "ASHA",
     "Bayesian",
+    "Evolution",
     "FreezeThaw",
     "FreezeThawGP",
     "History",
@@ -33,5 +36,6 @@ __all__ = [
     "Strategy",
     "TrialView",
     "config_key",
+    "mutate",
     "strategies",
 ]

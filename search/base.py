@@ -132,12 +132,17 @@ class History:
             a crash and re-queued appears once, as its re-run.
         max_epochs: Length of a full training run (the trainer's epochs).
         direction: Always "minimize" (values are normalised).
+        input_shape: One example's shape in the study's workload (None outside a study), for
+            strategies that measure the networks they propose (`spaces.model_size`).
+        n_outputs: The workload's number of outputs (None outside a study).
     """
 
     space: Space
     trials: tuple[TrialView, ...] = ()
     max_epochs: int = 1
     direction: str = "minimize"
+    input_shape: tuple[int, ...] | None = None
+    n_outputs: int | None = None
 
     def where(self, *states: str) -> list[TrialView]:
         """The trials in any of `states`."""

@@ -19,6 +19,7 @@ from spaces.optimizers import OptimizerSpec, build_optimizer, optimizer_config, 
 from spaces.params import Categorical, Fixed, Float, Int, Param
 from spaces.registry import Registry
 from spaces.schedules import Multiplier, ScheduleSpec, build_schedule, schedule_multiplier, schedules
+from spaces.size import ModelSize, model_size, param_count
 from spaces.space import Choice, Config, Entry, Slot, Space, as_rng, branch
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "Float",
     "Genotype",
     "Int",
+    "ModelSize",
     "ModelSpec",
     "Multiplier",
     "OptimizerSpec",
@@ -58,11 +60,13 @@ __all__ = [
     "cnn",
     "genotype",
     "mlp",
+    "model_size",
     "model_space",
     "models",
     "optimizer_config",
     "optimizer_spec",
     "optimizers",
+    "param_count",
     "schedule_multiplier",
     "schedules",
 ]

@@ -392,7 +392,9 @@ class Space:
                     out[e.name] = e.param.sample(rng) if rng is not None else e.param.default_value()
         return out
 
-    def mutate(self, config: Mapping[str, Value], rng: SeedLike = None, *, scale: float = 0.2) -> Config:
+    def mutate(
+        self, config: Mapping[str, Value], rng: SeedLike = None, *, scale: float = 0.2, name: str | None = None
+    ) -> Config:
         """Change one active parameter of `config` (the mutation of regularized evolution).
 
         A categorical (or choice) takes a different value uniformly; a number moves by a Gaussian
@@ -404,14 +406,26 @@ class Space:
             config: A valid configuration.
             rng: A `numpy.random.Generator` or a seed.
             scale: Standard deviation of numeric steps in the unit interval.
+            name: The parameter to change (default: one of the active, non-fixed parameters,
+                uniformly).
 
         Returns:
             A new, valid configuration that differs from `config` in one choice or value
             (plus the parameters that choice activates or deactivates).
+
+        Raises:
+            ConfigError: `name` is not an active, non-fixed parameter of `config`.
         """
         rng = as_rng(rng)
         config = self.validate(config)
         candidates = self._mutable(config)
+        if name is not None:
+            candidates = [e for e in candidates if e.name == name]
+            if not candidates:
+                raise ConfigError(
+                    f"mutate(name={name!r}): not an active, non-fixed parameter of this config; "
+                    f"choose one of {[e.name for e in self._mutable(config)]}"
+                )
         if not candidates:
             return dict(config)
         e = candidates[int(rng.integers(len(candidates)))]

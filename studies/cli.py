@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-STRATEGIES = ("bayesian", "random", "quasi", "tpe", "freeze_thaw", "asha", "hyperband")
+STRATEGIES = ("bayesian", "random", "quasi", "tpe", "evolution", "freeze_thaw", "asha", "hyperband")
 MULTI_FIDELITY = ("freeze_thaw", "asha", "hyperband")
 
 
@@ -20,6 +20,7 @@ def _strategy(name: str, seed: int) -> Any:
         "random": lambda: search.Random(seed=seed),
         "quasi": lambda: search.Random(seed=seed, quasi=True),
         "tpe": lambda: search.OptunaSampler("tpe", seed=seed),
+        "evolution": lambda: search.Evolution(seed=seed),
         "freeze_thaw": lambda: search.FreezeThaw(seed=seed),
         "asha": lambda: search.ASHA(seed=seed),
         "hyperband": lambda: search.Hyperband(seed=seed),
@@ -109,13 +110,31 @@ def _show(args: argparse.Namespace) -> int:
           f"{study.trainer.epochs} epochs per trial, budget {study.budget()}")
     _print_best(study)
     metric = study.trainer.workload.metric
-    print(f"\n{'trial':>5s} {'state':9s} {'val ' + metric:>13s} {'epochs':>6s} {'seconds':>8s}  config / error")
+    print(f"\n{'trial':>5s} {'state':9s} {'val ' + metric:>13s} {'epochs':>6s} {'seconds':>8s} {'params':>8s}"
+          f"  config / error")
     for t in trials:
         value = f"{t.value:.4f}" if t.value is not None else "-"
-        short = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.config.items())
-        tail = t.error if t.error else short
-        print(f"{t.number:5d} {t.state.value:9s} {value:>13s} {t.epochs:6d} {t.seconds:8.1f}  {tail[:150]}")
+        print(f"{t.number:5d} {t.state.value:9s} {value:>13s} {t.epochs:6d} {t.seconds:8.1f} "
+              f"{_count(t.n_params):>8s}  {(t.error or _config_line(t))[:180]}")
     return 0
+
+
+def _count(n: int | None) -> str:
+    """12345 -> '12.3k' (a column of parameter counts)."""
+    if n is None:
+        return "-"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return str(n)
+
+
+def _config_line(t: Any) -> str:
+    """A trial's config on one line; a cell's six edges are shown as its genotype string."""
+    genotype = t.genotype
+    items = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.config.items()
+             if not (genotype and k.startswith("model.op_"))]
+    return (f"{genotype}  " if genotype else "") + ", ".join(items)
 
 
 def _resume(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ Trials paused by Ctrl-C are continued before new work too.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search import History, Request, TrialView
-from spaces import ConfigError, optimizer_spec
+from spaces import ConfigError, model_size, optimizer_spec
 from studies._batch import write_trial
 from studies.errors import BudgetError, TrialError
 from studies.executors import LocalExecutor, Outcome, ProcessExecutor, Work
@@ -49,6 +50,8 @@ from studies.records import (
     stored_metrics,
 )
 from trainers import EpochResult, TrainResult
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from studies.study import Study
@@ -251,6 +254,8 @@ class Driver:
             space=self.study.space,
             trials=tuple(self.view(r) for r in self.proposals()),
             max_epochs=self.study.trainer.epochs,
+            input_shape=self.study.trainer.workload.input_shape,
+            n_outputs=self.study.trainer.workload.n_outputs,
         )
 
     # ------------------------------------------------------------------ budget
@@ -309,11 +314,13 @@ class Driver:
             system[RETRY_OF] = retry_of
         if state == OTS.RUNNING:  # claimed in the same transaction
             system.update({STATE: "running", OWNER: self.owner, LEASE: time.time() + LEASE_TTL_S})
+        user: dict[str, Any] = {"strategy": dict(attrs)} if attrs else {}
+        user.update(self.size_attrs(config))
         frozen = create_trial(
             state=state,
             params=config,
             distributions=self.study.space.distributions(config),
-            user_attrs={"strategy": dict(attrs)} if attrs else {},
+            user_attrs=user,
             system_attrs=system,
         )
         trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=frozen)
@@ -332,6 +339,16 @@ class Driver:
                   lease=float(system.get(LEASE, 0.0)), retry_of=retry_of)
         self.rows[trial_id] = row
         return row
+
+    def size_attrs(self, config: Mapping[str, Any]) -> dict[str, int]:
+        """`{"n_params": ..., "flops": ...}` of the network `config` builds ({} if it cannot be measured)."""
+        w = self.study.trainer.workload
+        try:
+            size = model_size(config, w.input_shape, w.n_outputs)
+        except Exception as exc:  # a size is extra information; the trial itself reports a bad model
+            logger.debug("no size recorded for %s: %s", config, exc)
+            return {}
+        return {"n_params": size.params, "flops": size.flops}
 
     def claim(self, row: Row) -> None:
         """Mark `row` running, owned by this driver."""

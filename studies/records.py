@@ -61,6 +61,8 @@ class TrialRecord:
         error: Why it failed, or None.
         attrs: The strategy's data stored with the trial.
         retry_of: Number of the interrupted trial this one re-runs, or None.
+        n_params: Parameter count of its network (`spaces.model_size`), or None if unmeasured.
+        flops: Forward FLOPs per example of its network, or None if unmeasured.
     """
 
     number: int
@@ -77,6 +79,17 @@ class TrialRecord:
     error: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
     retry_of: int | None = None
+    n_params: int | None = None
+    flops: int | None = None
+
+    @property
+    def genotype(self) -> str | None:
+        """The cell's genotype string of a `spaces.cells()` config (None for other models)."""
+        from spaces import Genotype
+
+        if "model.op_0_1" not in self.config:
+            return None
+        return str(Genotype.from_config(self.config))
 
 
 def state_of(trial: Any) -> TrialState:
@@ -145,4 +158,6 @@ def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
         error=ua.get("error"),
         attrs=dict(ua.get("strategy", {})),
         retry_of=sa.get(RETRY_OF),
+        n_params=ua.get("n_params"),
+        flops=ua.get("flops"),
     )

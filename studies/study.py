@@ -117,7 +117,8 @@ class Study:
         """All trials as a pandas DataFrame.
 
         Columns: number, state, value, best_value, test_metric, epochs, grad_evals, seconds,
-        error, and one `params.<name>` column per parameter.
+        error, n_params and flops (of the network), genotype (cell spaces only), and one
+        `params.<name>` column per parameter.
         """
         import pandas as pd
 
@@ -133,7 +134,11 @@ class Study:
                 "grad_evals": t.grad_evals,
                 "seconds": t.seconds,
                 "error": t.error,
+                "n_params": t.n_params,
+                "flops": t.flops,
             }
+            if t.genotype is not None:
+                row["genotype"] = t.genotype
             row.update({f"params.{k}": v for k, v in t.config.items()})
             rows.append(row)
         return pd.DataFrame(rows)

@@ -32,6 +32,9 @@ STRATEGIES: dict[str, Callable[[int], search.Strategy]] = {
     ),
     "tpe": lambda seed: search.OptunaSampler("tpe", seed=seed),
     "optuna-gp": lambda seed: search.OptunaSampler("gp", seed=seed),
+    # a small population, so that the few trials of these tests include mutated children
+    "evolution": lambda seed: search.Evolution(population=4, sample=3, seed=seed),
+    "evolution-de": lambda seed: search.Evolution(population=4, seed=seed, method="differential"),
 }
 MODEL_BASED = ("bayesian", "tpe")
 # Multi-fidelity strategies pause and resume trials; they run the suite with epoch budgets.
@@ -39,6 +42,7 @@ MULTI_FIDELITY: dict[str, Callable[[int], search.Strategy]] = {
     "freeze_thaw": lambda seed: search.FreezeThaw(seed=seed, candidates=64, fit_maxiter=40),
     "asha": lambda seed: search.ASHA(seed=seed),
     "hyperband": lambda seed: search.Hyperband(seed=seed),
+    "evolution-mf": lambda seed: search.Evolution(seed=seed, short_epochs=1),
 }
 
 
