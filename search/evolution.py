@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,16 +300,16 @@ class Evolution(Strategy):
         return ", ".join(parts)
 
     # ------------------------------------------------------------------ proposals
-    def _random(self, history: History, rng: np.random.Generator, seen: set[str]) -> Config:
-        """A uniformly random configuration within the limits, new if possible."""
+    def _draw(self, history: History, draw: Callable[[], tuple[Any, Config]], seen: set[str]) -> tuple[Any, Config]:
+        """Call `draw() -> (point, config)` until a config within the limits, new if possible, comes out."""
         fallback = None
         for _ in range(_RANDOM_TRIES):
-            config = history.space.sample(rng)
+            point, config = draw()
             if not self.allows(config, history):
                 continue
             if config_key(config) not in seen:
-                return config
-            fallback = fallback or config
+                return point, config
+            fallback = fallback or (point, config)
         if fallback is not None:
             return fallback
         raise ConfigError(
@@ -317,23 +317,19 @@ class Evolution(Strategy):
             "or narrow the space to smaller networks"
         )
 
+    def _random(self, history: History, rng: np.random.Generator, seen: set[str]) -> Config:
+        """A uniformly random configuration within the limits, new if possible."""
+        return self._draw(history, lambda: (None, history.space.sample(rng)), seen)[1]
+
     def _unit_random(self, history: History, enc: MixedEncoding, rng: np.random.Generator,
                      seen: set[str]) -> tuple[np.ndarray, Config]:
-        fallback = None
-        for _ in range(_RANDOM_TRIES):
+        """A uniformly random point of the unit cube and its config, within the limits, new if possible."""
+
+        def draw() -> tuple[np.ndarray, Config]:
             u = rng.random(enc.dim)
-            config = enc.from_unit(u)
-            if not self.allows(config, history):
-                continue
-            if config_key(config) not in seen:
-                return u, config
-            fallback = fallback or (u, config)
-        if fallback is not None:
-            return fallback
-        raise ConfigError(
-            f"Evolution: none of {_RANDOM_TRIES} random configurations satisfies {self._limits()}; raise the limit "
-            "or narrow the space to smaller networks"
-        )
+            return u, enc.from_unit(u)
+
+        return self._draw(history, draw, seen)
 
     def ask(self, history: History) -> Request | None:
         """A promotion (multi-fidelity), a random initial trial, or a mutated child."""
@@ -341,8 +337,8 @@ class Evolution(Strategy):
         if short is not None:
             promote = self.promotable(history)
             if promote:
-                return Request.resume(promote[0].number, attrs={ATTR: {**self._info(history, promote[0]),
-                                                                       "promoted": True}})
+                info = {**promote[0].attrs.get(ATTR, {}), "promoted": True}
+                return Request.resume(promote[0].number, attrs={ATTR: info})
         rng = self.rng(history)
         seen = seen_configs(history.trials)
         if self.method == "regularized":
@@ -353,10 +349,6 @@ class Evolution(Strategy):
             return None
         config, info = made
         return Request.start(config, epochs=short, attrs={ATTR: info})
-
-    @staticmethod
-    def _info(history: History, trial: TrialView) -> dict[str, Any]:
-        return dict(trial.attrs.get(ATTR, {}))
 
     def _regularized_child(self, history: History, rng: np.random.Generator,
                            seen: set[str]) -> tuple[Config, dict[str, Any]] | None:
