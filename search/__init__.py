@@ -5,7 +5,8 @@ runs them. Available: `Random` (uniform or scrambled Sobol/Halton), `Bayesian` (
 qLogNEI), `OptunaSampler` (any Optuna sampler), `Evolution` (regularized evolution, Real et
 al. 2019, or differential evolution; any space, architecture cells included), and the
 multi-fidelity strategies that pause and resume trials: `FreezeThaw` (Swersky et al. 2014's
-learning-curve GP, ifBO's MFPI-random), `Hyperband` and `ASHA`. `strategies` is the registry
+learning-curve GP, ifBO's MFPI-random), `Hyperband` and `ASHA`. `Enqueue` trains given
+configurations on given seeds (defaults, reruns of a selected configuration). `strategies` is the registry
 through which a stored study rebuilds its strategy by name.
 """
 
@@ -15,6 +16,7 @@ from search.base import History, Request, Strategy, TrialView, config_key, strat
 from search.bayesian import Bayesian
 from search.curves import FreezeThawGP
 from search.encoding import MixedEncoding
+from search.enqueue import Enqueue
 from search.evolution import Evolution, mutate
 from search.freeze_thaw import FreezeThaw
 from search.hyperband import ASHA, Hyperband
@@ -24,6 +26,7 @@ from search.random import Random
 __all__ = [
     "ASHA",
     "Bayesian",
+    "Enqueue",
     "Evolution",
     "FreezeThaw",
     "FreezeThawGP",

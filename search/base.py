@@ -43,6 +43,8 @@ class Request:
         routine: "train" for the standard loop, or a strategy's own routine name.
         attrs: Extra JSON-ready data the strategy wants stored with the trial (returned to it
             in `TrialView.attrs`); a resume merges them into the trial's.
+        seed: The run's seed (kind "start"; None: the trainer's seed, which every trial of a
+            study shares). Reruns of one configuration on fresh seeds set it.
     """
 
     kind: RequestKind
@@ -53,6 +55,7 @@ class Request:
     until_epoch: int | None = None
     routine: str = "train"
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    seed: int | None = None
 
     @classmethod
     def start(
@@ -63,12 +66,15 @@ class Request:
         warm_start: int | None = None,
         routine: str = "train",
         attrs: Mapping[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Request:
-        """Start a new trial with `config`."""
+        """Start a new trial with `config` (on `seed`, or the trainer's seed when None)."""
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
             raise ConfigError(f"Request.start: epochs must be a positive int or None, got {epochs!r}")
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
+            raise ConfigError(f"Request.start: seed must be an int or None, got {seed!r}")
         return cls("start", config=dict(config), epochs=epochs, warm_start=warm_start, routine=routine,
-                   attrs=dict(attrs or {}))
+                   attrs=dict(attrs or {}), seed=None if seed is None else int(seed))
 
     @classmethod
     def resume(

@@ -4,6 +4,8 @@ study = studies.create("mnist1d", "sqlite:///tunelab.db", space=..., trainer=...
 study.optimize(trials=40)          # a total for the study; rerun after a crash to finish it
 study.best, study.trials, study.dataframe(), study.curves()
 study = studies.load("mnist1d", "sqlite:///tunelab.db")
+comparison = studies.compare("mnist1d_mlp", optimizers=["sgd", "adamw", "sam"], budget=20)
+comparison.table(), comparison.report("report/")
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from spaces.errors import (
 
 __version__ = "0.2.0"
 
+from studies.compare import Arm, Comparison, compare
 from studies.driver import Budget
 from studies.errors import (
     BudgetError,
@@ -27,16 +30,20 @@ from studies.errors import (
     StudyNotFoundError,
     TrialError,
 )
+from studies.problems import Problem, problems
 from studies.records import TrialRecord, TrialState
 from studies.storage import DEFAULT_STORAGE, open_storage
 from studies.study import Study, create, load, study_names
 
 __all__ = [
     "DEFAULT_STORAGE",
+    "Arm",
     "Budget",
     "BudgetError",
     "CheckpointError",
+    "Comparison",
     "ConfigError",
+    "Problem",
     "SpaceError",
     "StorageError",
     "Study",
@@ -49,8 +56,10 @@ __all__ = [
     "UnknownNameError",
     "WorkloadError",
     "__version__",
+    "compare",
     "create",
     "load",
     "open_storage",
+    "problems",
     "study_names",
 ]

@@ -41,6 +41,7 @@ from studies.records import (
     PAUSED_BY,
     PROPOSAL,
     RETRY_OF,
+    RUN_SEED,
     STATE,
     SUPERSEDED,
     TARGET,
@@ -122,6 +123,7 @@ class Row:
     superseded: bool = False
     retry_of: int | None = None
     paused_by: str | None = None
+    seed: int | None = None
     checkpoint: str | None = None
     owner: str | None = None
     lease: float = 0.0
@@ -160,6 +162,7 @@ def row_of(trial: Any) -> Row:
         superseded=bool(sa.get(SUPERSEDED, False)),
         retry_of=sa.get(RETRY_OF),
         paused_by=sa.get(PAUSED_BY),
+        seed=sa.get(RUN_SEED),
         checkpoint=sa.get(CHECKPOINT),
         owner=sa.get(OWNER),
         lease=float(sa.get(LEASE, 0.0)),
@@ -304,14 +307,16 @@ class Driver:
         return self.study.artifacts / row.checkpoint if row.checkpoint else None
 
     def create_trial(self, config: dict[str, Any], *, proposal: int, target: int, attrs: Mapping[str, Any],
-                     state: Any, retry_of: int | None = None) -> Row:
-        """Insert a trial with its params (one transaction) and mirror it."""
+                     state: Any, retry_of: int | None = None, seed: int | None = None) -> Row:
+        """Insert a trial with its params (one transaction) and mirror it (`seed`: its run's, if not the trainer's)."""
         from optuna.trial import TrialState as OTS
         from optuna.trial import create_trial
 
         system: dict[str, Any] = {PROPOSAL: proposal, TARGET: target}
         if retry_of is not None:
             system[RETRY_OF] = retry_of
+        if seed is not None:
+            system[RUN_SEED] = int(seed)
         if state == OTS.RUNNING:  # claimed in the same transaction
             system.update({STATE: "running", OWNER: self.owner, LEASE: time.time() + LEASE_TTL_S})
         user: dict[str, Any] = {"strategy": dict(attrs)} if attrs else {}
@@ -336,7 +341,7 @@ class Driver:
         (self.study.artifacts / artifact).unlink(missing_ok=True)  # a stale file of a deleted study is not this trial's
         row = Row(trial_id=trial_id, number=number, state=state_of_ots(state), config=dict(config), proposal=proposal,
                   target=target, attrs=dict(attrs), checkpoint=artifact, owner=system.get(OWNER),
-                  lease=float(system.get(LEASE, 0.0)), retry_of=retry_of)
+                  lease=float(system.get(LEASE, 0.0)), retry_of=retry_of, seed=seed)
         self.rows[trial_id] = row
         return row
 
@@ -554,7 +559,7 @@ class Driver:
             row.state, row.error, row.superseded = TrialState.FAILED, error, True
             self.create_trial(row.config, proposal=row.proposal if row.proposal is not None else row.number,
                               target=row.target or self.study.trainer.epochs, attrs=row.attrs,
-                              state=OTS.WAITING, retry_of=row.number)
+                              state=OTS.WAITING, retry_of=row.number, seed=row.seed)
 
     # ------------------------------------------------------------------ the loop
     def next_work(self) -> Work | None:
@@ -658,7 +663,7 @@ class Driver:
             self.exhausted = True
             return None
         row = self.create_trial(config, proposal=len(self.proposals()), target=epochs, attrs=request.attrs,
-                                state=OTS.RUNNING)
+                                state=OTS.RUNNING, seed=request.seed)
         return self._work(row, epochs, routine=request.routine)
 
     def _work(self, row: Row, until: int | None, routine: str = "train") -> Work:
@@ -668,7 +673,7 @@ class Driver:
             trial_id=row.trial_id,
             number=row.number,
             config=dict(row.config),
-            seed=self.study.trainer.seed,
+            seed=self.study.trainer.seed if row.seed is None else row.seed,
             until_epoch=until,
             checkpoint=str(path) if path is not None else None,
             routine=routine,

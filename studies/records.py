@@ -22,6 +22,7 @@ PROPOSAL = "tunelab:proposal"  # index of the strategy proposal the trial runs
 RETRY_OF = "tunelab:retry_of"  # number of the interrupted trial this one re-runs
 SUPERSEDED = "tunelab:superseded"  # an interrupted trial that was re-queued
 CHECKPOINT = "tunelab:checkpoint"  # artifact id of the trial's checkpoint
+RUN_SEED = "tunelab:run_seed"  # the run's seed when the strategy chose one (else the trainer's)
 # Trial user attributes (what DESIGN section 5 stores; visible in optuna-dashboard).
 METRICS = "metrics"
 METRIC_KEYS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
@@ -63,6 +64,8 @@ class TrialRecord:
         retry_of: Number of the interrupted trial this one re-runs, or None.
         n_params: Parameter count of its network (`spaces.model_size`), or None if unmeasured.
         flops: Forward FLOPs per example of its network, or None if unmeasured.
+        seed: The seed of its run (the trainer's, unless the strategy asked for another), or
+            None before it first ran.
     """
 
     number: int
@@ -81,6 +84,7 @@ class TrialRecord:
     retry_of: int | None = None
     n_params: int | None = None
     flops: int | None = None
+    seed: int | None = None
 
     @property
     def genotype(self) -> str | None:
@@ -160,4 +164,5 @@ def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
         retry_of=sa.get(RETRY_OF),
         n_params=ua.get("n_params"),
         flops=ua.get("flops"),
+        seed=ua.get("seed", sa.get(RUN_SEED)),
     )
