@@ -1,4 +1,4 @@
-"""The `tunelab` command line: `demo`, `list`, `show`, `resume`, `report`."""
+"""The `tunelab` command line: `demo`, `list`, `show`, `resume`, `report`, `compare`."""
 
 from __future__ import annotations
 
@@ -88,8 +88,17 @@ def _list(args: argparse.Namespace) -> int:
     if not names:
         print(f"no studies in {args.storage}")
         return 0
+    from studies.compare import MANIFEST
+
+    manifests = {s.study_name: s.user_attrs[MANIFEST] for s in studies.open_storage(args.storage).get_all_studies()
+                 if MANIFEST in s.user_attrs}
     print(f"{'study':30s} {'strategy':10s} {'workload':12s} {'trials':>14s} {'best':>8s}")
     for name in names:
+        if name in manifests:
+            m = manifests[name]
+            print(f"{name:30s} comparison of {', '.join(m['optimizers'])} on "
+                  f"{', '.join(p['name'] for p in m['problems'])} (tunelab compare --name {name} --report-only)")
+            continue
         try:
             study = studies.load(name, args.storage)
         except studies.TunelabError as err:
@@ -160,6 +169,32 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    import studies
+    from studies.compare import Comparison
+
+    if args.optimizers is None:  # continue (or report) a stored comparison
+        comparison = Comparison.load(args.name, args.storage, device=args.device)
+        if not args.report_only:
+            comparison.run(n_workers=args.workers, progress=not args.quiet)
+    else:
+        if args.report_only:
+            raise studies.ConfigError("--report-only reads a stored comparison: give --name (and --storage), not "
+                                      "--optimizers")
+        problems = [studies.problems.get(p)(epochs=args.epochs, device=args.device) if args.epochs else
+                    studies.problems.get(p)(device=args.device) for p in args.problems]
+        budget = {"grad_evals": args.grad_evals} if args.grad_evals else args.budget
+        comparison = studies.compare(
+            problems, optimizers=args.optimizers, schedules=args.schedules, budget=budget,
+            strategy=_strategy(args.strategy, args.seed), seeds=args.seeds, reruns=args.reruns,
+            storage=args.storage, name=args.name, equalize=args.equalize, one_shot=not args.no_one_shot,
+            n_workers=args.workers, progress=not args.quiet,
+        )
+    path = comparison.report(Path(args.out or f"{args.name}-report"))
+    print(f"report written to {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `tunelab`."""
     from studies import DEFAULT_STORAGE, __version__
@@ -214,6 +249,36 @@ def build_parser() -> argparse.ArgumentParser:
     storage_args(rep)
     rep.add_argument("--out", default=None, help="folder (default <study>-report)")
     rep.set_defaults(func=_report)
+
+    cmp_ = sub.add_parser("compare", help="compare optimizers under equal tuning budgets and write a report",
+                          description="Tune each optimizer with the same budget, rerun the selected configurations "
+                          "on fresh seeds, and write a Markdown report with plots. Rerunning the same command "
+                          "continues an interrupted comparison; with only --name it continues the stored one.")
+    storage_args(cmp_, study=False)
+    cmp_.add_argument("--name", default="compare", help="comparison name (default compare)")
+    cmp_.add_argument("--problems", nargs="+", default=["mnist1d_mlp"],
+                      help="built-in problems: mnist1d_mlp, mnist1d_cnn, digits_cnn (default mnist1d_mlp)")
+    cmp_.add_argument("--optimizers", nargs="+", default=None,
+                      help="optimizer families, e.g. sgd adamw adabelief acprop sam lion")
+    cmp_.add_argument("--schedules", nargs="+", default=None, help="learning-rate schedules (default cosine)")
+    cmp_.add_argument("--budget", type=int, default=20, help="trials per tuning study (default 20)")
+    cmp_.add_argument("--grad-evals", dest="grad_evals", type=int, default=None,
+                      help="budget in gradient evaluations per tuning study instead of trials")
+    cmp_.add_argument("--strategy", choices=("quasi", "random", "bayesian", "tpe"), default="quasi",
+                      help="tuner of every study (default quasi: scrambled Halton, as AlgoPerf)")
+    cmp_.add_argument("--seed", type=int, default=0, help="seed of the tuner (study seed s adds s)")
+    cmp_.add_argument("--seeds", type=int, default=1, help="independent tuning studies per optimizer")
+    cmp_.add_argument("--reruns", type=int, default=3, help="fresh seeds per selected configuration")
+    cmp_.add_argument("--epochs", type=int, default=None, help="epochs per run (default: the problem's, 20)")
+    cmp_.add_argument("--equalize", choices=("grad_evals", "epochs"), default="grad_evals",
+                      help="equal trial length in gradient evaluations (default) or in epochs")
+    cmp_.add_argument("--no-one-shot", action="store_true", help="do not train the defaults")
+    cmp_.add_argument("--out", default=None, help="report folder (default <name>-report)")
+    cmp_.add_argument("--report-only", action="store_true", help="write the report of a stored comparison")
+    cmp_.add_argument("--workers", type=int, default=1)
+    cmp_.add_argument("--device", default="auto")
+    cmp_.add_argument("--quiet", action="store_true")
+    cmp_.set_defaults(func=_compare)
     return parser
 
 

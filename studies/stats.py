@@ -84,6 +84,12 @@ def expected_max_interval(
 
     Returns:
         `(estimate, low, high)`, arrays of `len(ks)`.
+
+    The interval covers the population's expected best well when k is small next to n (95% at
+    k = 5, n = 200 and 90% at k = 5, n = 60 for normal results: tests/studies/test_stats.py).
+    As k nears n the plug-in estimate is biased low and the interval under-covers (46% at
+    k = n = 20): there it shows the spread of this sample, not the uncertainty about the
+    population.
     """
     v = _sample(values, maximize)
     if not 0.0 < level < 1.0:

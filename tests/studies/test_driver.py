@@ -149,3 +149,28 @@ def test_cli_list_show_resume_report(tmp_path, small_trainer, capsys):
     assert (tmp_path / "rep" / "history.png").stat().st_size > 1000
     assert main(["show", "--storage", url, "--study", "nope"]) == 2
     assert "no study named 'nope'" in capsys.readouterr().err
+
+
+def test_a_strategy_chosen_seed_is_used_recorded_and_kept_when_an_interrupted_trial_is_requeued(tmp_path,
+                                                                                                 small_trainer):
+    from optuna.trial import TrialState as OTS
+
+    from studies.driver import Budget, Driver
+
+    space = small_space()
+    config = space.default()
+    study = studies.create("seeded", f"sqlite:///{tmp_path / 's.db'}", space=space, trainer=small_trainer,
+                           strategy=search.Enqueue([config, config], seeds=[7, 8]))
+    driver = Driver(study, Budget(trials=2), n_workers=1, executor="local", progress=False, checkpoint_seconds=None,
+                    max_failures=1, flush_seconds=0.0)
+    driver.load()
+    # a trial left running by a driver that died before its first checkpoint
+    driver.create_trial(config, proposal=0, target=small_trainer.epochs, attrs={}, state=OTS.RUNNING, seed=7)
+    study.optimize(trials=2, progress=False)
+    trials = study.trials
+    assert [t.state for t in trials] == ["failed", "complete", "complete"]
+    retry, second = trials[1], trials[2]
+    assert retry.retry_of == 0 and retry.seed == 7 and second.seed == 8
+    assert retry.value == pytest.approx(small_trainer.fit(config, seed=7).val_metric)
+    assert second.value == pytest.approx(small_trainer.fit(config, seed=8).val_metric)
+    assert retry.metrics["train_loss"] != second.metrics["train_loss"]  # another seed, another run

@@ -1,0 +1,245 @@
+"""`studies.compare`: equal budgets, reruns on fresh seeds, the table and report, resume and bad input."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import optuna
+import pytest
+
+import search
+import spaces
+import studies
+from studies import stats
+from studies.cli import main as cli
+from studies.compare import Arm, Comparison
+
+SETUP = textwrap.dedent(
+    """
+    import spaces, studies, trainers
+
+    def tiny_problems():
+        trainer = trainers.Trainer(trainers.workloads.mnist1d(n_train=200), epochs=2, seed=0, device="cpu")
+        mlp = spaces.mlp(depth=1, width=16, dropout=0.0, activation="relu")
+        cnn = {"model": "mnist1d_cnn"}
+        return [studies.Problem("tiny_mlp", trainer, mlp), studies.Problem("tiny_cnn", trainer, cnn)]
+
+    ARGS = dict(optimizers=["adamw", "sam"], budget=3, reruns=2, name="cmp", progress=False)
+    """
+)
+namespace: dict = {}
+exec(SETUP, namespace)
+tiny_problems, ARGS = namespace["tiny_problems"], namespace["ARGS"]
+
+
+@pytest.fixture(scope="module")
+def done(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('cmp') / 'cmp.db'}"
+    return studies.compare(tiny_problems(), storage=url, **ARGS)
+
+
+def snapshot(url):
+    """(study, number) -> (value, start time) of every trial in the database."""
+    out = {}
+    for summary in optuna.get_all_study_summaries(url):
+        for t in optuna.load_study(study_name=summary.study_name, storage=url).get_trials():
+            out[(summary.study_name, t.number)] = (t.value, t.datetime_start)
+    return out
+
+
+def test_every_arm_gets_the_same_budget_in_trials_and_gradient_evaluations(done):
+    names = set(studies.study_names(done.storage_url))
+    for arm in done.arms():
+        assert {done.study_name(arm, 0), done.study_name(arm, 0, runs=True)} <= names
+        tuning = done.study(arm, 0)
+        assert tuning.budget() == {"trials": 3, "epochs": None, "seconds": None, "grad_evals": None}
+        assert len(tuning.trials) == 3
+        steps = tuning.trainer.steps_per_epoch(tuning.trainer.batch_size)
+        # SAM pays two gradient evaluations per step, so its trials train half the epochs
+        assert tuning.trainer.epochs == (1 if arm.optimizer == "sam" else 2)
+        assert {t.grad_evals for t in tuning.trials} == {2 * steps}  # 2 one-pass epochs for every arm
+    assert "tiny_cnn" in done.problems and done.budget == {"trials": 3}
+
+
+def test_the_selected_config_is_rerun_on_fresh_seeds_beside_the_defaults(done):
+    arm = Arm("tiny_mlp", "adamw", "cosine")
+    best = done.study(arm, 0).best
+    runs = done.records(arm, 0, runs=True)
+    assert len(runs) == 4
+    selected, defaults = runs[:2], runs[2:]
+    assert all(r.config == best.config for r in selected)
+    assert all(r.config == done.space(arm).default() for r in defaults)
+    seeds = [r.seed for r in selected]
+    assert seeds == done.rerun_seeds(0) == [r.seed for r in defaults]
+    assert len(set(seeds)) == 2 and 0 not in seeds  # never the tuning seed
+    # the stored test metric is what a run on that seed measures
+    direct = done.trainer(arm, 0).fit(best.config, seed=seeds[1])
+    assert selected[1].test_metric == pytest.approx(direct.test_metric)
+    assert selected[0].test_metric != selected[1].test_metric or selected[0].curve != selected[1].curve
+
+
+def test_table(done):
+    table = done.table()
+    assert len(table) == 4 and table.attrs["estimator"] == "dodge"
+    for column in ("one_shot_val", "one_shot_test", "best_val@1", "best_val@1_lo", "best_val@5", "best_val@20",
+                   "best_val@budget_hi", "test_mean", "test_std", "test_lo", "test_hi", "test_n", "diverged",
+                   "cost_per_step", "best_config", "at_boundary"):
+        assert column in table.columns, column
+    results = done.results()
+    for row in table.to_dict("records"):
+        arm = Arm(row["problem"], row["optimizer"], row["schedule"])
+        values = results[(results.problem == arm.problem) & (results.optimizer == arm.optimizer)].value
+        assert row["best_val@budget"] == pytest.approx(stats.expected_max(values.to_numpy(), 3))
+        assert row["best_val@1"] == pytest.approx(values.mean())
+        assert row["best_val@1_lo"] <= row["best_val@1"] <= row["best_val@1_hi"]
+        assert math.isnan(row["best_val@5"]) and math.isnan(row["best_val@20"])  # beyond 3 trials
+        assert row["test_n"] == 2 and 0.0 <= row["test_mean"] <= 1.0 and row["test_lo"] <= row["test_mean"]
+        assert 0.0 <= row["one_shot_test"] <= 1.0
+        assert row["diverged"] == 0.0
+        assert row["trials"] == 3 and row["grad_evals_per_step"] == (2 if arm.optimizer == "sam" else 1)
+        assert row["best_config"]["optimizer"] == arm.optimizer
+        assert not any(k.startswith("model") for k in row["best_config"])
+        assert set(row["at_boundary"]) <= set(row["best_config"])
+    adamw = table[table.optimizer == "adamw"]
+    assert (adamw.cost_per_step == 1.0).all()
+
+
+def test_boundary_flag():
+    from studies.compare import _at_boundary
+
+    space = spaces.optimizers(["adamw"])
+    config = {**space.default(), "adamw.lr": 0.099, "adamw.beta1": 0.9}
+    assert _at_boundary(space, config) == ["adamw.lr"]
+
+
+def test_report_profile_and_plot(done, tmp_path):
+    profile = done.profile()
+    assert set(profile.attrs["targets"]) == {"tiny_mlp", "tiny_cnn"}
+    assert ((profile.score >= 0) & (profile.score <= 1)).all()
+    for problem in ("tiny_mlp", "tiny_cnn"):
+        assert profile[f"ratio@{problem}"].min() == 1.0  # the target-setting arm reaches it
+    path = done.report(tmp_path / "report")
+    text = path.read_text()
+    for part in ("E[best val] k=1", "one-shot test", "Selected configurations", "Time to target", "profile.png",
+                 "expected_best.png", "curves.png", "lr_sensitivity.png", "### tiny_cnn"):
+        assert part in text, part
+    for png in ("expected_best.png", "curves.png", "lr_sensitivity.png", "profile.png"):
+        assert (tmp_path / "report" / png).stat().st_size > 5000
+    assert done.plot(tmp_path / "e.png").stat().st_size > 5000
+
+
+def test_the_same_call_again_trains_nothing(done):
+    before = snapshot(done.storage_url)
+    again = studies.compare(tiny_problems(), storage=done.storage_url, **ARGS)
+    assert snapshot(done.storage_url) == before
+    assert again.table().drop(columns=["cost_per_step"]).equals(done.table().drop(columns=["cost_per_step"]))
+
+
+def test_an_interrupted_comparison_completes_only_what_is_missing(done, tmp_path):
+    url = f"sqlite:///{tmp_path / 'part.db'}"
+    partial = Comparison.create(tiny_problems(), storage=url, schedules=None, strategy=None, seeds=1,
+                                equalize="grad_evals", one_shot=True,
+                                **{k: v for k, v in ARGS.items() if k != "progress"})
+    first = partial.arms()[0]
+    partial._tuning_study(first, 0).optimize(trials=2, progress=False)
+    kept = snapshot(url)
+    studies.compare(tiny_problems(), storage=url, **ARGS)
+    after = snapshot(url)
+    assert all(after[key] == value for key, value in kept.items())  # finished work untouched
+    # and the result is the uninterrupted comparison's, trial for trial
+    ref = {(name.split("/", 1)[1], n): v[0] for (name, n), v in snapshot(done.storage_url).items() if "/" in name}
+    got = {(name.split("/", 1)[1], n): v[0] for (name, n), v in after.items() if "/" in name}
+    assert got.keys() == ref.keys()
+    assert all(got[k] == pytest.approx(ref[k]) for k in ref)
+
+
+KILL_SCRIPT = SETUP + textwrap.dedent(
+    """
+    import sys
+    studies.compare(tiny_problems(), storage=sys.argv[1], **ARGS)
+    """
+)
+
+
+def test_sigkill_then_the_same_call_finishes_with_the_uninterrupted_results(done, tmp_path):
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_SCRIPT)
+    url = f"sqlite:///{tmp_path / 'kill.db'}"
+    proc = subprocess.Popen([sys.executable, str(script), url], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while True:  # kill once the second arm's runs study has started
+        time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "the comparison never reached its second runs study"
+        try:
+            names = studies.study_names(url)
+        except studies.TunelabError:
+            continue
+        if "cmp/tiny_mlp/sam/cosine/seed0/runs" in names:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            break
+    kept = snapshot(url)
+    studies.compare(tiny_problems(), storage=url, **ARGS)
+    after = snapshot(url)
+    assert all(after[k] == v for k, v in kept.items() if v[0] is not None)
+    resumed = Comparison.load("cmp", url)
+    for arm in resumed.arms():
+        assert len(resumed.records(arm, 0)) == 3 and len(resumed.records(arm, 0, runs=True)) == 4
+        ref = [t.value for t in done.records(arm, 0)] + [t.test_metric for t in done.records(arm, 0, runs=True)]
+        got = [t.value for t in resumed.records(arm, 0)] + [t.test_metric for t in resumed.records(arm, 0, runs=True)]
+        np.testing.assert_allclose(got, ref)
+
+
+def test_bad_input_is_refused_with_the_fix(done, tmp_path):
+    url = f"sqlite:///{tmp_path / 'bad.db'}"
+    problems = tiny_problems()[:1]
+    with pytest.raises(studies.UnknownNameError, match="sgd, adam, adamw"):
+        studies.compare(problems, optimizers=["adamw", "adamx"], budget=3, storage=url)
+    with pytest.raises(studies.UnknownNameError, match="cosine"):
+        studies.compare(problems, optimizers=["adamw"], schedules=["cosin"], budget=3, storage=url)
+    with pytest.raises(studies.UnknownNameError, match="mnist1d_mlp"):
+        studies.compare("mnist1d_mpl", optimizers=["adamw"], budget=3, storage=url)
+    with pytest.raises(studies.BudgetError, match="same compute"):
+        studies.compare(problems, optimizers=["adamw"], budget={"epochs": 40}, storage=url)
+    with pytest.raises(studies.BudgetError):
+        studies.compare(problems, optimizers=["adamw"], budget=0, storage=url)
+    with pytest.raises(studies.ConfigError, match="reruns"):
+        studies.compare(problems, optimizers=["adamw"], budget=3, reruns=0, storage=url)
+    with pytest.raises(studies.ConfigError, match="grad_evals"):
+        studies.compare(problems, optimizers=["adamw"], budget=3, strategy=search.ASHA(), storage=url)
+    with pytest.raises(studies.ConfigError, match="repeat"):
+        studies.compare(problems, optimizers=["adamw", "adamw"], budget=3, storage=url)
+    with pytest.raises(studies.ConfigError, match="unique"):
+        studies.compare(problems * 2, optimizers=["adamw"], budget=3, storage=url)
+    with pytest.raises(studies.ConfigError, match="name"):
+        studies.compare(problems, optimizers=["adamw"], budget=3, storage=url, name="a/b")
+    # the stored comparison refuses other arguments under its name, and says which differ
+    with pytest.raises(studies.StudyConflictError, match="budget: stored"):
+        studies.compare(tiny_problems(), storage=done.storage_url, **{**ARGS, "budget": 4})
+    with pytest.raises(studies.StudyConflictError, match="optimizers"):
+        studies.compare(tiny_problems(), storage=done.storage_url, **{**ARGS, "optimizers": ["adamw", "sgd"]})
+    with pytest.raises(studies.StudyNotFoundError, match="cmp"):
+        Comparison.load("nope", done.storage_url)
+
+
+def test_equalize_epochs_gives_sam_the_full_run(tmp_path):
+    c = Comparison.create(tiny_problems()[:1], optimizers=["sam"], schedules=None, budget=1, strategy=None, seeds=1,
+                          reruns=1, storage=f"sqlite:///{tmp_path / 'e.db'}", name="e", equalize="epochs",
+                          one_shot=False)
+    assert c.epochs(c.arms()[0]) == 2
+
+
+def test_cli_compare_reports_a_stored_comparison_and_lists_it(done, tmp_path, capsys):
+    out = tmp_path / "cli-report"
+    assert cli(["compare", "--storage", done.storage_url, "--name", "cmp", "--report-only", "--out", str(out)]) == 0
+    assert (out / "README.md").exists()
+    assert cli(["list", "--storage", done.storage_url]) == 0
+    assert "comparison of adamw, sam on tiny_mlp, tiny_cnn" in capsys.readouterr().out
+    assert cli(["compare", "--storage", done.storage_url, "--optimizers", "adamw", "lionn"]) == 2
+    assert "lion" in capsys.readouterr().err
