@@ -336,6 +336,11 @@ class Comparison:
         built = {}
         for spec in manifest["problems"]:
             if spec["name"] in given:
+                if json.loads(json.dumps(given[spec["name"]].spec())) != spec:
+                    raise StudyConflictError(
+                        f"the problem {spec['name']!r} given to load differs from the comparison's (stored: {spec}, "
+                        f"given: {given[spec['name']].spec()}); pass the same workload, epochs, seed and model"
+                    )
                 built[spec["name"]] = given[spec["name"]]
             else:
                 trainer = build_trainer(spec["trainer"], device=device)
@@ -365,9 +370,9 @@ class Comparison:
         return (self.problems[arm.problem].space | spaces.optimizers([arm.optimizer])
                 | spaces.schedules([arm.schedule]))
 
-    def rerun_seeds(self, seed: int) -> list[int]:
-        """The fresh seeds of the runs of study seed `seed` (disjoint from every tuning seed)."""
-        base = next(iter(self.problems.values())).trainer.seed
+    def rerun_seeds(self, problem: str, seed: int) -> list[int]:
+        """The fresh seeds of the runs of study seed `seed` on `problem` (disjoint from every tuning seed)."""
+        base = self.problems[problem].trainer.seed
         return [base + RERUN_SEED_STRIDE * (seed + 1) + r for r in range(self.reruns)]
 
     def study_name(self, arm: Arm, seed: int, runs: bool = False) -> str:
@@ -407,7 +412,7 @@ class Comparison:
         key = (arm, seed, True)
         if key not in self._studies:
             space = self.space(arm)
-            seeds = self.rerun_seeds(seed)
+            seeds = self.rerun_seeds(arm.problem, seed)
             configs = [dict(selected)] * self.reruns + ([space.default()] * self.reruns if self.one_shot else [])
             strategy = search.Enqueue(configs, seeds=seeds * (2 if self.one_shot else 1))
             self._studies[key] = create(self.study_name(arm, seed, runs=True), self.storage_url, space=space,

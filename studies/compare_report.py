@@ -219,8 +219,18 @@ def _config(config: dict[str, Any] | None, boundary: tuple[str, ...]) -> str:
 
 
 def markdown_table(comparison: Comparison, table: Any) -> list[str]:
-    """The comparison's table as Markdown lines, one table per problem."""
+    """The comparison's table as Markdown lines, one table per problem.
+
+    When every arm ran the same number of trials n, the full-budget column is headed `k=n (all)`
+    and a `k` column equal to it is left out.
+    """
     ks = [c[len("best_val@"):] for c in table.columns if c.startswith("best_val@") and not c.endswith(("_lo", "_hi"))]
+    full = set(table["trials"])
+    heads = {k: f"k={k}" for k in ks}
+    if len(full) == 1:
+        n = full.pop()
+        ks = [k for k in ks if k != str(n)]
+        heads["budget"] = f"k={n} (all)"
     lines = []
     for problem in comparison.problems:
         rows = table[table.problem == problem]
@@ -228,7 +238,7 @@ def markdown_table(comparison: Comparison, table: Any) -> list[str]:
         lines += [
             f"### {problem} (validation and test {metric})",
             "",
-            "| optimizer | one-shot test | " + " | ".join(f"E[best val] k={k}" for k in ks)
+            "| optimizer | one-shot test | " + " | ".join(f"E[best val] {heads[k]}" for k in ks)
             + " | test of selected (mean ± sd [95% CI], n) | diverged | cost/step |",
             "|---|---:|" + "---:|" * len(ks) + "---:|---:|---:|",
         ]
@@ -295,10 +305,10 @@ def write_report(comparison: Comparison, folder: Path) -> Path:
         lines += [
             "## Time to target",
             "",
-            "Target of a problem: the best median validation metric any arm's reruns reach after "
-            f"{int(100 * profile.attrs['target_fraction'])}% of their run; time: median gradient evaluations of the "
-            "reruns until the target (`inf`: never). Score: AlgoPerf's normalised area under the performance "
-            f"profile up to tau = {profile.attrs['tau_max']:g}.",
+            "Target of a problem: the best value that any arm's median rerun curve has after "
+            f"{int(100 * profile.attrs['target_fraction'])}% of its run. Time: gradient evaluations until the arm's "
+            "median rerun curve first reaches the target (`inf`: never), and its ratio to the fastest arm. Score: "
+            f"AlgoPerf's normalised area under the performance profile up to tau = {profile.attrs['tau_max']:g}.",
             "",
             "| optimizer | " + " | ".join(f"{p} (target {targets[p]:.4f})" for p in targets) + " | score |",
             "|---|" + "---:|" * (len(targets) + 1),

@@ -75,7 +75,7 @@ def test_the_selected_config_is_rerun_on_fresh_seeds_beside_the_defaults(done):
     assert all(r.config == best.config for r in selected)
     assert all(r.config == done.space(arm).default() for r in defaults)
     seeds = [r.seed for r in selected]
-    assert seeds == done.rerun_seeds(0) == [r.seed for r in defaults]
+    assert seeds == done.rerun_seeds("tiny_mlp", 0) == [r.seed for r in defaults]
     assert len(set(seeds)) == 2 and 0 not in seeds  # never the tuning seed
     # the stored test metric is what a run on that seed measures
     direct = done.trainer(arm, 0).fit(best.config, seed=seeds[1])
@@ -226,6 +226,9 @@ def test_bad_input_is_refused_with_the_fix(done, tmp_path):
         studies.compare(tiny_problems(), storage=done.storage_url, **{**ARGS, "optimizers": ["adamw", "sgd"]})
     with pytest.raises(studies.StudyNotFoundError, match="cmp"):
         Comparison.load("nope", done.storage_url)
+    other = studies.Problem("tiny_mlp", tiny_problems()[1].trainer, {"model": "mnist1d_cnn"})
+    with pytest.raises(studies.StudyConflictError, match="tiny_mlp"):
+        Comparison.load("cmp", done.storage_url, problems=[other])
 
 
 def test_equalize_epochs_gives_sam_the_full_run(tmp_path):
