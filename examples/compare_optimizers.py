@@ -1,6 +1,6 @@
 """Is optimizer X really better than AdamW here? Six optimizers tuned under equal budgets.
 
-    python examples/compare_optimizers.py                 # ~12 minutes on 2 CPU cores
+    python examples/compare_optimizers.py                 # ~11 minutes on 2 CPU cores
     tunelab compare --name compare-optimizers --storage sqlite:///compare_optimizers.db --report-only
 
 SGD with momentum, AdamW, AdaBelief, ACProp, SAM and Lion, each tuned with 20 quasi-random
