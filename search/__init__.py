@@ -6,8 +6,8 @@ qLogNEI), `OptunaSampler` (any Optuna sampler), `Evolution` (regularized evoluti
 al. 2019, or differential evolution; any space, architecture cells included), and the
 multi-fidelity strategies that pause and resume trials: `FreezeThaw` (Swersky et al. 2014's
 learning-curve GP, ifBO's MFPI-random), `Hyperband` and `ASHA`. `Enqueue` trains given
-configurations on given seeds (defaults, reruns of a selected configuration). `strategies` is the registry
-through which a stored study rebuilds its strategy by name.
+configurations on given seeds (defaults, reruns of a selected configuration). `strategies` is
+the registry through which a stored study rebuilds its strategy by name.
 """
 
 from __future__ import annotations

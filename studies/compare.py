@@ -424,8 +424,9 @@ class Comparison:
         """Tune every arm, then rerun its selected configuration; skip what is already done.
 
         Returns:
-            True when everything is done; False when interrupted (Ctrl-C paused a study) or an
-            arm's trials all failed (see the table's notes); call `run` again to continue.
+            True when everything is done; False when interrupted (Ctrl-C paused a study), or
+            when every trial of an arm failed (its reason is printed; the arm's row of the table
+            is empty) so that nothing could be rerun; call `run` again to continue.
         """
         jobs = [(arm, s) for arm in self.arms() for s in self.seeds]
         complete = True
