@@ -433,13 +433,10 @@ class Comparison:
         for i, (arm, s) in enumerate(jobs, start=1):
             self._records.clear()
             t0 = time.monotonic()
+            where = f"[{i}/{len(jobs)}] {arm.problem} {arm.optimizer} {arm.schedule} seed {s}"
             tuning = self._tuning_study(arm, s)
-            try:
-                tuning.optimize(**self.budget, n_workers=n_workers, progress=False)
-            except TrialError as err:
+            if _all_failed(tuning, self.budget, n_workers, f"{where}, tuning" if progress else None):
                 complete = False
-                if progress:
-                    print(f"[{i}/{len(jobs)}] {arm.problem} {arm.optimizer} {arm.schedule} seed {s}: {err}")
                 continue
             if _interrupted(tuning):
                 _say_paused(self, progress)
@@ -448,17 +445,12 @@ class Comparison:
             if best is None:
                 complete = False
                 if progress:
-                    print(f"[{i}/{len(jobs)}] {arm.problem} {arm.optimizer} {arm.schedule} seed {s}: no trial "
-                          f"completed, nothing to rerun")
+                    print(f"{where}: no trial completed, nothing to rerun")
                 continue
             runs = self._runs_study(arm, s, best.config)
             n_runs = self.reruns * (2 if self.one_shot else 1)
-            try:
-                runs.optimize(trials=n_runs, n_workers=n_workers, progress=False)
-            except TrialError as err:
+            if _all_failed(runs, {"trials": n_runs}, n_workers, f"{where}, reruns" if progress else None):
                 complete = False
-                if progress:
-                    print(f"[{i}/{len(jobs)}] {arm.problem} {arm.optimizer} reruns of seed {s}: {err}")
                 continue
             if _interrupted(runs):
                 _say_paused(self, progress)
@@ -466,8 +458,7 @@ class Comparison:
             if progress:
                 test = stats.mean_interval([t.test_metric if t.test_metric is not None else math.nan
                                             for t in self.records(arm, s, runs=True)[: self.reruns]])[0]
-                print(f"[{i}/{len(jobs)}] {arm.problem} {arm.optimizer} {arm.schedule} seed {s}: best val "
-                      f"{best.value:.4f} of {len(tuning.trials)} trials, reruns test {test:.4f} "
+                print(f"{where}: best val {best.value:.4f} of {len(tuning.trials)} trials, reruns test {test:.4f} "
                       f"({time.monotonic() - t0:.0f} s)", flush=True)
         self._records.clear()
         return complete
@@ -524,6 +515,14 @@ class Comparison:
                         "grad_evals": t.grad_evals, "curve": list(t.curve),
                     })
         return pd.DataFrame(rows)
+
+    def rerun_curves(self, arm: Arm) -> list[list[float]]:
+        """Validation curves (NaN where a run diverged) of the reruns of `arm`'s selected configurations."""
+        curves = []
+        for s in self.seeds:
+            for t in self.records(arm, s, runs=True)[: self.reruns]:
+                curves.append([math.nan if v is None else float(v) for v in t.curve])
+        return curves
 
     def _samples(self, arm: Arm) -> list[list[float]]:
         """Per study seed, the tuning results in proposal order (failed trials at the problem's floor)."""
@@ -665,15 +664,12 @@ class Comparison:
         """
         import pandas as pd
 
-        runs = self.runs()
         targets: dict[str, float] = {}
         times: dict[str, dict[str, float]] = {}
-        if len(runs):
-            runs = runs[runs.kind == "selected"]
         for problem in self.problems:
             maximize = self._maximize(problem)
             sign = 1.0 if maximize else -1.0
-            medians = {arm: _median_curve(_curves(runs, arm)) for arm in self.arms() if arm.problem == problem}
+            medians = {arm: _median_curve(self.rerun_curves(arm)) for arm in self.arms() if arm.problem == problem}
             reached = []
             for arm, curve in medians.items():
                 at = max(1, math.ceil(target_fraction * self.epochs(arm)))
@@ -729,6 +725,17 @@ def _ordered(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     return sorted((t for t in records if t.number not in retried), key=lambda t: root(t.number))
 
 
+def _all_failed(study: Study, budget: Mapping[str, int], n_workers: int, say: str | None) -> bool:
+    """Run `study` to `budget`; True (after printing why, after `say`) when every trial failed."""
+    try:
+        study.optimize(**budget, n_workers=n_workers, progress=False)
+    except TrialError as err:
+        if say is not None:
+            print(f"{say}: {err}")
+        return True
+    return False
+
+
 def _interrupted(study: Study) -> bool:
     return any(t.state in (TrialState.PAUSED, TrialState.RUNNING, TrialState.PENDING) for t in study.trials)
 
@@ -757,20 +764,16 @@ def _lr(config: Mapping[str, Any]) -> float | None:
 
 
 def _at_boundary(space: Space, config: Mapping[str, Any]) -> list[str]:
+    """Numeric parameters of `config` within `BOUNDARY` of an end of their range (integers: at an end)."""
     from spaces import Float, Int
 
     out = []
     for k, v in config.items():
-        if k not in space or not isinstance(space[k], (Float, Int)):
+        if k not in space or not isinstance(space[k], (Float, Int)) or space[k].low == space[k].high:
             continue
         p = space[k]
-        if p.low == p.high:
-            continue
-        if p.log:
-            u = (math.log(v) - math.log(p.low)) / (math.log(p.high) - math.log(p.low))
-        else:
-            u = (v - p.low) / (p.high - p.low)
-        if u <= BOUNDARY or u >= 1.0 - BOUNDARY:
+        edge = not BOUNDARY < p.to_unit(v) < 1.0 - BOUNDARY if isinstance(p, Float) else v in (p.low, p.high)
+        if edge:
             out.append(k)
     return out
 
@@ -791,11 +794,6 @@ def _median_curve(curves: list[list[float]]) -> list[float]:
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN epochs of diverged reruns
         return [float(v) for v in np.nanmedian(data, axis=0)]
-
-
-def _curves(runs: Any, arm: Arm) -> list[list[float]]:
-    mine = _of(runs, arm)
-    return [[math.nan if v is None else float(v) for v in c] for c in mine["curve"]] if len(mine) else []
 
 
 __all__ = ["Arm", "Comparison", "compare"]

@@ -94,14 +94,13 @@ def plot_expected_best(comparison: Comparison, path: Path) -> Path:
 def plot_curves(comparison: Comparison, path: Path) -> Path:
     """Validation curves of the reruns of each selected configuration (median, min-max band) vs gradient evaluations."""
     colors = _colors(comparison)
-    runs = comparison.runs()
     problems = list(comparison.problems)
     fig, axes = _panels(len(problems))
     for ax, problem in zip(axes, problems, strict=True):
         base = comparison.problems[problem].trainer
         steps = base.steps_per_epoch(base.batch_size)
         for arm in (a for a in comparison.arms() if a.problem == problem):
-            curves = _rerun_curves(runs, arm)
+            curves = comparison.rerun_curves(arm)
             if not curves:
                 continue
             n = min(len(c) for c in curves)
@@ -179,14 +178,6 @@ def _grad_evals(arm: Arm) -> int:
     from spaces import optimizer_spec
 
     return optimizer_spec({"optimizer": arm.optimizer}).grad_evals
-
-
-def _rerun_curves(runs: Any, arm: Arm) -> list[list[float]]:
-    if not len(runs):
-        return []
-    mine = runs[(runs.problem == arm.problem) & (runs.optimizer == arm.optimizer) & (runs.schedule == arm.schedule)
-                & (runs.kind == "selected")]
-    return [[math.nan if v is None else float(v) for v in c] for c in mine["curve"]]
 
 
 def _f(v: Any, digits: int = 4) -> str:

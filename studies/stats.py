@@ -36,6 +36,16 @@ def _sample(values: Sequence[float] | np.ndarray, maximize: bool) -> np.ndarray:
     return v if maximize else -v
 
 
+def _percentiles(dist: np.ndarray, level: float) -> tuple[float, float]:
+    """The central `level` interval of a bootstrap distribution (percentile method)."""
+    alpha = (1.0 - level) / 2.0
+    return float(np.quantile(dist, alpha)), float(np.quantile(dist, 1.0 - alpha))
+
+
+def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
 def _weights(n: int, k: int) -> np.ndarray:
     """P(the best of k draws with replacement is the i-th smallest of n), i = 1..n."""
     if not isinstance(k, (int, np.integer)) or k < 1:
@@ -94,17 +104,15 @@ def expected_max_interval(
     v = _sample(values, maximize)
     if not 0.0 < level < 1.0:
         raise ConfigError(f"level must be in (0, 1), got {level!r}")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    boots = np.sort(v[gen.integers(0, v.size, size=(n_boot, v.size))], axis=1)
+    boots = np.sort(v[_generator(rng).integers(0, v.size, size=(n_boot, v.size))], axis=1)
     srt = np.sort(v)
     est, lo, hi = [], [], []
-    alpha = (1.0 - level) / 2.0
     for k in ks:
         w = _weights(v.size, int(k))
-        dist = boots @ w
         est.append(float(srt @ w))
-        lo.append(float(np.quantile(dist, alpha)))
-        hi.append(float(np.quantile(dist, 1.0 - alpha)))
+        low, high = _percentiles(boots @ w, level)
+        lo.append(low)
+        hi.append(high)
     est_a, lo_a, hi_a = np.array(est), np.array(lo), np.array(hi)
     if maximize:
         return est_a, lo_a, hi_a
@@ -133,8 +141,7 @@ def best_so_far_interval(
     seqs = [sign * _sample(r, True) for r in runs]
     if not seqs:
         raise ConfigError("best_so_far_interval needs at least one study")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    alpha = (1.0 - level) / 2.0
+    gen = _generator(rng)
     est, lo, hi = [], [], []
     for k in ks:
         if any(len(s) < k for s in seqs):
@@ -144,8 +151,9 @@ def best_so_far_interval(
         best = np.array([s[:k].max() for s in seqs])
         dist = best[gen.integers(0, best.size, size=(n_boot, best.size))].mean(axis=1)
         est.append(float(best.mean()))
-        lo.append(float(np.quantile(dist, alpha)))
-        hi.append(float(np.quantile(dist, 1.0 - alpha)))
+        low, high = _percentiles(dist, level)
+        lo.append(low)
+        hi.append(high)
     e, lo_a, hi_a = (sign * np.array(a) for a in (est, lo, hi))
     return (e, lo_a, hi_a) if maximize else (e, hi_a, lo_a)
 
