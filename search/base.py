@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from spaces import ConfigError, Registry, Space
+from spaces.trust import Trust, is_trusted, resolve, split_path
 
 RequestKind = Literal["start", "resume"]
 STATES = ("pending", "running", "paused", "complete", "pruned", "failed")
@@ -229,18 +230,45 @@ class Strategy(abc.ABC):
         args = {k: getattr(self, k) for k in params if k != "self" and hasattr(self, k)}
         return {"name": self.name or type(self).__name__, "args": args}
 
-    @staticmethod
-    def from_spec(spec: Mapping[str, Any]) -> Strategy:
-        """Rebuild a strategy from `spec()` output (a registered name, or `module:Class`)."""
-        name = spec["name"]
-        if ":" in str(name):
-            import importlib
+    @classmethod
+    def stored_imports(cls, args: Mapping[str, Any]) -> list[str]:
+        """Import paths (`"module:attr"`) that building this class from stored `args` would import.
 
-            module, _, qual = str(name).partition(":")
-            cls = getattr(importlib.import_module(module), qual)
+        `from_spec` checks them against the caller's trust before constructing anything. A
+        strategy whose arguments name code to import (as `OptunaSampler("mypkg:MySampler")`
+        does) overrides this; the default names none.
+        """
+        return []
+
+    @staticmethod
+    def from_spec(spec: Mapping[str, Any], *, trust: Trust = None) -> Strategy:
+        """Rebuild a strategy from `spec()` output (a registered name, or `module:Class`).
+
+        Registered strategies (every built-in one, and subclasses whose module the caller has
+        imported) load by name. A `module:Class` name, or an argument naming code to import, is
+        imported only when its package is in `trust` (see `spaces.trust`).
+
+        Raises:
+            UntrustedImportError: The spec names code that is not built in and not trusted.
+            ConfigError: The spec is malformed or names an unknown strategy.
+        """
+        if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
+            raise ConfigError(f"a strategy spec is {{'name': ..., 'args': {{...}}}}, got {spec!r}")
+        name = spec["name"]
+        args = spec.get("args", {})
+        if not isinstance(args, Mapping):
+            raise ConfigError(f"the arguments of strategy {name!r} must be a mapping, got {args!r}")
+        if ":" in name:
+            cls = resolve(name, what="strategy class", trust=trust)
+            if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+                raise ConfigError(f"{name!r} is not a search.Strategy subclass")
         else:
             cls = strategies.get(name)
-        return cls(**dict(spec.get("args", {})))
+        for path in cls.stored_imports(args):
+            split_path(path, "strategy argument")
+            if not is_trusted(path.partition(":")[0], trust):
+                resolve(path, what=f"{name} strategy argument", trust=trust)  # raises UntrustedImportError
+        return cls(**dict(args))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Strategy) and self.spec() == other.spec()

@@ -28,6 +28,7 @@ import numpy as np
 
 from search.base import History, Request, Strategy
 from spaces import Categorical, ConfigError, Fixed, Float, Int, Space
+from spaces.trust import split_path
 
 SAMPLERS = {
     "tpe": "TPESampler",
@@ -39,18 +40,29 @@ SAMPLERS = {
 }
 
 
+def _builtin_path(path: str) -> bool:
+    """Whether a `module:Class` path is one of Optuna's own samplers (loadable from a database as a name)."""
+    module = path.partition(":")[0]
+    return module == "optuna.samplers" or module.startswith("optuna.samplers.")
+
+
 def _sampler_class(sampler: str | type) -> type:
     import optuna
 
+    cls: Any = None
     if isinstance(sampler, type):
-        return sampler
-    if sampler in SAMPLERS:
-        return getattr(optuna.samplers, SAMPLERS[sampler])
-    if ":" in sampler:
-        module, _, qual = sampler.partition(":")
-        return getattr(importlib.import_module(module), qual)
-    if hasattr(optuna.samplers, sampler):
-        return getattr(optuna.samplers, sampler)
+        cls = sampler
+    elif sampler in SAMPLERS:
+        cls = getattr(optuna.samplers, SAMPLERS[sampler])
+    elif ":" in sampler:
+        module, qual = split_path(sampler, "Optuna sampler")
+        cls = getattr(importlib.import_module(module), qual)
+    elif hasattr(optuna.samplers, sampler):
+        cls = getattr(optuna.samplers, sampler)
+    if cls is not None:
+        if not (isinstance(cls, type) and issubclass(cls, optuna.samplers.BaseSampler)):
+            raise ConfigError(f"{sampler!r} is not an Optuna sampler class (a subclass of optuna.samplers.BaseSampler)")
+        return cls
     raise ConfigError(
         f"unknown Optuna sampler {sampler!r}; use one of {sorted(SAMPLERS)}, a class of optuna.samplers, "
         f"or 'module:Class'"
@@ -105,6 +117,16 @@ class OptunaSampler(Strategy):
             self.sampler = sampler if isinstance(sampler, str) else f"{cls.__module__}:{cls.__qualname__}"
         self._cls = cls
         self.kwargs = dict(kwargs)
+
+    @classmethod
+    def stored_imports(cls, args: Mapping[str, Any]) -> list[str]:
+        """The sampler's `module:Class` path when it is not one of Optuna's own (those load by name)."""
+        sampler = args.get("sampler", "tpe")
+        if isinstance(sampler, str) and ":" in sampler and not _builtin_path(sampler):
+            return [sampler]
+        if not isinstance(sampler, str):
+            return [repr(sampler)]  # not a stored value tunelab writes: split_path refuses it
+        return []
 
     def spec(self) -> dict[str, Any]:
         """Sampler, seed and the sampler's arguments."""

@@ -12,6 +12,7 @@ from spaces.errors import (
     SpaceError,
     TunelabError,
     UnknownNameError,
+    UntrustedImportError,
     WorkloadError,
 )
 from spaces.models import ModelSpec, build_model, cnn, mlp, model_space, models
@@ -49,6 +50,7 @@ __all__ = [
     "SpaceError",
     "TunelabError",
     "UnknownNameError",
+    "UntrustedImportError",
     "WorkloadError",
     "as_rng",
     "branch",

@@ -34,3 +34,17 @@ class WorkloadError(TunelabError, ValueError):
 
 class CheckpointError(TunelabError):
     """A checkpoint cannot be read or does not belong to the run that tries to continue from it."""
+
+
+class UntrustedImportError(TunelabError):
+    """A database names code (a `module:attribute` import path) that the caller has not trusted.
+
+    Attributes:
+        path: The import path that was refused.
+        what: What the database wanted to import it as (a workload factory, a strategy, ...).
+    """
+
+    def __init__(self, message: str, *, path: str = "", what: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+        self.what = what

@@ -16,6 +16,7 @@ from spaces.errors import (
     SpaceError,
     TunelabError,
     UnknownNameError,
+    UntrustedImportError,
     WorkloadError,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "TrialState",
     "TunelabError",
     "UnknownNameError",
+    "UntrustedImportError",
     "WorkloadError",
     "__version__",
     "compare",

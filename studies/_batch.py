@@ -11,7 +11,9 @@ slower), and `tests/studies` notices through its overhead-independent checks of 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 
@@ -69,3 +71,86 @@ def write_trial(
             storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, k, v)
         for k, v in system_attrs.items():
             storage._set_trial_attr_without_commit(session, models.TrialSystemAttributeModel, trial_id, k, v)
+
+
+@dataclass(frozen=True)
+class TrialWrite:
+    """Writes to an existing trial that commit together with a new trial (see `create_trial`).
+
+    Attributes:
+        trial_id: The trial written.
+        user_attrs: User attributes to set.
+        system_attrs: System attributes to set.
+        state: A finished Optuna state to move it to (None: leave its state).
+    """
+
+    trial_id: int
+    user_attrs: Mapping[str, Any] = field(default_factory=dict)
+    system_attrs: Mapping[str, Any] = field(default_factory=dict)
+    state: Any = None
+
+
+def create_trial(
+    storage: Any,
+    study_id: int,
+    template: Any,
+    extra: Callable[[int, int], tuple[Mapping[str, Any], Sequence[TrialWrite]]],
+) -> tuple[int, int]:
+    """Insert a trial from `template` and what depends on its id and number, in one transaction.
+
+    `extra(trial_id, number)` returns the new trial's further system attributes and writes to
+    other trials (recovery marks the interrupted trial failed in the same commit that inserts its
+    re-run, so a kill in between cannot lose the proposal or run it twice).
+
+    Returns:
+        `(trial_id, number)` of the new trial.
+    """
+    if not (_batched(storage) and hasattr(storage, "_get_prepared_new_trial")):
+        trial_id = storage.create_new_trial(study_id, template_trial=template)
+        number = storage.get_trial_number_from_id(trial_id)
+        system, writes = extra(trial_id, number)
+        for k, v in system.items():
+            storage.set_trial_system_attr(trial_id, k, v)
+        for w in writes:
+            for k, v in w.user_attrs.items():
+                storage.set_trial_user_attr(w.trial_id, k, v)
+            for k, v in w.system_attrs.items():
+                storage.set_trial_system_attr(w.trial_id, k, v)
+            if w.state is not None:
+                storage.set_trial_state_values(w.trial_id, w.state)
+        return trial_id, number
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    with _create_scoped_session(storage.scoped_session) as session:
+        models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)  # numbers trials one at a time
+        trial = storage._get_prepared_new_trial(study_id, template, session)
+        session.flush()
+        trial_id, number = int(trial.trial_id), int(trial.number)
+        system, writes = extra(trial_id, number)
+        for k, v in system.items():
+            storage._set_trial_attr_without_commit(session, models.TrialSystemAttributeModel, trial_id, k, v)
+        for w in writes:
+            for k, v in w.user_attrs.items():
+                storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, w.trial_id, k, v)
+            for k, v in w.system_attrs.items():
+                storage._set_trial_attr_without_commit(session, models.TrialSystemAttributeModel, w.trial_id, k, v)
+            if w.state is not None:
+                other = models.TrialModel.find_or_raise_by_id(w.trial_id, session, for_update=True)
+                storage.check_trial_is_updatable(w.trial_id, other.state)
+                other.state = w.state
+                if w.state.is_finished():
+                    other.datetime_complete = datetime.now()
+    return trial_id, number
+
+
+def drop_steps_after(storage: Any, trial_id: int, last: int) -> None:
+    """Delete a trial's intermediate values after step `last` (a curve replaced by a shorter, truer one)."""
+    if not _batched(storage):
+        return  # Optuna's public API cannot delete a step; the stale tail stays visible there
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    model = models.TrialIntermediateValueModel
+    with _create_scoped_session(storage.scoped_session) as session:
+        session.query(model).filter(model.trial_id == trial_id, model.step > last).delete(synchronize_session=False)

@@ -66,7 +66,7 @@ def _open(args: argparse.Namespace) -> Any:
                 f"choose one with --study NAME"
             )
         name = names[0]
-    return studies.load(name, args.storage, device=getattr(args, "device", "auto"))
+    return studies.load(name, args.storage, device=getattr(args, "device", "auto"), trust=args.trust)
 
 
 def _print_best(study: Any) -> None:
@@ -82,33 +82,45 @@ def _print_best(study: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
+    """List the studies from what is stored: no workload is rebuilt and no code named by the database is imported."""
     import studies
+    from studies.compare import MANIFEST
+    from studies.recipes import untrusted_imports
+    from studies.records import state_of
+    from studies.study import STRATEGY, TRAINER
 
-    names = studies.study_names(args.storage)
-    if not names:
+    st = studies.open_storage(args.storage)
+    summaries = st.get_all_studies()
+    if not summaries:
         print(f"no studies in {args.storage}")
         return 0
-    from studies.compare import MANIFEST
-
-    manifests = {s.study_name: s.user_attrs[MANIFEST] for s in studies.open_storage(args.storage).get_all_studies()
-                 if MANIFEST in s.user_attrs}
     print(f"{'study':30s} {'strategy':10s} {'workload':12s} {'trials':>14s} {'best':>8s}")
-    for name in names:
-        if name in manifests:
-            m = manifests[name]
-            print(f"{name:30s} comparison of {', '.join(m['optimizers'])} on "
-                  f"{', '.join(p['name'] for p in m['problems'])} (tunelab compare --name {name} --report-only)")
-            continue
+    for summary in summaries:
+        name = summary.study_name
         try:
-            study = studies.load(name, args.storage)
-        except studies.TunelabError as err:
-            print(f"{name:30s} (cannot be opened: {err})")
-            continue
-        trials = study.trials
-        done = sum(t.state == "complete" for t in trials)
-        best = study.best
-        print(f"{name:30s} {study.strategy.name:10s} {study.trainer.workload.name:12s} "
-              f"{f'{done}/{len(trials)} complete':>14s} {best.value if best else float('nan'):8.4f}")
+            attrs = summary.user_attrs
+            if MANIFEST in attrs:
+                m = attrs[MANIFEST]
+                print(f"{name:30s} comparison of {', '.join(m['optimizers'])} on "
+                      f"{', '.join(p['name'] for p in m['problems'])} (tunelab compare --name {name} --report-only)")
+                continue
+            if STRATEGY not in attrs or TRAINER not in attrs:
+                print(f"{name:30s} (not a tunelab study)")
+                continue
+            strategy, trainer = attrs[STRATEGY], attrs[TRAINER]
+            workload = (trainer.get("workload") or {}).get("name", "?")
+            trials = st.get_all_trials(summary._study_id, deepcopy=False)
+            done = [t for t in trials if state_of(t) == "complete" and t.value is not None]
+            maximize = summary.direction.name == "MAXIMIZE"
+            best = (max if maximize else min)((t.value for t in done), default=float("nan"))
+            line = (f"{name:30s} {str(strategy.get('name'))[:10]:10s} {str(workload)[:12]:12s} "
+                    f"{f'{len(done)}/{len(trials)} complete':>14s} {best:8.4f}")
+            refused = untrusted_imports(trainer, strategy, args.trust)
+            if refused:
+                line += f"  [untrusted code: {', '.join(refused)}; open with --trust PACKAGE]"
+            print(line)
+        except Exception as err:  # one damaged study must not hide the others
+            print(f"{name:30s} (cannot be read: {type(err).__name__}: {err})")
     return 0
 
 
@@ -164,9 +176,15 @@ def _report(args: argparse.Namespace) -> int:
     from studies.report import report
 
     study = _open(args)
-    path = report(study, Path(args.out or f"{study.name}-report"))
+    path = report(study, Path(args.out) if args.out else Path(safe_name(study.name) + "-report"))
     print(f"report written to {path}")
     return 0
+
+
+def safe_name(name: str) -> str:
+    """A study name as one file name in the working directory: `../../x` -> `_.._x` (no separators, no leading dot)."""
+    out = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
+    return out or "study"
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -174,7 +192,7 @@ def _compare(args: argparse.Namespace) -> int:
     from studies.compare import Comparison
 
     if args.optimizers is None:  # continue (or report) a stored comparison
-        comparison = Comparison.load(args.name, args.storage, device=args.device)
+        comparison = Comparison.load(args.name, args.storage, device=args.device, trust=args.trust)
         if not args.report_only:
             comparison.run(n_workers=args.workers, progress=not args.quiet)
     else:
@@ -190,7 +208,7 @@ def _compare(args: argparse.Namespace) -> int:
             storage=args.storage, name=args.name, equalize=args.equalize, one_shot=not args.no_one_shot,
             n_workers=args.workers, progress=not args.quiet,
         )
-    path = comparison.report(Path(args.out or f"{args.name}-report"))
+    path = comparison.report(Path(args.out) if args.out else Path(safe_name(args.name) + "-report"))
     print(f"report written to {path}")
     return 0
 
@@ -206,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def storage_args(p: argparse.ArgumentParser, study: bool = True) -> None:
         p.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy URL (default {DEFAULT_STORAGE})")
+        p.add_argument("--trust", action="append", default=None, metavar="PACKAGE",
+                       help="a package whose code the database may import (a workload factory or strategy "
+                       "outside tunelab); repeat for several. Without it nothing outside tunelab is imported")
         if study:
             p.add_argument("--study", default=None, help="study name (optional when the storage holds one study)")
 

@@ -41,6 +41,7 @@ import numpy as np
 import search
 import spaces
 from spaces import ConfigError, Space, optimizer_spec
+from spaces.trust import Trust
 from studies import stats
 from studies.driver import Budget
 from studies.errors import BudgetError, StudyConflictError, StudyNotFoundError, TrialError
@@ -130,7 +131,7 @@ def _seeded(strategy: search.Strategy, seed: int) -> search.Strategy:
     """The template strategy with its seed offset by the study seed."""
     spec = json.loads(json.dumps(strategy.spec()))
     spec["args"]["seed"] = int(spec["args"].get("seed", 0)) + seed
-    return search.Strategy.from_spec(spec)
+    return type(strategy)(**spec["args"])  # the class is already imported: nothing to trust
 
 
 def _manifest(problems: list[Problem], opts: list[str], scheds: list[str], budget: dict[str, int],
@@ -228,7 +229,8 @@ class Comparison:
         one_shot: Whether the defaults are trained.
     """
 
-    def __init__(self, name: str, storage_url: str, manifest: Mapping[str, Any], problems: Mapping[str, Problem]):
+    def __init__(self, name: str, storage_url: str, manifest: Mapping[str, Any], problems: Mapping[str, Problem],
+                 *, trust: Trust = None):
         self.name = name
         self.storage_url = storage_url
         self.manifest = dict(manifest)
@@ -236,7 +238,8 @@ class Comparison:
         self.optimizers: list[str] = list(manifest["optimizers"])
         self.schedules: list[str] = list(manifest["schedules"])
         self.budget: dict[str, int] = dict(manifest["budget"])
-        self.strategy = search.Strategy.from_spec(manifest["strategy"])
+        self.trust = trust
+        self.strategy = search.Strategy.from_spec(manifest["strategy"], trust=trust)
         self.seeds: list[int] = list(manifest["seeds"])
         self.reruns = int(manifest["reruns"])
         self.equalize: str = manifest["equalize"]
@@ -311,14 +314,20 @@ class Comparison:
                     f"the stored arguments to continue it (studies.Comparison.load({name!r}, {storage!r})), or give "
                     f"the new comparison another name"
                 )
-        return cls(name, storage, manifest, {p.name: p for p in probs})
+        # the caller handed us the strategy object, so the code it names is already theirs to trust
+        given = [path.partition(":")[0] for path in type(strategy).stored_imports(manifest["strategy"]["args"])]
+        return cls(name, storage, manifest, {p.name: p for p in probs}, trust=given)
 
     @classmethod
     def load(cls, name: str, storage: str = DEFAULT_STORAGE, *, problems: Sequence[Problem] | None = None,
-             device: str = "auto") -> Comparison:
+             device: str = "auto", trust: Trust = None) -> Comparison:
         """Open a stored comparison (its problems rebuilt from the database, or given).
 
+        As with `studies.load`, the database imports no code outside tunelab unless its package
+        is in `trust` (or the problems are given).
+
         Raises:
+            UntrustedImportError: The manifest names code outside tunelab that `trust` does not cover.
             StudyNotFoundError: No comparison of that name.
             WorkloadError: A problem's workload cannot be rebuilt and `problems` was not given.
         """
@@ -343,9 +352,9 @@ class Comparison:
                     )
                 built[spec["name"]] = given[spec["name"]]
             else:
-                trainer = build_trainer(spec["trainer"], device=device)
+                trainer = build_trainer(spec["trainer"], device=device, trust=trust)
                 built[spec["name"]] = Problem(spec["name"], trainer, spec["model"])
-        return cls(name, storage, manifest, built)
+        return cls(name, storage, manifest, built, trust=trust)
 
     # ------------------------------------------------------------------ arms and their studies
     def arms(self) -> list[Arm]:
@@ -386,7 +395,7 @@ class Comparison:
         if key not in self._studies:
             try:
                 self._studies[key] = load(self.study_name(arm, seed, runs), self.storage_url,
-                                          trainer=self.trainer(arm, seed))
+                                          trainer=self.trainer(arm, seed), trust=self.trust)
             except StudyNotFoundError:
                 return None
         return self._studies[key]

@@ -17,21 +17,22 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import signal
-import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search import History, Request, TrialView
 from spaces import ConfigError, model_size, optimizer_spec
-from studies._batch import write_trial
-from studies.errors import BudgetError, TrialError
+from spaces.errors import CheckpointError
+from studies import _batch
+from studies._batch import TrialWrite, drop_steps_after, write_trial
+from studies.errors import BudgetError, StorageError, TrialError, TunelabError
 from studies.executors import LocalExecutor, Outcome, ProcessExecutor, Work
+from studies.lock import LIVE, StudyLock, make_owner, owner_alive
 from studies.records import (
     CHECKPOINT,
     LEASE,
@@ -46,11 +47,13 @@ from studies.records import (
     SUPERSEDED,
     TARGET,
     TrialState,
+    checkpoint_name,
+    checkpoint_path,
     finite,
     state_of,
     stored_metrics,
 )
-from trainers import EpochResult, TrainResult
+from trainers import EpochResult, TrainResult, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -171,16 +174,6 @@ def row_of(trial: Any) -> Row:
     )
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class Driver:
     """Runs one `Study.optimize` call. Not public: use `Study.optimize`."""
 
@@ -207,13 +200,15 @@ class Driver:
         self.max_failures = max_failures
         self.flush_seconds = flush_seconds
         self.keep_checkpoints = keep_checkpoints
-        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.owner = make_owner()
+        self.lock = StudyLock(self.storage, study._study_id, self.owner)
         self.stop = threading.Event()
         self.rows: dict[int, Row] = {}
         self.in_flight: set[int] = set()
         self.exhausted = False
         self.failures: list[Outcome] = []
-        self.fatal: TrialError | None = None
+        self.fatal: TunelabError | None = None
+        self.storage_faults: list[str] = []
         self._bar: Any = None
         self._lock = threading.Lock()
         self.sign = -1.0 if study.direction == "maximize" else 1.0
@@ -222,8 +217,11 @@ class Driver:
 
     # ------------------------------------------------------------------ views
     def load(self) -> None:
-        """Mirror the stored trials."""
-        self.rows = {t._trial_id: row_of(t) for t in self.study._frozen_trials()}
+        """Mirror the stored trials (refusing checkpoint names that point outside the artifact folder)."""
+        rows = {t._trial_id: row_of(t) for t in self.study._frozen_trials()}
+        for row in rows.values():
+            self._checkpoint_path(row)  # raises StorageError before anything is touched
+        self.rows = rows
 
     def proposals(self) -> list[Row]:
         """Trials the strategy proposed, in proposal order (re-queued ones replaced by their re-run)."""
@@ -303,12 +301,26 @@ class Driver:
     def _set_system(self, row: Row, **attrs: Any) -> None:
         write_trial(self.storage, row.trial_id, system_attrs=attrs)
 
+    def _remove(self, path: Path | None) -> None:
+        """Delete a checkpoint tunelab owns; a file system that refuses is logged, not fatal."""
+        if path is None:
+            return
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            logger.warning("could not delete the checkpoint %s: %s", path, err)
+
     def _checkpoint_path(self, row: Row) -> Path | None:
-        return self.study.artifacts / row.checkpoint if row.checkpoint else None
+        return checkpoint_path(self.study.artifacts, row.trial_id, row.number, row.checkpoint)
 
     def create_trial(self, config: dict[str, Any], *, proposal: int, target: int, attrs: Mapping[str, Any],
-                     state: Any, retry_of: int | None = None, seed: int | None = None) -> Row:
-        """Insert a trial with its params (one transaction) and mirror it (`seed`: its run's, if not the trainer's)."""
+                     state: Any, retry_of: int | None = None, seed: int | None = None,
+                     writes: Callable[[int], list[TrialWrite]] = lambda number: []) -> Row:
+        """Insert a trial with its params and mirror it (`seed`: its run's, if not the trainer's).
+
+        One transaction holds the insert and `writes(number)`: changes to other trials that must
+        commit with it (recovery's "failed, re-queued as trial <number>").
+        """
         from optuna.trial import TrialState as OTS
         from optuna.trial import create_trial
 
@@ -328,17 +340,17 @@ class Driver:
             user_attrs=user,
             system_attrs=system,
         )
-        trial_id = self.storage.create_new_trial(self.study._study_id, template_trial=frozen)
-        number = self.storage.get_trial_number_from_id(trial_id)
-        # the checkpoint is an artifact of the Optuna artifact store, registered the way
-        # optuna.artifacts.upload_artifact registers one (the trainer writes the file in place)
-        artifact = f"tunelab-trial-{trial_id}.pt"
-        meta = {"artifact_id": artifact, "filename": f"trial-{number}.pt", "mimetype": "application/octet-stream",
-                "encoding": None}
-        write_trial(
-            self.storage, trial_id, system_attrs={CHECKPOINT: artifact, f"artifacts:{artifact}": json.dumps(meta)}
-        )
-        (self.study.artifacts / artifact).unlink(missing_ok=True)  # a stale file of a deleted study is not this trial's
+        def extra(trial_id: int, number: int) -> tuple[dict[str, Any], list[TrialWrite]]:
+            # the checkpoint is an artifact of the Optuna artifact store, registered the way
+            # optuna.artifacts.upload_artifact registers one (the trainer writes the file in place)
+            artifact = checkpoint_name(trial_id)
+            meta = {"artifact_id": artifact, "filename": f"trial-{number}.pt", "mimetype": "application/octet-stream",
+                    "encoding": None}
+            return {CHECKPOINT: artifact, f"artifacts:{artifact}": json.dumps(meta)}, list(writes(number))
+
+        trial_id, number = _batch.create_trial(self.storage, self.study._study_id, frozen, extra)
+        artifact = checkpoint_name(trial_id)
+        self._remove(self.study.artifacts / artifact)  # a stale file of a deleted study is not this trial's
         row = Row(trial_id=trial_id, number=number, state=state_of_ots(state), config=dict(config), proposal=proposal,
                   target=target, attrs=dict(attrs), checkpoint=artifact, owner=system.get(OWNER),
                   lease=float(system.get(LEASE, 0.0)), retry_of=retry_of, seed=seed)
@@ -397,7 +409,7 @@ class Driver:
         self._append(row, epoch)
         if time.monotonic() - row.last_flush >= self.flush_seconds:
             self.flush(row)
-        if self._bar is not None and self.budget.unit == "epochs":
+        if self._bar is not None and self.budget.unit == "epochs" and self._bar.n < (self._bar.total or 0):
             self._bar.update(1)
 
     def _append(self, row: Row, e: EpochResult) -> None:
@@ -449,10 +461,22 @@ class Driver:
             state = OTS.FAIL
         if result is not None:
             ua["best_value"] = finite(result.best_val_metric)
+            if result.checkpoint_error is not None:
+                ua["checkpoint_error"] = result.checkpoint_error
+                path = self._checkpoint_path(row)
+                if state is None and (path is None or not path.exists()):
+                    # a pause that kept no checkpoint cannot be continued: keep what it measured, as failed
+                    state, error = OTS.FAIL, f"paused, but {result.checkpoint_error}"
+        if outcome.restarted is not None:
+            ua["restarted"] = outcome.restarted
         if error is not None:
             ua["error"] = error
         row.error = error
         self.flush(row, **ua)
+        if row.stored_steps > row.epochs:  # a run that started over ended before its old curve did
+            drop_steps_after(self.storage, row.trial_id, row.epochs)
+            row.stored_steps = row.epochs
+        self._track_storage(outcome)
         if state is None:  # paused: by Ctrl-C / a crash, or because the request asked for fewer epochs
             by = "interrupt" if self.stop.is_set() or row.epochs < (row.target or 0) else "strategy"
             row.state, row.paused_by = TrialState.PAUSED, by
@@ -463,7 +487,7 @@ class Driver:
             if state == OTS.FAIL:  # a failed run's checkpoint can never be continued; free the disk
                 path = self._checkpoint_path(row)
                 if path is not None:
-                    path.unlink(missing_ok=True)
+                    self._remove(path)
             else:
                 self._retain()
         self._track_failure(outcome, row)
@@ -478,7 +502,24 @@ class Driver:
             if r.state in (TrialState.COMPLETE, TrialState.PRUNED) and (best is None or r.number != best[0]):
                 path = self._checkpoint_path(r)
                 if path is not None:
-                    path.unlink(missing_ok=True)
+                    self._remove(path)
+
+    def _track_storage(self, outcome: Outcome) -> None:
+        """Stop the study when checkpoints keep failing to be written (a full disk would burn the budget)."""
+        problem = outcome.result.checkpoint_error if outcome.result is not None else None
+        if problem is None:
+            if outcome.result is not None:
+                self.storage_faults.clear()
+            return
+        logger.warning("trial %s: %s (its result is recorded)", outcome.work.number, problem)
+        self.storage_faults.append(problem)
+        if len(self.storage_faults) >= self.max_failures:
+            self.fatal = StorageError(
+                f"the last {len(self.storage_faults)} trials could not write their checkpoints to "
+                f"{str(self.study.artifacts)!r}, so the study stopped instead of spending its budget (their results "
+                f"are recorded). Last: {problem}. Free disk space or make the folder writable, then run optimize again"
+            )
+            self.stop.set()
 
     def _track_failure(self, outcome: Outcome, row: Row) -> None:
         if outcome.result is not None or (outcome.error or "").startswith("out of memory"):
@@ -510,8 +551,9 @@ class Driver:
         line = f"trial {row.number:>3}  {what}  ({row.epochs} epochs, {row.seconds:.1f} s){tail}"
         if self._bar is not None:
             self._bar.write(line)
-            if self.budget.unit == "trials" and row.state != TrialState.PAUSED:
-                self._bar.update(1)
+            if self.budget.unit == "trials":
+                self._bar.n = min(self.finished_proposals(), self._bar.total or 0)
+                self._bar.refresh()
             elif self.budget.unit == "seconds":
                 self._bar.n = round(min(self.elapsed(), self._bar.total or 0.0), 1)
                 self._bar.refresh()
@@ -520,6 +562,11 @@ class Driver:
                 self._bar.refresh()
         else:
             print(line)
+
+    def finished_proposals(self) -> int:
+        """Proposals whose trial has finished (what the progress bar counts for a budget in trials)."""
+        done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
+        return sum(r.state in done for r in self.proposals())
 
     def study_best(self) -> tuple[int, float] | None:
         """(number, value) of the best complete trial."""
@@ -530,49 +577,119 @@ class Driver:
         return min(done, key=lambda t: self.sign * t[1])
 
     # ------------------------------------------------------------------ recovery
+    def _dead(self, row: Row) -> bool:
+        """Whether a running trial's driver is gone (its lease ran out, or its process on this host is)."""
+        if row.trial_id in self.in_flight:
+            return False
+        return row.lease < time.time() or owner_alive(row.owner) is False
+
     def recover(self) -> None:
-        """Continue or re-queue trials whose driver died (DESIGN section 5)."""
+        """Continue or re-queue trials whose driver died (DESIGN section 5). Call it holding the study lock.
+
+        A dead trial with a readable checkpoint is paused to be continued, and its stored curve is
+        made to match the checkpoint's history step for step (the database may lag the checkpoint
+        by up to `flush_seconds`, or lead it by up to `checkpoint_seconds`). A dead trial without
+        one, or with a corrupt one, is marked failed and re-queued with the same config and
+        proposal, in the same transaction that inserts its re-run.
+        """
+        for row in sorted(self.rows.values(), key=lambda r: r.number):
+            if row.state != TrialState.RUNNING or not self._dead(row):
+                continue
+            path = self._checkpoint_path(row)
+            reason = None
+            if path is not None and path.exists():
+                try:
+                    state = load_checkpoint(path)
+                    if state.get("config") != row.config:
+                        raise CheckpointError(f"{path} holds another configuration")
+                except CheckpointError as err:
+                    reason = f"its checkpoint was unreadable ({err})"
+                    self._remove(path)
+                else:
+                    self._reconcile(row, [EpochResult(**e) for e in state["history"]])
+                    row.state, row.paused_by, row.lease = TrialState.PAUSED, "interrupt", 0.0
+                    self._set_system(row, **{STATE: "paused", PAUSED_BY: "interrupt", LEASE: 0.0})
+                    continue
+            elif row.epochs == 0:
+                reason = "its process stopped before its first epoch ended"
+            else:
+                reason = (f"its process stopped after {row.epochs} recorded epochs with no checkpoint to continue "
+                          f"from (none was written yet, or it was deleted)")
+            self._requeue(row, reason)
+
+    def _requeue(self, row: Row, reason: str) -> Row:
+        """Mark `row` failed ("interrupted") and insert its re-run, in one transaction."""
         from optuna.trial import TrialState as OTS
 
-        host = socket.gethostname()
-        for row in list(self.rows.values()):
-            if row.state != TrialState.RUNNING:
-                continue
-            owner_host, _, pid = (row.owner or ":").rpartition(":")
-            dead = (
-                row.lease < time.time()
-                or (owner_host == host and pid.isdigit() and not _pid_alive(int(pid)))
-                or row.owner == self.owner
-            )
-            if not dead:
-                continue  # another live driver runs it
-            path = self._checkpoint_path(row)
-            if path is not None and path.exists():
-                row.state, row.paused_by = TrialState.PAUSED, "interrupt"
-                self._set_system(row, **{STATE: "paused", PAUSED_BY: "interrupt", LEASE: 0.0})
-                continue
-            retry_number = max(r.number for r in self.rows.values()) + 1
-            error = f"interrupted: its process stopped before the first checkpoint; re-queued as trial {retry_number}"
-            self.storage.set_trial_user_attr(row.trial_id, "error", error)
-            self._set_system(row, **{SUPERSEDED: True, LEASE: 0.0})
-            self.storage.set_trial_state_values(row.trial_id, OTS.FAIL)
-            row.state, row.error, row.superseded = TrialState.FAILED, error, True
-            self.create_trial(row.config, proposal=row.proposal if row.proposal is not None else row.number,
-                              target=row.target or self.study.trainer.epochs, attrs=row.attrs,
-                              state=OTS.WAITING, retry_of=row.number, seed=row.seed)
+        messages: dict[str, str] = {}
+
+        def writes(number: int) -> list[TrialWrite]:
+            messages["error"] = f"interrupted: {reason}; re-queued as trial {number}"
+            return [TrialWrite(row.trial_id, user_attrs={"error": messages["error"]},
+                               system_attrs={SUPERSEDED: True, LEASE: 0.0}, state=OTS.FAIL)]
+
+        rerun = self.create_trial(row.config, proposal=row.proposal if row.proposal is not None else row.number,
+                                  target=row.target or self.study.trainer.epochs, attrs=row.attrs,
+                                  state=OTS.WAITING, retry_of=row.number, seed=row.seed, writes=writes)
+        row.state, row.error, row.superseded, row.lease = TrialState.FAILED, messages["error"], True, 0.0
+        return rerun
+
+    def _reconcile(self, row: Row, history: list[EpochResult]) -> None:
+        """Make the stored curve and metrics of `row` those of `history` (its checkpoint's), step for step."""
+        stored = list(row.metrics["val_metric"])
+        row.metrics = {k: [] for k in METRIC_KEYS}
+        row.seconds, row.grad_evals = 0.0, 0
+        for e in history:
+            self._append(row, e)
+        if row.metrics["val_metric"] == stored and row.stored_steps <= row.epochs:
+            row.flushed = row.epochs
+            return
+        same = next((i for i, (a, b) in enumerate(zip(stored, row.metrics["val_metric"], strict=False)) if a != b),
+                    min(len(stored), row.epochs))
+        row.flushed = min(same, row.epochs)
+        if row.stored_steps > row.epochs:
+            drop_steps_after(self.storage, row.trial_id, row.epochs)
+            row.stored_steps = row.epochs
+        self.flush(row, seconds=round(row.seconds, 4), grad_evals=row.grad_evals)
 
     # ------------------------------------------------------------------ the loop
+    def refresh(self) -> None:
+        """Re-read what other drivers of the study changed: trials not finished in the mirror, and new ones."""
+        unfinished = (TrialState.PENDING, TrialState.RUNNING, TrialState.PAUSED)
+        open_ids = {tid for tid, r in self.rows.items() if tid not in self.in_flight and r.state in unfinished}
+        last = max(self.rows, default=-1)
+        if hasattr(self.storage, "_get_trials"):  # what optuna's own cached storage uses to read incrementally
+            trials = self.storage._get_trials(self.study._study_id, None, open_ids, last)
+        else:
+            trials = [t for t in self.study._frozen_trials() if t._trial_id in open_ids or t._trial_id > last]
+        for t in trials:
+            if t._trial_id in self.in_flight:
+                continue
+            row = row_of(t)
+            self._checkpoint_path(row)  # refuse a path outside the artifact folder before using the row
+            self.rows[t._trial_id] = row
+
     def next_work(self) -> Work | None:
-        """The next unit of work: re-queued trials, then interrupted ones, then the strategy's request."""
+        """The next unit of work (re-queued trials, then interrupted ones, then the strategy's request).
+
+        Decided holding the study lock, after re-reading what other drivers did, so that several
+        drivers of one study share its budget and never train one proposal twice.
+        """
         if self.stop.is_set() or self.exhausted:
             return None
+        with self.lock:
+            self.refresh()
+            self.recover()
+            return self._next_work()
+
+    def _next_work(self) -> Work | None:
         for row in sorted(self.rows.values(), key=lambda r: r.number):
             if row.trial_id in self.in_flight:
                 continue
             if row.state == TrialState.PENDING and not row.superseded:
                 path = self._checkpoint_path(row)
                 if path is not None:
-                    path.unlink(missing_ok=True)
+                    self._remove(path)
                 return self._work(row, row.target)
             if row.state == TrialState.PAUSED and row.paused_by == "interrupt":
                 return self._work(row, row.target)
@@ -629,7 +746,7 @@ class Driver:
             row.state, row.value, row.paused_by = TrialState.PRUNED, value, None
             path = self._checkpoint_path(row)
             if path is not None:
-                path.unlink(missing_ok=True)
+                self._remove(path)
 
     def _from_request(self, request: Request) -> Work | None:
         from optuna.trial import TrialState as OTS
@@ -697,22 +814,46 @@ class Driver:
 
         unit = self.budget.unit
         total = self.budget.as_dict()[unit]
-        initial = self.spent()[unit] if unit != "seconds" else 0
+        initial = self.finished_proposals() if unit == "trials" else 0
         if unit in ("epochs", "grad_evals"):
             initial = sum(getattr(r, unit) for r in self.rows.values())
         return tqdm(total=total, initial=min(initial, total), unit=unit[:-1] if unit.endswith("s") else unit,
                     desc=self.study.name, dynamic_ncols=True)
 
+    def check_artifacts(self) -> None:
+        """Fail early, naming the folder, when checkpoints cannot be written there."""
+        folder = self.study.artifacts
+        probe = folder / f".tunelab-write-check-{self.owner.replace(':', '-')}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as err:
+            raise StorageError(
+                f"cannot write checkpoints to the artifact folder {str(folder)!r} ({type(err).__name__}: {err}); make "
+                f"it writable or free space, or open the study with artifacts='another/folder'"
+            ) from err
+
     def run(self) -> None:
         """Recover, then fill executor slots until the budget or the strategy is exhausted."""
-        self.load()
-        self.recover()
-        self.storage.set_study_user_attr(self.study._study_id, BUDGET, self.budget.as_dict())
         if self.executor_name != "local":
             raise ConfigError(
                 f"executor={self.executor_name!r} is not available: use executor='local' (n_workers=1 trains in "
                 f"this process, n_workers>1 in a local process pool)"
             )
+        self.load()
+        self.check_artifacts()
+        LIVE.add(self.owner)
+        try:
+            self._run()
+        finally:
+            LIVE.discard(self.owner)
+
+    def _run(self) -> None:
+        with self.lock:
+            self.refresh()
+            self.recover()
+        self.storage.set_study_user_attr(self.study._study_id, BUDGET, self.budget.as_dict())
         trainer = self.study.trainer
         executor: Any = (
             LocalExecutor(trainer, self.stop) if self.n_workers == 1 else ProcessExecutor(trainer, self.n_workers,

@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -22,6 +23,7 @@ from typing import Any
 
 import torch
 
+from spaces.errors import CheckpointError
 from trainers import EpochResult, Trainer, TrainResult
 
 
@@ -48,19 +50,32 @@ class Outcome:
     error: str | None = None
     traceback: str | None = None
     exception: BaseException | None = None
+    restarted: str | None = None
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is an out-of-memory error (torch's typed one, or a RuntimeError that says so)."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
 
 
 def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], None], stop: Any) -> Outcome:
-    """Train `work` on `trainer`; `send(trial_id, epoch)` after every epoch; pause when `stop` is set."""
+    """Train `work` on `trainer`; `send(trial_id, epoch)` after every epoch; pause when `stop` is set.
+
+    A checkpoint that cannot be read (corrupt, truncated, or another run's) is deleted and the
+    run starts over from scratch with the same config and seed, as Ray Tune's `restart_errored`
+    does, instead of failing the trial for good.
+    """
+    reported = []
 
     def report(epoch: EpochResult) -> str | None:
+        reported.append(epoch.epoch)
         send(work.trial_id, epoch)
         return "pause" if stop.is_set() else None
 
-    try:
-        if work.routine != "train":
-            raise ValueError(f"unknown routine {work.routine!r}; this executor runs the 'train' routine")
-        result = trainer.fit(
+    def fit() -> TrainResult:
+        return trainer.fit(
             work.config,
             until_epoch=work.until_epoch,
             checkpoint=work.checkpoint,
@@ -68,13 +83,27 @@ def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], No
             seed=work.seed,
             checkpoint_seconds=work.checkpoint_seconds,
         )
-        return Outcome(work, result=result)
-    except torch.OutOfMemoryError as err:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        return Outcome(work, error=f"out of memory: {err}", traceback=traceback.format_exc())
+
+    restarted = None
+    try:
+        if work.routine != "train":
+            raise ValueError(f"unknown routine {work.routine!r}; this executor runs the 'train' routine")
+        try:
+            result = fit()
+        except CheckpointError as err:
+            if reported or work.checkpoint is None or not os.path.exists(work.checkpoint):
+                raise
+            os.unlink(work.checkpoint)
+            restarted = f"its checkpoint could not be read ({err}); the run started over from epoch 1"
+            result = fit()
+        return Outcome(work, result=result, restarted=restarted)
     except Exception as err:
-        return Outcome(work, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(), exception=err)
+        if is_out_of_memory(err):
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return Outcome(work, error=f"out of memory: {err}", traceback=traceback.format_exc(), restarted=restarted)
+        return Outcome(work, error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc(), exception=err,
+                       restarted=restarted)
 
 
 class LocalExecutor:
@@ -107,7 +136,40 @@ class LocalExecutor:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(trainer: Trainer, events: Any, stop: Any, threads: int) -> None:
+PARENT_POLL_S = 0.5
+
+
+def die_with_parent(parent: int) -> None:
+    """End this worker process as soon as its driver (`parent`) is gone, without writing anything.
+
+    On Linux the kernel delivers SIGKILL when the parent dies (`prctl(PR_SET_PDEATHSIG)`); everywhere
+    a daemon thread also polls the parent id every `PARENT_POLL_S` seconds and leaves with
+    `os._exit`, so an orphaned worker never trains on, writes a checkpoint, or holds the driver's
+    output open.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # no libc symbol: the watcher thread below still covers it
+            pass
+    if os.getppid() != parent:  # the driver died before the request above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="tunelab-parent-watch", daemon=True).start()
+
+
+def _init_worker(trainer: Trainer, events: Any, stop: Any, threads: int, parent: int | None = None) -> None:
+    if parent is not None:
+        die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
     torch.set_num_threads(threads)
     _WORKER.update(trainer=trainer, events=events, stop=stop)
@@ -117,7 +179,7 @@ def _worker_run(work: Work) -> Outcome:
     events = _WORKER["events"]
     outcome = run_work(_WORKER["trainer"], work, lambda tid, e: events.put((tid, e)), _WORKER["stop"])
     if outcome.exception is not None:  # exceptions may not pickle; their text and traceback do
-        outcome = Outcome(outcome.work, outcome.result, outcome.error, outcome.traceback)
+        outcome = Outcome(outcome.work, outcome.result, outcome.error, outcome.traceback, restarted=outcome.restarted)
     return outcome
 
 
@@ -143,7 +205,7 @@ class ProcessExecutor:
             self.capacity,
             mp_context=self._ctx,
             initializer=_init_worker,
-            initargs=(self.trainer, self._events, self._stop_mp, self._threads),
+            initargs=(self.trainer, self._events, self._stop_mp, self._threads, os.getpid()),
         )
 
     @property

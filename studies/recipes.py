@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
-from spaces.errors import WorkloadError
-from trainers import Trainer
+from spaces.errors import UntrustedImportError, WorkloadError
+from spaces.trust import Trust, resolve
+from trainers import Trainer, workloads
+
+
+def builtin_factories() -> frozenset[str]:
+    """Import paths of tunelab's own workload factories (loadable from any database without trust)."""
+    return frozenset(f"trainers.workloads:{name}" for name in workloads.__all__)
+
+
+def factory_path(spec: Mapping[str, Any]) -> str | None:
+    """The workload factory a stored trainer spec names (None for in-memory data)."""
+    recipe = spec.get("workload") or {}
+    factory = recipe.get("factory") if isinstance(recipe, Mapping) else None
+    return str(factory) if factory else None
 
 
 def identity(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -15,12 +27,16 @@ def identity(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {k: spec.get(k) for k in ("workload", "epochs", "batch_size", "seed")}
 
 
-def build_trainer(spec: Mapping[str, Any], *, device: str = "auto") -> Trainer:
+def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust = None) -> Trainer:
     """Rebuild the trainer of a stored spec (`Trainer.spec()`).
 
+    Built-in workloads load by name; any other factory is imported only when its package is in
+    `trust` (see `spaces.trust`).
+
     Raises:
-        WorkloadError: The workload has no recipe (it was built from in-memory tensors) or its
-            factory cannot be imported.
+        UntrustedImportError: The factory is not built in and its package is not trusted.
+        WorkloadError: The workload has no recipe (it was built from in-memory tensors), or its
+            factory cannot be imported or called with the stored arguments.
     """
     recipe = spec.get("workload") or {}
     factory = recipe.get("factory")
@@ -30,15 +46,25 @@ def build_trainer(spec: Mapping[str, Any], *, device: str = "auto") -> Trainer:
             f"rebuild it; pass the trainer again: studies.load(name, storage, trainer=Trainer(workload, ...)), "
             f"or give the Workload a recipe={{'factory': 'module:function', 'kwargs': {{...}}}}"
         )
-    module, _, func = str(factory).partition(":")
     try:
-        fn = getattr(importlib.import_module(module), func)
+        fn = resolve(factory, what="workload factory", trust=trust, builtins=builtin_factories())
+    except UntrustedImportError:
+        raise
     except (ImportError, AttributeError) as err:
         raise WorkloadError(
             f"cannot import the workload factory {factory!r} stored with the study ({err}); make it importable "
             f"or pass trainer= to studies.load"
         ) from err
-    workload = fn(**dict(recipe.get("kwargs") or {}))
+    kwargs = recipe.get("kwargs") or {}
+    if not isinstance(kwargs, Mapping):
+        raise WorkloadError(f"the stored arguments of the workload factory {factory!r} are not a mapping: {kwargs!r}")
+    try:
+        workload = fn(**dict(kwargs))
+    except TypeError as err:
+        raise WorkloadError(
+            f"the workload factory {factory!r} does not take the stored arguments {dict(kwargs)}: {err}; pass "
+            f"trainer= to studies.load"
+        ) from err
     return Trainer(
         workload,
         epochs=spec.get("epochs"),
@@ -47,3 +73,37 @@ def build_trainer(spec: Mapping[str, Any], *, device: str = "auto") -> Trainer:
         seed=int(spec.get("seed", 0)),
         compile=bool(spec.get("compile", False)),
     )
+
+
+def untrusted_imports(trainer_spec: Any, strategy_spec: Any, trust: Trust = None) -> list[str]:
+    """Import paths a stored study names that `studies.load` would refuse under `trust` (nothing is imported).
+
+    A malformed spec is reported as its text, since loading refuses it too.
+    """
+    import search
+    from spaces.trust import is_trusted, split_path
+
+    refused: list[str] = []
+
+    def check(path: str, what: str, builtins: frozenset[str] = frozenset()) -> None:
+        try:
+            module, _ = split_path(path, what)
+        except UntrustedImportError:
+            refused.append(str(path))
+            return
+        if path not in builtins and not is_trusted(module, trust):
+            refused.append(str(path))
+
+    factory = factory_path(trainer_spec) if isinstance(trainer_spec, Mapping) else None
+    if factory:
+        check(factory, "workload factory", builtin_factories())
+    name = strategy_spec.get("name") if isinstance(strategy_spec, Mapping) else None
+    if not isinstance(name, str):
+        refused.append(repr(strategy_spec))
+    elif ":" in name:
+        check(name, "strategy class")
+    elif name in search.strategies:
+        args = strategy_spec.get("args") or {}
+        for path in search.strategies.get(name).stored_imports(args if isinstance(args, Mapping) else {}):
+            check(path, "strategy argument")
+    return refused

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 # Trial system attributes (internal bookkeeping; users read TrialRecord).
@@ -26,6 +27,36 @@ RUN_SEED = "tunelab:run_seed"  # the run's seed when the strategy chose one (els
 # Trial user attributes (what DESIGN section 5 stores; visible in optuna-dashboard).
 METRICS = "metrics"
 METRIC_KEYS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
+
+
+def checkpoint_name(trial_id: int) -> str:
+    """The artifact id of a trial's checkpoint: the only file name tunelab gives a trial."""
+    return f"tunelab-trial-{int(trial_id)}.pt"
+
+
+def checkpoint_path(artifacts: Path, trial_id: int, number: int, stored: Any) -> Path | None:
+    """Where trial `trial_id`'s checkpoint lives, checking what the database says against the one allowed name.
+
+    A database is untrusted input: a stored checkpoint attribute that is anything but this trial's
+    own artifact id (an absolute path, `../..`, another trial's file) is refused, so opening a
+    study never reads, overwrites or deletes a file outside its artifact folder.
+
+    Raises:
+        StorageError: The stored name is not the trial's artifact id.
+    """
+    if stored is None:
+        return None
+    name = checkpoint_name(trial_id)
+    if stored != name:
+        from studies.errors import StorageError
+
+        raise StorageError(
+            f"trial {number} names its checkpoint {stored!r}, but a tunelab trial's checkpoint can only be {name!r} "
+            f"inside the artifact folder {str(artifacts)!r}; the database was edited or damaged, so tunelab refuses "
+            f"to read, write or delete that path. Restore the attribute {CHECKPOINT!r} to {name!r} (or delete the "
+            f"trial's row) and open the study again"
+        )
+    return artifacts / name
 
 
 class TrialState(str, Enum):

@@ -18,10 +18,11 @@ import torch
 
 import search
 from spaces import ConfigError, Space, build_model
+from spaces.trust import Trust, trusted_prefixes
 from studies.driver import BUDGET, Budget, Driver
 from studies.errors import StorageError, StudyConflictError, StudyNotFoundError
 from studies.recipes import build_trainer, identity
-from studies.records import CHECKPOINT, TrialRecord, TrialState, record_of
+from studies.records import CHECKPOINT, TrialRecord, TrialState, checkpoint_path, record_of
 from studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage
 from trainers import Trainer
 
@@ -109,8 +110,8 @@ class Study:
         """Path of trial `number`'s checkpoint (`trainers.load_checkpoint` reads it), or None."""
         for t in self._frozen_trials():
             if t.number == number and t.system_attrs.get(CHECKPOINT):
-                path = self.artifacts / t.system_attrs[CHECKPOINT]
-                return path if path.exists() else None
+                path = checkpoint_path(self.artifacts, t._trial_id, t.number, t.system_attrs[CHECKPOINT])
+                return path if path is not None and path.exists() else None
         return None
 
     def dataframe(self) -> Any:
@@ -364,24 +365,36 @@ def load(
     storage: str = DEFAULT_STORAGE,
     *,
     trainer: Trainer | None = None,
+    strategy: search.Strategy | None = None,
+    trust: Trust = None,
     device: str = "auto",
     artifacts: str | Path | None = None,
 ) -> Study:
-    """Open a study from its database alone: space, strategy and (built-in or importable) workload.
+    """Open a study from its database alone: space, strategy and (built-in or trusted) workload.
+
+    A database is untrusted input: built-in workloads, strategies and Optuna samplers load by
+    name, and nothing else is imported unless its package is in `trust` or the object itself is
+    passed (`trainer=`, `strategy=`).
 
     Args:
         name: The study's name.
         storage: Its SQLAlchemy URL.
-        trainer: The trainer, needed when the workload was built from in-memory data.
+        trainer: The trainer, needed when the workload was built from in-memory data (or from a
+            factory you would rather not import by name).
+        strategy: The strategy, instead of rebuilding it from the stored spec (must equal it).
+        trust: Packages whose code the stored recipe may import, e.g. `["mypkg"]` for a workload
+            factory `mypkg.data:make_workload` (see `spaces.trust`).
         device: Device of the rebuilt trainer.
         artifacts: Checkpoint folder, if not the default one beside the database.
 
     Raises:
         StorageError: The storage cannot be opened, or the study was not created by tunelab.
         StudyNotFoundError: No study of that name; the message lists the names there are.
+        UntrustedImportError: The recipe names code outside tunelab that `trust` does not cover.
         WorkloadError: The workload cannot be rebuilt and no trainer was given.
-        StudyConflictError: The given trainer differs from the stored one.
+        StudyConflictError: The given trainer or strategy differs from the stored one.
     """
+    trusted_prefixes(trust)  # a bad trust value fails before the database is opened
     st = open_storage(storage)
     study_id = _study_id(st, name)
     if study_id is None:
@@ -394,9 +407,15 @@ def load(
     if SPACE not in attrs:
         raise StorageError(f"the study {name!r} in {storage} was not created by tunelab (it has no tunelab recipe)")
     space = Space.from_json(json.dumps(attrs[SPACE]))
-    strategy = search.Strategy.from_spec(attrs[STRATEGY])
+    if strategy is None:
+        strategy = search.Strategy.from_spec(attrs[STRATEGY], trust=trust)
+    elif json.loads(json.dumps(strategy.spec())) != attrs[STRATEGY]:
+        raise StudyConflictError(
+            f"the strategy given to load differs from the study's (stored: {attrs[STRATEGY]}, given: "
+            f"{strategy.spec()}); pass an equal strategy, or none to rebuild the stored one"
+        )
     if trainer is None:
-        trainer = build_trainer(attrs[TRAINER], device=device)
+        trainer = build_trainer(attrs[TRAINER], device=device, trust=trust)
     elif identity(attrs[TRAINER]) != json.loads(json.dumps(identity(trainer.spec()))):
         raise StudyConflictError(
             f"the trainer given to load differs from the study's (stored: {identity(attrs[TRAINER])}, given: "
@@ -405,4 +424,3 @@ def load(
     direction = st.get_study_directions(study_id)[0].name.lower()
     return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
                  strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts))
-

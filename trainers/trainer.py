@@ -79,6 +79,9 @@ class TrainResult:
         test_metric: Test metric after the last epoch of a complete run, else None.
         checkpoint: Path of the run's checkpoint, or None.
         seed: The run's seed.
+        checkpoint_error: Why the last checkpoint could not be written (a full disk, a read-only
+            folder), or None. Training goes on without it: a result is never thrown away for a
+            file, and `checkpoint` then names an older checkpoint or None.
     """
 
     status: Status
@@ -88,6 +91,7 @@ class TrainResult:
     test_metric: float | None = None
     checkpoint: str | None = None
     seed: int = 0
+    checkpoint_error: str | None = None
 
     @property
     def grad_evals(self) -> int:
@@ -388,6 +392,7 @@ class Trainer:
         after_schedule = getattr(optimizer, "update_rho_t", None) if step_schedule else None
         train = self.split("train")
         status: Status | None = None
+        save_error: str | None = None
         last_save = time.perf_counter()
         while run.epoch < until:
             t0 = time.perf_counter()
@@ -425,7 +430,11 @@ class Trainer:
             else:
                 periodic = time.perf_counter() - last_save >= checkpoint_seconds
             if path is not None and (decision != "continue" or run.epoch == until or periodic):
-                self._save(run, path)
+                try:
+                    self._save(run, path)
+                    save_error = None
+                except OSError as err:  # the measured epochs are kept; the caller decides what a lost file means
+                    save_error = f"could not write the checkpoint {path}: {type(err).__name__}: {err}"
                 last_save = time.perf_counter()
             if decision == "stop":
                 status = "stopped"
@@ -435,6 +444,9 @@ class Trainer:
                 break
         if status is None:
             status = "complete" if run.epoch >= self.epochs else "paused"
+        if save_error is not None and status != "paused" and path is not None:
+            with contextlib.suppress(OSError):  # an older checkpoint would pass for this run's final state
+                path.unlink(missing_ok=True)
         test_metric = None
         if status == "complete" and self.split("test") is not None:
             test_metric = evaluate(model, self.batches("test"), workload, autocast)[1]
@@ -450,6 +462,7 @@ class Trainer:
             test_metric=test_metric,
             checkpoint=str(path) if path is not None and path.exists() else None,
             seed=run.seed,
+            checkpoint_error=save_error,
         )
 
 
