@@ -41,6 +41,7 @@ from studies.records import (
     OWNER,
     PAUSED_BY,
     PROPOSAL,
+    RETRIES,
     RETRY_OF,
     RUN_SEED,
     STATE,
@@ -128,6 +129,7 @@ class Row:
     paused_by: str | None = None
     seed: int | None = None
     checkpoint: str | None = None
+    retries: int = 0
     owner: str | None = None
     lease: float = 0.0
     flushed: int = 0
@@ -167,6 +169,7 @@ def row_of(trial: Any) -> Row:
         paused_by=sa.get(PAUSED_BY),
         seed=sa.get(RUN_SEED),
         checkpoint=sa.get(CHECKPOINT),
+        retries=int(sa.get(RETRIES, 0)),
         owner=sa.get(OWNER),
         lease=float(sa.get(LEASE, 0.0)),
         flushed=len(metrics["val_metric"]),
@@ -189,8 +192,10 @@ class Driver:
         max_failures: int,
         flush_seconds: float,
         keep_checkpoints: str = "best",
+        max_retries: int = 0,
     ) -> None:
         self.study = study
+        self.max_retries = max_retries
         self.storage = study._storage
         self.budget = budget
         self.n_workers = n_workers
@@ -436,6 +441,9 @@ class Driver:
         row = self.rows[outcome.work.trial_id]
         self.in_flight.discard(row.trial_id)
         result = outcome.result
+        if result is None and row.retries < self.max_retries and not self.stop.is_set():
+            self._retry(row, outcome)
+            return
         if result is not None:
             self._adopt(row, result)
         ua: dict[str, Any] = {
@@ -503,6 +511,18 @@ class Driver:
                 path = self._checkpoint_path(r)
                 if path is not None:
                     self._remove(path)
+
+    def _retry(self, row: Row, outcome: Outcome) -> None:
+        """Queue an errored trial to run again from its last checkpoint (or from scratch without one)."""
+        row.retries += 1
+        row.state, row.paused_by, row.lease = TrialState.PAUSED, "interrupt", 0.0
+        self.flush(row)
+        write_trial(self.storage, row.trial_id,
+                    system_attrs={STATE: "paused", PAUSED_BY: "interrupt", LEASE: 0.0, RETRIES: row.retries},
+                    user_attrs={f"retry_{row.retries}_error": outcome.error or "unknown error"})
+        if self.progress:
+            line = f"trial {row.number:>3}  raised {outcome.error}; retry {row.retries} of {self.max_retries}"
+            (self._bar.write if self._bar is not None else print)(line)
 
     def _track_storage(self, outcome: Outcome) -> None:
         """Stop the study when checkpoints keep failing to be written (a full disk would burn the budget)."""
@@ -641,16 +661,15 @@ class Driver:
         row.seconds, row.grad_evals = 0.0, 0
         for e in history:
             self._append(row, e)
-        if row.metrics["val_metric"] == stored and row.stored_steps <= row.epochs:
-            row.flushed = row.epochs
-            return
-        same = next((i for i, (a, b) in enumerate(zip(stored, row.metrics["val_metric"], strict=False)) if a != b),
-                    min(len(stored), row.epochs))
-        row.flushed = min(same, row.epochs)
+        new = row.metrics["val_metric"]
+        differ = (i for i, (a, b) in enumerate(zip(stored, new, strict=False)) if a != b)
+        same = next(differ, min(len(stored), len(new)))  # the first step that differs
         if row.stored_steps > row.epochs:
             drop_steps_after(self.storage, row.trial_id, row.epochs)
             row.stored_steps = row.epochs
-        self.flush(row, seconds=round(row.seconds, 4), grad_evals=row.grad_evals)
+        row.flushed = same
+        self.flush(row, **{METRICS: row.metrics, "epochs": row.epochs, "seconds": round(row.seconds, 4),
+                           "grad_evals": row.grad_evals})
 
     # ------------------------------------------------------------------ the loop
     def refresh(self) -> None:

@@ -20,6 +20,7 @@ OWNER = "tunelab:owner"  # "host:pid" of the driver running the trial
 LEASE = "tunelab:lease"  # unix time until which the owner's claim holds
 TARGET = "tunelab:target_epochs"  # the epoch the trial was asked to reach
 PROPOSAL = "tunelab:proposal"  # index of the strategy proposal the trial runs
+RETRIES = "tunelab:retries"  # times an errored trial was run again (optimize(max_retries=...))
 RETRY_OF = "tunelab:retry_of"  # number of the interrupted trial this one re-runs
 SUPERSEDED = "tunelab:superseded"  # an interrupted trial that was re-queued
 CHECKPOINT = "tunelab:checkpoint"  # artifact id of the trial's checkpoint

@@ -173,6 +173,7 @@ class Study:
         max_failures: int = 3,
         flush_seconds: float = 2.0,
         keep_checkpoints: str = "best",
+        max_retries: int = 0,
     ) -> TrialRecord | None:
         """Run the study until its budget (a total for the study, over all calls) is spent.
 
@@ -195,6 +196,9 @@ class Study:
             flush_seconds: Write a running trial's epochs to the database at most this often.
             keep_checkpoints: Which finished trials keep their final checkpoint: "best" (the
                 best complete trial; default), "all" or "none". Paused trials always keep theirs.
+            max_retries: Run a trial that raised again, up to this many times, from its last
+                checkpoint (from scratch without one), as Ray Tune's `FailureConfig(max_failures)`;
+                0 (the default) records it failed at once. Out-of-memory errors are retried too.
 
         Returns:
             The best trial so far (None if none has completed).
@@ -207,6 +211,8 @@ class Study:
         budget = Budget(trials=trials, epochs=epochs, seconds=seconds, grad_evals=grad_evals)
         if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
             raise ConfigError(f"n_workers must be an int >= 1, got {n_workers!r}")
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise ConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if not isinstance(max_failures, int) or max_failures < 1:
             raise ConfigError(f"max_failures must be an int >= 1, got {max_failures!r}")
         if keep_checkpoints not in ("best", "all", "none"):
@@ -223,6 +229,7 @@ class Study:
             max_failures=max_failures,
             flush_seconds=flush_seconds,
             keep_checkpoints=keep_checkpoints,
+            max_retries=max_retries,
         ).run()
         return self.best
 

@@ -334,3 +334,37 @@ def test_sigkill_of_a_pool_driver_ends_its_workers_and_resource_tracker(tmp_path
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert _wait_gone(kids) == []
+
+
+class Flaky(trainers.Trainer):
+    """Raises once, in epoch 2 of its first run (a transient fault: a lost node, a driver hiccup)."""
+
+    failed = False
+
+    def fit(self, config, *, report=None, **kwargs):
+        def flaky(epoch):
+            if epoch.epoch == 2 and not Flaky.failed:
+                Flaky.failed = True
+                raise RuntimeError("transient fault")
+            return report(epoch) if report is not None else None
+
+        return super().fit(config, report=flaky, **kwargs)
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_max_retries_reruns_an_errored_trial_from_its_checkpoint(tmp_path, retries):
+    Flaky.failed = False
+    trainer = Flaky(trainers.workloads.mnist1d(n_train=256, max_epochs=4), epochs=4, seed=0)
+    config = small_space().default()
+    twin = trainers.Trainer(trainer.workload, epochs=4, seed=0).fit(config)
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    study = studies.create("f", url, space=small_space(), trainer=trainer, strategy=search.Enqueue([config]))
+    study.optimize(trials=1, progress=False, max_retries=retries, checkpoint_seconds=0.0)
+    (trial,) = study.trials
+    if retries == 0:
+        assert trial.state == "failed" and "transient fault" in trial.error
+        return
+    assert trial.state == "complete" and trial.value == twin.val_metric and trial.curve == [
+        e.val_metric for e in twin.epochs]
+    frozen = optuna.load_study(study_name="f", storage=url).trials[0]
+    assert frozen.system_attrs["tunelab:retries"] == 1 and "transient fault" in frozen.user_attrs["retry_1_error"]
