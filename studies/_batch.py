@@ -11,6 +11,7 @@ slower), and `tests/studies` notices through its overhead-independent checks of 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -154,3 +155,38 @@ def drop_steps_after(storage: Any, trial_id: int, last: int) -> None:
     model = models.TrialIntermediateValueModel
     with _create_scoped_session(storage.scoped_session) as session:
         session.query(model).filter(model.trial_id == trial_id, model.step > last).delete(synchronize_session=False)
+
+
+def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[str, Any]) -> int:
+    """Create a study with its user attributes in one transaction (a kill never leaves a study without them).
+
+    Returns:
+        The study's id.
+
+    Raises:
+        optuna.exceptions.DuplicatedStudyError: Another process created `name` first.
+    """
+    import optuna
+    from optuna.study import StudyDirection
+
+    directions = [StudyDirection.MAXIMIZE if direction == "maximize" else StudyDirection.MINIMIZE]
+    if not hasattr(storage, "scoped_session"):
+        study_id = storage.create_new_study(directions, name)
+        for k, v in user_attrs.items():
+            storage.set_study_user_attr(study_id, k, v)
+        return study_id
+    import sqlalchemy.exc
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    try:
+        with _create_scoped_session(storage.scoped_session) as session:
+            study = models.StudyModel(study_name=name, directions=[
+                models.StudyDirectionModel(objective=0, direction=directions[0])])
+            session.add(study)
+            session.flush()
+            for k, v in user_attrs.items():
+                session.add(models.StudyUserAttributeModel(study_id=study.study_id, key=k, value_json=json.dumps(v)))
+    except sqlalchemy.exc.IntegrityError as err:
+        raise optuna.exceptions.DuplicatedStudyError(f"a study named {name!r} exists") from err
+    return storage.get_study_id_from_name(name)

@@ -42,7 +42,7 @@ import search
 import spaces
 from spaces import ConfigError, Space, optimizer_spec
 from spaces.trust import Trust
-from studies import stats
+from studies import _batch, stats
 from studies.driver import Budget
 from studies.errors import BudgetError, StudyConflictError, StudyNotFoundError, TrialError
 from studies.problems import Problem, as_problem
@@ -257,8 +257,6 @@ class Comparison:
                strategy: search.Strategy | None, seeds: Any, reruns: int, storage: str, name: str,
                equalize: str, one_shot: bool, device: str = "auto") -> Comparison:
         """Check the arguments and store (or check against) the comparison's manifest; trains nothing."""
-        import optuna
-
         if not isinstance(name, str) or not name.strip() or "/" in name:
             raise ConfigError(f"a comparison needs a non-empty name without '/', got {name!r}")
         items = list(problems) if isinstance(problems, (list, tuple)) else [problems]
@@ -299,9 +297,7 @@ class Comparison:
         except KeyError:
             study_id = None
         if study_id is None:
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
-            optuna.create_study(study_name=name, storage=st, direction="maximize")
-            st.set_study_user_attr(st.get_study_id_from_name(name), MANIFEST, manifest)
+            _batch.create_study(st, name, "maximize", {MANIFEST: manifest})  # a kill leaves all of it or none
         else:
             stored = st.get_study_user_attrs(study_id).get(MANIFEST)
             if stored is None:

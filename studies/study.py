@@ -19,6 +19,7 @@ import torch
 import search
 from spaces import ConfigError, Space, build_model
 from spaces.trust import Trust, trusted_prefixes
+from studies import _batch
 from studies.driver import BUDGET, Budget, Driver
 from studies.errors import StorageError, StudyConflictError, StudyNotFoundError
 from studies.recipes import build_trainer, identity
@@ -358,11 +359,11 @@ def create(
                 f"studies.load({name!r}, {storage!r}), or create the new search under another name"
             )
     else:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        optuna.create_study(study_name=name, storage=st, direction=direction)
-        study_id = st.get_study_id_from_name(name)
-        for key, value in {**recipe, VERSION: _version(), SEED: strategy.seed}.items():
-            st.set_study_user_attr(study_id, key, value)
+        try:
+            study_id = _batch.create_study(st, name, direction, {**recipe, VERSION: _version(), SEED: strategy.seed})
+        except optuna.exceptions.DuplicatedStudyError:  # another process created it a moment ago: check it
+            return create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
+                          load_if_exists=load_if_exists, artifacts=artifacts)
     return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
                  strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts))
 

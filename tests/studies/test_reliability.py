@@ -368,3 +368,15 @@ def test_max_retries_reruns_an_errored_trial_from_its_checkpoint(tmp_path, retri
         e.val_metric for e in twin.epochs]
     frozen = optuna.load_study(study_name="f", storage=url).trials[0]
     assert frozen.system_attrs["tunelab:retries"] == 1 and "transient fault" in frozen.user_attrs["retry_1_error"]
+
+
+def test_a_study_is_created_with_its_recipe_in_one_transaction(tmp_path):
+    from studies._batch import create_study
+
+    storage = studies.open_storage(f"sqlite:///{tmp_path / 'a.db'}")
+    with pytest.raises(TypeError):  # dies after the study row, before its last attribute
+        create_study(storage, "half", "maximize", {"tunelab:space": {}, "tunelab:trainer": object()})
+    assert storage.get_all_studies() == []
+    study_id = create_study(storage, "whole", "minimize", {"tunelab:space": {"a": 1}})
+    assert storage.get_study_user_attrs(study_id) == {"tunelab:space": {"a": 1}}
+    assert storage.get_study_directions(study_id)[0].name == "MINIMIZE"
