@@ -26,6 +26,7 @@ from studies.compare import Arm, Comparison, compare
 from studies.driver import Budget
 from studies.errors import (
     BudgetError,
+    ReadOnlyStudyError,
     StorageError,
     StudyConflictError,
     StudyNotFoundError,
@@ -45,6 +46,7 @@ __all__ = [
     "Comparison",
     "ConfigError",
     "Problem",
+    "ReadOnlyStudyError",
     "SpaceError",
     "StorageError",
     "Study",

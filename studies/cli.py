@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +55,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open(args: argparse.Namespace) -> Any:
+def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
+    """The study the arguments name: read-only (from the database alone) or ready to train."""
     import studies
 
     name = args.study
@@ -66,12 +68,44 @@ def _open(args: argparse.Namespace) -> Any:
                 f"choose one with --study NAME"
             )
         name = names[0]
-    return studies.load(name, args.storage, device=getattr(args, "device", "auto"), trust=args.trust)
+    if read_only:
+        return studies.load(name, args.storage, read_only=True)
+    trainer = _user_trainer(args, name) if getattr(args, "workload", None) else None
+    return studies.load(name, args.storage, device=getattr(args, "device", "auto"), trust=args.trust, trainer=trainer)
+
+
+def _user_trainer(args: argparse.Namespace, name: str) -> Any:
+    """The trainer of `--workload module:function`: the user's own data, imported because they named it."""
+    import importlib
+
+    import studies
+    import trainers
+    from spaces.trust import split_path
+    from studies.study import TRAINER
+
+    module, attr = split_path(args.workload, "--workload")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # as `python -m` does: the user's modules in the working directory
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise studies.WorkloadError(f"--workload {args.workload}: cannot import it ({err}); give module:function "
+                                    f"of a function importable from {str(Path.cwd())!r} that returns the Workload"
+                                    ) from err
+    workload = factory()
+    if isinstance(workload, trainers.Trainer):
+        return workload
+    if not isinstance(workload, trainers.Workload):
+        raise studies.WorkloadError(f"--workload {args.workload} returned {type(workload).__name__}; it must return "
+                                    f"a trainers.Workload (or a trainers.Trainer)")
+    spec = studies.load(name, args.storage, read_only=True)._study_attrs()[TRAINER]
+    return trainers.Trainer(workload, epochs=spec.get("epochs"), batch_size=spec.get("batch_size"),
+                            device=getattr(args, "device", "auto"), seed=int(spec.get("seed", 0)))
 
 
 def _print_best(study: Any) -> None:
     best = study.best
-    metric = study.trainer.workload.metric
+    metric = study.metric
     if best is None:
         print("no trial has completed yet")
         return
@@ -89,7 +123,7 @@ def _list(args: argparse.Namespace) -> int:
     from studies.records import state_of
     from studies.study import STRATEGY, TRAINER
 
-    st = studies.open_storage(args.storage)
+    st = studies.open_storage(args.storage, create=False)
     summaries = st.get_all_studies()
     if not summaries:
         print(f"no studies in {args.storage}")
@@ -125,12 +159,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    study = _open(args)
+    study = _open(args, read_only=True)
     trials = study.trials
-    print(f"study {study.name!r} in {args.storage}: {study.strategy!r}, workload {study.trainer.workload.name}, "
-          f"{study.trainer.epochs} epochs per trial, budget {study.budget()}")
+    print(f"study {study.name!r} in {args.storage}: {study.strategy_text}, workload {study.workload_name}, "
+          f"{study.epochs} epochs per trial, budget {study.budget()}")
     _print_best(study)
-    metric = study.trainer.workload.metric
+    metric = study.metric
     print(f"\n{'trial':>5s} {'state':9s} {'val ' + metric:>13s} {'epochs':>6s} {'seconds':>8s} {'params':>8s}"
           f"  config / error")
     for t in trials:
@@ -175,7 +209,7 @@ def _resume(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from studies.report import report
 
-    study = _open(args)
+    study = _open(args, read_only=True)
     path = report(study, Path(args.out) if args.out else Path(safe_name(study.name) + "-report"))
     print(f"report written to {path}")
     return 0
@@ -255,12 +289,17 @@ def build_parser() -> argparse.ArgumentParser:
     storage_args(show)
     show.set_defaults(func=_show)
 
-    resume = sub.add_parser("resume", help="continue a study until its budget (or a new one) is spent")
+    resume = sub.add_parser("resume", help="continue a study until its budget (or a new one) is spent",
+                            description="Continue a study until its budget is spent. Budgets are totals for the "
+                            "study (finished trials count); without one, the budget of the last run is used.")
     storage_args(resume)
-    resume.add_argument("--trials", type=int)
-    resume.add_argument("--epochs", type=int)
-    resume.add_argument("--seconds", type=float)
-    resume.add_argument("--grad-evals", dest="grad_evals", type=int)
+    resume.add_argument("--trials", type=int, help="total trials of the study (e.g. 60 to extend a 40-trial study)")
+    resume.add_argument("--epochs", type=int, help="total epochs, summed over trials")
+    resume.add_argument("--seconds", type=float, help="total seconds spent in optimize, over all runs")
+    resume.add_argument("--grad-evals", dest="grad_evals", type=int, help="total gradient evaluations")
+    resume.add_argument("--workload", default=None, metavar="MODULE:FUNCTION",
+                        help="your workload, for a study on your own data: a function (importable from the working "
+                        "directory) that returns the same trainers.Workload the study was created with")
     resume.add_argument("--workers", type=int, default=1)
     resume.add_argument("--device", default="auto")
     resume.add_argument("--quiet", action="store_true")
@@ -310,6 +349,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `tunelab show | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except TunelabError as exc:
         print(f"tunelab: error: {exc}", file=sys.stderr)
         return 2

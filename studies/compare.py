@@ -327,7 +327,7 @@ class Comparison:
             StudyNotFoundError: No comparison of that name.
             WorkloadError: A problem's workload cannot be rebuilt and `problems` was not given.
         """
-        st = open_storage(storage)
+        st = open_storage(storage, create=False)
         try:
             study_id = st.get_study_id_from_name(name)
         except KeyError:

@@ -211,9 +211,11 @@ class Driver:
         self.rows: dict[int, Row] = {}
         self.in_flight: set[int] = set()
         self.exhausted = False
+        self.interrupted = False
         self.failures: list[Outcome] = []
         self.fatal: TunelabError | None = None
         self.storage_faults: list[str] = []
+        self.early_divergences = 0
         self._bar: Any = None
         self._lock = threading.Lock()
         self.sign = -1.0 if study.direction == "maximize" else 1.0
@@ -524,6 +526,20 @@ class Driver:
             line = f"trial {row.number:>3}  raised {outcome.error}; retry {row.retries} of {self.max_retries}"
             (self._bar.write if self._bar is not None else print)(line)
 
+    def _track_early_divergence(self, row: Row) -> None:
+        """Stop a study whose first trials all diverge in their first epoch: the data or the space is at fault."""
+        self.early_divergences += 1
+        any_complete = any(r.state == TrialState.COMPLETE for r in self.rows.values())
+        if self.early_divergences >= self.max_failures and not any_complete:
+            self.fatal = TrialError(
+                f"the last {self.early_divergences} trials all diverged (non-finite training loss) in their first "
+                f"epoch and no trial has completed, so the study stopped instead of spending its budget. Different "
+                f"learning rates failing the same way points at the data (extreme or unscaled inputs, e.g. "
+                f"standardise x and y) or at the space (ranges no configuration can train with), not at one bad "
+                f"configuration. Last: trial {row.number}, {row.error}"
+            )
+            self.stop.set()
+
     def _track_storage(self, outcome: Outcome) -> None:
         """Stop the study when checkpoints keep failing to be written (a full disk would burn the budget)."""
         problem = outcome.result.checkpoint_error if outcome.result is not None else None
@@ -542,8 +558,13 @@ class Driver:
             self.stop.set()
 
     def _track_failure(self, outcome: Outcome, row: Row) -> None:
-        if outcome.result is not None or (outcome.error or "").startswith("out of memory"):
+        result = outcome.result
+        if result is not None and result.status == "diverged" and len(result.epochs) == 1:
+            self._track_early_divergence(row)
+            return
+        if result is not None or (outcome.error or "").startswith("out of memory"):
             self.failures.clear()
+            self.early_divergences = 0
             return
         self.failures.append(outcome)
         any_complete = any(r.state == TrialState.COMPLETE for r in self.rows.values())
@@ -916,10 +937,13 @@ class Driver:
         if self.progress and self.stop.is_set():
             paused = sum(r.state == TrialState.PAUSED for r in self.rows.values())
             print(f"study {self.study.name!r} paused ({paused} trials paused); run optimize again to continue")
+        if self.interrupted:  # as Optuna does: the caller's script must not go on as if the study had finished
+            raise KeyboardInterrupt
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         if self.stop.is_set():
             raise KeyboardInterrupt
+        self.interrupted = True
         self.stop.set()
         if self.progress:
             print("\nCtrl-C: pausing running trials at the end of their epoch (Ctrl-C again to abort)", flush=True)

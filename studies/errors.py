@@ -17,6 +17,10 @@ class StudyConflictError(TunelabError):
     """A study exists under this name with a different space, strategy or trainer."""
 
 
+class ReadOnlyStudyError(TunelabError):
+    """The study was opened read-only (`studies.load(..., read_only=True)`) and cannot train."""
+
+
 class BudgetError(ConfigError):
     """A budget is missing, negative or not a number."""
 

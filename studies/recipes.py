@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,6 +21,22 @@ def factory_path(spec: Mapping[str, Any]) -> str | None:
     recipe = spec.get("workload") or {}
     factory = recipe.get("factory") if isinstance(recipe, Mapping) else None
     return str(factory) if factory else None
+
+
+def trainer_conflict(stored: Mapping[str, Any], given: Mapping[str, Any]) -> str | None:
+    """How a given trainer spec differs from a study's stored one in what trials measure (None: it does not).
+
+    The data fingerprint is compared when both specs have one (studies made before it was
+    stored have none), so reusing a study name with other data is a conflict.
+    """
+    a, b = identity(stored), json.loads(json.dumps(identity(given)))
+    if a != b:
+        return f"a different trainer (stored: {a}, given: {b})"
+    da, db = stored.get("data"), json.loads(json.dumps(given.get("data")))
+    if da is not None and db is not None and da != db:
+        return (f"other data under the same workload name {b['workload']} (stored: {da}, given: {db}); give the new "
+                f"data its own study name")
+    return None
 
 
 def identity(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,8 +60,10 @@ def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust
     if not factory:
         raise WorkloadError(
             f"the study's workload {recipe.get('name')!r} was built from in-memory data and has no recipe to "
-            f"rebuild it; pass the trainer again: studies.load(name, storage, trainer=Trainer(workload, ...)), "
-            f"or give the Workload a recipe={{'factory': 'module:function', 'kwargs': {{...}}}}"
+            f"rebuild it; pass the trainer again: studies.load(name, storage, trainer=Trainer(workload, ...)) (CLI: "
+            f"tunelab resume --workload module:function), or give the Workload a recipe={{'factory': "
+            f"'module:function', 'kwargs': {{...}}}}. Reading needs none of this: studies.load(..., read_only=True), "
+            f"tunelab show/report/list"
         )
     try:
         fn = resolve(factory, what="workload factory", trust=trust, builtins=builtin_factories())

@@ -38,7 +38,14 @@ def _save(ax_or_fig: Any, path: Path) -> None:
 
 
 def report(study: Study, folder: str | Path) -> Path:
-    """Write `README.md` and PNG plots about `study` into `folder`; return the Markdown file's path."""
+    """Write `README.md` and PNG plots about `study` into `folder`; return the Markdown file's path.
+
+    Needs only what the database stores: a study opened with `studies.load(..., read_only=True)`
+    (no workload rebuilt, nothing imported) reports as well as a full one.
+
+    Raises:
+        ConfigError: `folder` exists and is not a folder.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,9 +54,13 @@ def report(study: Study, folder: str | Path) -> Path:
     from optuna.visualization import matplotlib as ovm
 
     out = Path(folder)
+    if out.exists() and not out.is_dir():
+        from spaces.errors import ConfigError
+
+        raise ConfigError(f"the report folder {str(out)!r} is a file; give a folder path (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)
     trials = study.trials
-    metric = study.trainer.workload.metric
+    metric = study.metric
     counts = {s.value: sum(t.state == s for t in trials) for s in TrialState}
     ostudy = study.optuna
     images: list[tuple[str, str]] = []
@@ -86,8 +97,8 @@ def report(study: Study, folder: str | Path) -> Path:
         f"# Study `{study.name}`",
         "",
         f"- storage: `{study.storage_url}`",
-        f"- strategy: `{study.strategy!r}`",
-        f"- workload: `{study.trainer.workload.name}`, {study.trainer.epochs} epochs per trial, objective: "
+        f"- strategy: `{study.strategy_text}`",
+        f"- workload: `{study.workload_name}`, {study.epochs} epochs per trial, objective: "
         f"validation {metric} ({study.direction})",
         f"- budget: {study.budget()}",
         "- trials: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v),

@@ -30,11 +30,13 @@ def sqlite_path(url: str) -> Path | None:
     return Path(rest)
 
 
-def open_storage(url: str) -> Any:
+def open_storage(url: str, *, create: bool = True) -> Any:
     """Open (creating if needed) the Optuna RDB storage at `url`.
 
     Args:
         url: An SQLAlchemy URL, e.g. `sqlite:///tunelab.db` or `postgresql://user@host/db`.
+        create: Create a missing SQLite file. Readers (`studies.load`, `tunelab list/show`)
+            pass False, so a mistyped path is an error instead of a new empty database.
 
     Returns:
         An `optuna.storages.RDBStorage`.
@@ -54,6 +56,11 @@ def open_storage(url: str) -> Any:
         raise StorageError(
             f"cannot open storage {url!r}: the folder {str(path.parent)!r} does not exist; create it or "
             f"point the URL at an existing folder (sqlite:///relative/path.db or sqlite:////absolute/path.db)"
+        )
+    if path is not None and not create and not path.exists():
+        raise StorageError(
+            f"no database at {str(path)!r} (from {url!r}); check the path (sqlite:///relative/path.db is relative to "
+            f"the working directory {str(Path.cwd())!r}, sqlite:////absolute/path.db is absolute)"
         )
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
@@ -77,7 +84,7 @@ def open_storage(url: str) -> Any:
     return storage
 
 
-def artifact_dir(url: str, artifacts: str | Path | None = None) -> Path:
+def artifact_dir(url: str, artifacts: str | Path | None = None, *, create: bool = True) -> Path:
     """Where checkpoints of the studies in `url` live.
 
     `sqlite:///path/tunelab.db` -> `path/tunelab.artifacts`; other databases need `artifacts=`
@@ -95,5 +102,6 @@ def artifact_dir(url: str, artifacts: str | Path | None = None) -> Path:
             out = Path(tmp.name)
         else:
             out = Path("tunelab.artifacts")
-    out.mkdir(parents=True, exist_ok=True)
+    if create:
+        out.mkdir(parents=True, exist_ok=True)
     return out

@@ -21,8 +21,8 @@ from spaces import ConfigError, Space, build_model
 from spaces.trust import Trust, trusted_prefixes
 from studies import _batch
 from studies.driver import BUDGET, Budget, Driver
-from studies.errors import StorageError, StudyConflictError, StudyNotFoundError
-from studies.recipes import build_trainer, identity
+from studies.errors import ReadOnlyStudyError, StorageError, StudyConflictError, StudyNotFoundError
+from studies.recipes import build_trainer, trainer_conflict
 from studies.records import CHECKPOINT, TrialRecord, TrialState, checkpoint_path, record_of
 from studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage
 from trainers import Trainer
@@ -49,14 +49,14 @@ class Study:
         name: The study's name (unique in its storage).
         storage_url: The SQLAlchemy URL of its database.
         space: The search space.
-        trainer: The trainer every trial runs on.
-        strategy: The search strategy.
+        trainer: The trainer every trial runs on (None when opened with `read_only=True`).
+        strategy: The search strategy (None when opened with `read_only=True`).
         direction: "maximize" or "minimize".
         artifacts: Folder of the trials' checkpoints (an Optuna `FileSystemArtifactStore`).
     """
 
     def __init__(self, *, name: str, storage_url: str, storage: Any, study_id: int, space: Space,
-                 trainer: Trainer, strategy: search.Strategy, direction: str, artifacts: Path) -> None:
+                 trainer: Trainer | None, strategy: search.Strategy | None, direction: str, artifacts: Path) -> None:
         self.name = name
         self.storage_url = storage_url
         self._storage = storage
@@ -68,7 +68,53 @@ class Study:
         self.artifacts = artifacts
 
     def __repr__(self) -> str:
-        return f"Study({self.name!r}, storage={self.storage_url!r}, strategy={self.strategy!r})"
+        return f"Study({self.name!r}, storage={self.storage_url!r}, strategy={self.strategy_text})"
+
+    # ------------------------------------------------------------------ what is stored
+    @property
+    def read_only(self) -> bool:
+        """Whether the study was opened without a trainer or strategy (it can be read, not optimized)."""
+        return self.trainer is None or self.strategy is None
+
+    def _stored_trainer(self) -> dict[str, Any]:
+        return dict(self._study_attrs().get(TRAINER) or {})
+
+    @property
+    def metric(self) -> str:
+        """Name of the objective's metric (the workload's validation metric)."""
+        if self.trainer is not None:
+            return self.trainer.workload.metric
+        return str(self._stored_trainer().get("metric", "objective"))
+
+    @property
+    def workload_name(self) -> str:
+        """Name of the study's workload."""
+        if self.trainer is not None:
+            return self.trainer.workload.name
+        spec = self._stored_trainer()
+        return str(spec.get("workload_name") or (spec.get("workload") or {}).get("name", "?"))
+
+    @property
+    def epochs(self) -> int | None:
+        """Epochs of a full trial."""
+        return self.trainer.epochs if self.trainer is not None else self._stored_trainer().get("epochs")
+
+    @property
+    def strategy_text(self) -> str:
+        """The strategy as `Name(arg=value, ...)`, from the object or, read-only, from the stored spec."""
+        if self.strategy is not None:
+            return repr(self.strategy)
+        spec = self._study_attrs().get(STRATEGY) or {}
+        args = ", ".join(f"{k}={v!r}" for k, v in (spec.get("args") or {}).items())
+        return f"{spec.get('name', '?')}({args})"
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyStudyError(
+                f"study {self.name!r} was opened read-only, so it cannot {what}; open it with "
+                f"studies.load({self.name!r}, {self.storage_url!r}) (add trainer=... for a workload built from your "
+                f"own tensors)"
+            )
 
     # ------------------------------------------------------------------ storage access
     def _study_attrs(self) -> dict[str, Any]:
@@ -180,7 +226,8 @@ class Study:
 
         Calling it again with the same budget after a crash or Ctrl-C finishes the same study
         and stops; it never spends a budget twice. Ctrl-C pauses running trials at the end of
-        their epoch (a second Ctrl-C aborts).
+        their epoch, then raises `KeyboardInterrupt` (as Optuna does), so the rest of a script
+        does not run as if the study had finished (a second Ctrl-C aborts at once).
 
         Args:
             trials: Total trials proposed by the strategy.
@@ -208,7 +255,10 @@ class Study:
             BudgetError: No budget, or a negative one.
             ConfigError: Bad `n_workers`, `executor` or settings.
             TrialError: Every trial fails with an error (a bug rather than a bad configuration).
+            StorageError: Checkpoints cannot be written to the artifact folder.
+            KeyboardInterrupt: Ctrl-C, after running trials were paused (the study stays resumable).
         """
+        self._writable("optimize")
         budget = Budget(trials=trials, epochs=epochs, seconds=seconds, grad_evals=grad_evals)
         if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
             raise ConfigError(f"n_workers must be an int >= 1, got {n_workers!r}")
@@ -236,6 +286,7 @@ class Study:
 
     def history(self) -> search.History:
         """The normalised view a strategy gets (for inspecting what a strategy would do next)."""
+        self._writable("build a strategy's history")
         driver = Driver(self, Budget(trials=0), n_workers=1, executor="local", progress=False,
                         checkpoint_seconds=None, max_failures=1, flush_seconds=0.0)
         driver.load()
@@ -272,7 +323,7 @@ def _study_id(storage: Any, name: str) -> int | None:
 
 def study_names(storage: str | Any) -> list[str]:
     """Names of the studies in a storage (a URL or an opened storage)."""
-    st = open_storage(storage) if isinstance(storage, str) else storage
+    st = open_storage(storage, create=False) if isinstance(storage, str) else storage
     return [s.study_name for s in st.get_all_studies()]
 
 
@@ -347,9 +398,9 @@ def create(
             problems.append("a different space")
         if attrs[STRATEGY] != json.loads(json.dumps(recipe[STRATEGY])):
             problems.append(f"a different strategy (stored: {attrs[STRATEGY]}, given: {recipe[STRATEGY]})")
-        if identity(attrs[TRAINER]) != json.loads(json.dumps(identity(recipe[TRAINER]))):
-            problems.append(f"a different trainer (stored: {identity(attrs[TRAINER])}, given: "
-                            f"{identity(recipe[TRAINER])})")
+        conflict = trainer_conflict(attrs[TRAINER], recipe[TRAINER])
+        if conflict:
+            problems.append(conflict)
         stored_dir = st.get_study_directions(study_id)[0].name.lower()
         if stored_dir != direction:
             problems.append(f"a different direction (stored: {stored_dir})")
@@ -377,6 +428,7 @@ def load(
     trust: Trust = None,
     device: str = "auto",
     artifacts: str | Path | None = None,
+    read_only: bool = False,
 ) -> Study:
     """Open a study from its database alone: space, strategy and (built-in or trusted) workload.
 
@@ -394,6 +446,9 @@ def load(
             factory `mypkg.data:make_workload` (see `spaces.trust`).
         device: Device of the rebuilt trainer.
         artifacts: Checkpoint folder, if not the default one beside the database.
+        read_only: Open only what is stored: trials, records, curves, reports. No workload is
+            rebuilt and no strategy built, so nothing is imported and any study opens (one on
+            your own in-memory data too); `optimize` then raises `ReadOnlyStudyError`.
 
     Raises:
         StorageError: The storage cannot be opened, or the study was not created by tunelab.
@@ -403,7 +458,7 @@ def load(
         StudyConflictError: The given trainer or strategy differs from the stored one.
     """
     trusted_prefixes(trust)  # a bad trust value fails before the database is opened
-    st = open_storage(storage)
+    st = open_storage(storage, create=False)
     study_id = _study_id(st, name)
     if study_id is None:
         names = study_names(st)
@@ -415,6 +470,10 @@ def load(
     if SPACE not in attrs:
         raise StorageError(f"the study {name!r} in {storage} was not created by tunelab (it has no tunelab recipe)")
     space = Space.from_json(json.dumps(attrs[SPACE]))
+    direction = st.get_study_directions(study_id)[0].name.lower()
+    if read_only:
+        return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
+                     strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts, create=False))
     if strategy is None:
         strategy = search.Strategy.from_spec(attrs[STRATEGY], trust=trust)
     elif json.loads(json.dumps(strategy.spec())) != attrs[STRATEGY]:
@@ -424,11 +483,10 @@ def load(
         )
     if trainer is None:
         trainer = build_trainer(attrs[TRAINER], device=device, trust=trust)
-    elif identity(attrs[TRAINER]) != json.loads(json.dumps(identity(trainer.spec()))):
+    elif conflict := trainer_conflict(attrs[TRAINER], trainer.spec()):
         raise StudyConflictError(
-            f"the trainer given to load differs from the study's (stored: {identity(attrs[TRAINER])}, given: "
-            f"{identity(trainer.spec())}); pass the same workload, epochs, batch size and seed"
+            f"the trainer given to load differs from the study's: {conflict}; pass the same workload (the same "
+            f"data), epochs, batch size and seed"
         )
-    direction = st.get_study_directions(study_id)[0].name.lower()
     return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
                  strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts))

@@ -277,6 +277,9 @@ class Trainer:
         """A JSON-ready description (stored with studies so they can be rebuilt)."""
         return {
             "workload": self.workload.recipe or {"name": self.workload.name},
+            "workload_name": self.workload.name,
+            "metric": self.workload.metric,
+            "data": self.workload.fingerprint(),
             "epochs": self.epochs,
             "batch_size": self.batch_size,
             "precision": self.precision,

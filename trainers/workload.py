@@ -12,7 +12,9 @@ batches them by index permutation. Other `torch.utils.data.Dataset`s are read th
 
 from __future__ import annotations
 
+import hashlib
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +45,18 @@ class TensorSplit:
 
 
 Split = TensorSplit | Dataset
+
+
+def _check_finite(t: torch.Tensor, name: str) -> None:
+    """Refuse NaN / inf values: they would be scored as results or make every trial diverge."""
+    bad = ~torch.isfinite(t)
+    if bad.any():
+        rows = bad.reshape(t.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
+        raise WorkloadError(
+            f"{name} holds {int(bad.sum())} non-finite values (NaN or inf) in {len(rows)} examples (rows {rows[:5]}"
+            f"{'...' if len(rows) > 5 else ''}); drop or impute them first, e.g. keep = torch.isfinite(x).all(dim=1) "
+            f"& torch.isfinite(y); x, y = x[keep], y[keep]"
+        )
 
 
 def _as_tensor(a: Any, name: str) -> torch.Tensor:
@@ -109,6 +123,29 @@ class Workload:
         if not isinstance(n_outputs, int) or n_outputs < 1:
             raise WorkloadError(f"n_outputs must be a positive int, got {n_outputs!r}")
         self.n_outputs = n_outputs
+        self._fingerprint: dict[str, Any] | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Shapes, dtypes and a SHA-256 of the data: what tells two workloads of one name apart.
+
+        Studies store it with their trainer, so reusing a study name with other data is a
+        conflict instead of two datasets mixed in one study. Datasets that are not in memory are
+        described by their lengths only.
+        """
+        if self._fingerprint is None:
+            digest = hashlib.sha256()
+            parts: dict[str, Any] = {}
+            for split, data in (("train", self.train), ("val", self.val), ("test", self.test)):
+                if data is None:
+                    continue
+                if isinstance(data, TensorSplit):
+                    parts[split] = [list(data.x.shape), str(data.x.dtype), list(data.y.shape), str(data.y.dtype)]
+                    for t in (data.x, data.y):
+                        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+                else:
+                    parts[split] = [len(data)]
+            self._fingerprint = {**parts, "sha256": digest.hexdigest()[:32]}
+        return dict(self._fingerprint)
 
     def _infer_outputs(self) -> int:
         splits = [s for s in (self.train, self.val, self.test) if s is not None]
@@ -172,8 +209,13 @@ class Workload:
         batch_size: int = 128,
         max_epochs: int = 30,
         seed: int = 0,
+        recipe: Mapping[str, Any] | None = None,
     ) -> Workload:
         """A workload from in-memory arrays or tensors.
+
+        The data are checked: non-finite values, inputs without a feature axis, class labels
+        that look like regression targets and validation classes never seen in training are
+        refused (or warned about) with the fix, instead of surfacing as failed trials.
 
         Args:
             x_train: Training inputs, shape `(N, *input_shape)`.
@@ -190,21 +232,33 @@ class Workload:
             batch_size: Default batch size.
             max_epochs: Length of a full run.
             seed: Seed of the hold-out split.
+            recipe: How to rebuild this workload elsewhere, `{"factory": "module:function",
+                "kwargs": {...}}`: lets `studies.load(..., trust=["module's package"])` and
+                `tunelab resume` rebuild the study's data without `trainer=`.
 
         Raises:
-            WorkloadError: Mismatched lengths, wrong target types, or a bad `val_fraction`.
+            WorkloadError: Mismatched lengths, wrong target types, non-finite values, 1-D
+                inputs, or a bad `val_fraction`.
         """
         if task not in TASKS:
             raise WorkloadError(f"task must be one of {TASKS}, got {task!r}")
 
         def pair(x: Any, y: Any, split: str) -> TensorSplit:
             xt, yt = _as_tensor(x, f"x_{split}"), _as_tensor(y, f"y_{split}")
+            if xt.ndim < 2:
+                raise WorkloadError(
+                    f"x_{split} has shape {tuple(xt.shape)}; inputs need an example axis and a feature axis, "
+                    f"(N, *features). For one feature per example pass x.reshape(-1, 1)"
+                )
             if xt.shape[0] != yt.shape[0]:
                 raise WorkloadError(
                     f"x_{split} has {xt.shape[0]} examples but y_{split} has {yt.shape[0]}; they must match"
                 )
             if not xt.is_floating_point():
                 xt = xt.float()
+            _check_finite(xt, f"x_{split}")
+            if yt.is_floating_point():
+                _check_finite(yt, f"y_{split}")
             if task == "classification":
                 if yt.is_floating_point() or yt.dtype == torch.bool or yt.ndim != 1:
                     raise WorkloadError(
@@ -213,6 +267,12 @@ class Workload:
                     )
                 if yt.numel() and int(yt.min()) < 0:
                     raise WorkloadError(f"class labels in y_{split} must be >= 0, got {int(yt.min())}")
+                if yt.numel() and int(yt.max()) + 1 > max(2 * yt.numel(), 1000):
+                    raise WorkloadError(
+                        f"y_{split} has class labels up to {int(yt.max())} for {yt.numel()} examples: that would be a "
+                        f"{int(yt.max()) + 1}-class problem. Integer targets that measure something are regression "
+                        f"targets: pass task='regression' (or relabel classes as 0..k-1)"
+                    )
                 yt = yt.long()
             else:
                 yt = yt.float()
@@ -238,12 +298,21 @@ class Workload:
         else:
             val = pair(x_val, y_val, "val")
         test = pair(x_test, y_test, "test") if x_test is not None else None
+        if task == "classification":
+            unseen = sorted(set(val.y.tolist()) - set(train.y.tolist()))
+            if unseen:
+                warnings.warn(
+                    f"validation classes {unseen[:10]} never occur in the training data, so no trial can learn them; "
+                    f"split with stratification (e.g. sklearn's train_test_split(..., stratify=y)) unless you mean it",
+                    stacklevel=2,
+                )
         if train.x.shape[1:] != val.x.shape[1:] or (test is not None and test.x.shape[1:] != train.x.shape[1:]):
             raise WorkloadError(
                 f"all splits need the same example shape; train {tuple(train.x.shape[1:])}, val "
                 f"{tuple(val.x.shape[1:])}" + (f", test {tuple(test.x.shape[1:])}" if test is not None else "")
             )
-        return cls(name or "tensors", train, val, test, task=task, batch_size=batch_size, max_epochs=max_epochs)
+        return cls(name or "tensors", train, val, test, task=task, batch_size=batch_size, max_epochs=max_epochs,
+                   recipe=recipe)
 
     @classmethod
     def from_datasets(

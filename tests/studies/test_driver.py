@@ -2,7 +2,6 @@
 
 import os
 import signal
-import threading
 
 import pytest
 import torch
@@ -90,24 +89,42 @@ def test_grad_eval_budget_charges_sams_second_pass(tmp_path, small_trainer):
     assert [t.grad_evals for t in study.trials] == [12, 12]  # 2 epochs x 3 steps x 2 passes
 
 
-def test_ctrl_c_pauses_the_running_trial_and_optimize_continues_it(tmp_path):
-    trainer = trainers.Trainer(trainers.workloads.mnist1d(), epochs=40, seed=0)
-    space = spaces.optimizers(["adamw"]) | spaces.mlp(width=64, depth=1)
-    ref = studies.create("r", f"sqlite:///{tmp_path / 'r.db'}", space=space, trainer=trainer)
-    ref.optimize(trials=1, progress=False)
+class CtrlCAt(trainers.Trainer):
+    """Presses Ctrl-C (SIGINT to this process) at the end of epoch `at` of its first run."""
 
-    study = studies.create("c", f"sqlite:///{tmp_path / 'c.db'}", space=space, trainer=trainer)
-    timer = threading.Timer(0.6, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
-    study.optimize(trials=1, progress=False, checkpoint_seconds=None)
-    timer.join()
+    at = 3
+    pressed = False
+
+    def fit(self, config, *, report=None, **kwargs):
+        def press(epoch):
+            if epoch.epoch == self.at and not CtrlCAt.pressed:
+                CtrlCAt.pressed = True
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs before the next bytecode
+            return report(epoch)
+
+        return super().fit(config, report=press, **kwargs)
+
+
+def test_ctrl_c_pauses_the_running_trial_raises_and_optimize_continues_it(tmp_path):
+    CtrlCAt.pressed = False
+    trainer = CtrlCAt(trainers.workloads.mnist1d(n_train=512, max_epochs=8), epochs=8, seed=0)
+    space = spaces.optimizers(["adamw"]) | spaces.mlp(width=64, depth=1)
+    ref = trainers.Trainer(trainer.workload, epochs=8, seed=0).fit(space.default())
+
+    study = studies.create("c", f"sqlite:///{tmp_path / 'c.db'}", space=space, trainer=trainer,
+                           strategy=search.Enqueue([space.default()]))
+    after = []
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(trials=1, progress=False, checkpoint_seconds=None)
+        after.append("the script went on")  # must not run: the study did not finish
+    assert after == []
     (paused,) = study.trials
-    assert paused.state == "paused" and 0 < paused.epochs < 40
+    assert paused.state == "paused" and paused.epochs == 3
     assert study.checkpoint(0) is not None
     study.optimize(trials=1, progress=False)
     (done,) = study.trials
-    assert done.state == "complete" and done.epochs == 40
-    assert done.curve == ref.trials[0].curve  # continued bit for bit from the checkpoint
+    assert done.state == "complete" and done.epochs == 8
+    assert done.curve == [e.val_metric for e in ref.epochs]  # continued bit for bit from the checkpoint
 
 
 def test_a_local_process_pool_runs_trials_in_parallel(tmp_path, small_trainer):
