@@ -381,7 +381,8 @@ def build_optimizer(config: Mapping[str, Value], params: nn.Module | Params) -> 
     """Build the optimizer a config describes.
 
     Args:
-        config: A configuration; its `optimizer` entry selects the family (AdamW defaults if absent).
+        config: A configuration; its `optimizer` entry selects the family (AdamW defaults if absent);
+            hyperparameters it leaves out take the family's defaults.
         params: The model (preferred: GSAM needs it) or an iterable of its parameters / param groups.
 
     Returns:
@@ -395,14 +396,17 @@ def build_optimizer(config: Mapping[str, Value], params: nn.Module | Params) -> 
     name = config["optimizer"]
     spec = optimizers.get(name)
     try:
-        hp = spec.space.validate(branch(config, name))
+        hp = spec.space.validate(spec.space.complete(branch(config, name)), ranges=False)
     except ConfigError as exc:
         raise ConfigError(f"optimizer {name!r}: {exc}") from None
     model = params if isinstance(params, nn.Module) else None
     plist = list(params.parameters() if model is not None else params)
     if not plist:
         raise ConfigError("build_optimizer got no parameters; pass the model or a non-empty parameter list")
-    return spec.build(hp, plist, model)
+    try:
+        return spec.build(hp, plist, model)
+    except ValueError as exc:  # torch's own checks of impossible values (lr < 0, beta >= 1, ...)
+        raise ConfigError(f"optimizer {name!r}: {exc} (config {hp})") from None
 
 
 __all__ = [

@@ -48,6 +48,10 @@ class Param:
         """Whether `value` is a valid value of this parameter."""
         raise NotImplementedError
 
+    def accepts(self, value: object) -> bool:
+        """Whether `value` has this parameter's type, whatever its range (builders check this, spaces `contains`)."""
+        return self.contains(value)
+
     def normalize(self, value: Value) -> Value:
         """Convert a valid value to its canonical Python type (numpy scalars to int/float)."""
         return value
@@ -135,6 +139,10 @@ class Float(Param):
     def contains(self, value: object) -> bool:
         """Whether `value` is a finite number inside the bounds."""
         return _is_real(value) and math.isfinite(value) and self.low <= value <= self.high
+
+    def accepts(self, value: object) -> bool:
+        """Whether `value` is a finite number (any range: a user's space may widen this one)."""
+        return _is_real(value) and math.isfinite(value)
 
     def normalize(self, value: Value) -> float:
         """Return `value` as a Python float."""
@@ -225,6 +233,12 @@ class Int(Param):
         if isinstance(value, (float, np.floating)) and float(value).is_integer():
             value = int(value)
         return _is_int(value) and self.low <= value <= self.high
+
+    def accepts(self, value: object) -> bool:
+        """Whether `value` is an integer (any range: a user's space may widen this one)."""
+        if isinstance(value, (float, np.floating)) and float(value).is_integer():
+            value = int(value)
+        return _is_int(value)
 
     def normalize(self, value: Value) -> int:
         """Return `value` as a Python int."""

@@ -149,7 +149,7 @@ def schedule_multiplier(config: Mapping[str, Value], total_steps: int) -> Multip
     name = config.get("schedule", "constant")
     spec = schedules.get(name)
     try:
-        params = spec.space.validate(branch(config, name))
+        params = spec.space.validate(spec.space.complete(branch(config, name)), ranges=False)
     except ConfigError as exc:
         raise ConfigError(f"schedule {name!r}: {exc}") from None
     return Multiplier(name, total_steps, tuple(sorted(params.items())))

@@ -21,6 +21,7 @@ differ only in inactive parameters encode alike.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -139,6 +140,18 @@ def _flatten(choices: tuple[Choice, ...], params: Mapping[str, Any], prefix: str
     return entries
 
 
+def _merge_hint(name: str) -> str:
+    """How to fix a merge conflict on `name`."""
+    if name == "optimizer":
+        return "give all families to one call: spaces.optimizers(['sgd', 'adamw', ...])"
+    if name == "schedule":
+        return "give all schedules to one call: spaces.schedules(['cosine', 'step', ...])"
+    if name == "model" or name.startswith("model."):
+        return ("a space holds one architecture family (spaces.mlp(), spaces.cnn() or spaces.cells()); search "
+                "families in separate studies, or widen one family's ranges with .replace(...)")
+    return f"to change a range, redefine it: space.replace(**{{{name!r}: Float(...)}})"
+
+
 def _prefix_when(when: tuple[tuple[str, str], ...], prefix: str) -> tuple[tuple[str, str], ...]:
     return tuple((prefix + name, branch) for name, branch in when)
 
@@ -233,6 +246,29 @@ class Space:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def replace(self, **params: Param) -> Space:
+        """A copy with the named parameters redefined: widen or narrow a built-in range.
+
+        `spaces.optimizers(["sgd"]).replace(**{"sgd.lr": Float(1e-3, 10, log=True)})` searches
+        SGD's learning rate over [1e-3, 10]; conditions (which branch activates it) are kept.
+
+        Raises:
+            SpaceError: An unknown name, a `Choice` (redefine its branches instead), or a bad definition.
+        """
+        entries = list(self._entries)
+        for name, param in params.items():
+            old = self._by_name.get(name)
+            if old is None:
+                raise SpaceError(f"replace: no parameter {name!r} in this space; it has: {', '.join(self.names)}")
+            if old.is_choice:
+                raise SpaceError(f"replace: {name!r} is a Choice between branches; build the space with the branches "
+                                 f"you want instead (e.g. spaces.optimizers(['sgd', 'adamw']))")
+            if not isinstance(param, Param):
+                raise SpaceError(f"replace: {name} must be a Float, Int, Categorical or Fixed, got {param!r}")
+            param.check(name)
+            entries[entries.index(old)] = dataclasses.replace(old, param=param)
+        return Space._from_entries(entries)
+
     def __or__(self, other: Space) -> Space:
         """Merge two spaces; identical definitions of a name are kept once, different ones refused."""
         if not isinstance(other, Space):
@@ -245,7 +281,7 @@ class Space:
             elif mine != e:
                 raise SpaceError(
                     f"cannot merge spaces: {e.name!r} is defined differently in each "
-                    f"({mine.param.describe()} vs {e.param.describe()}); rename one of them"
+                    f"({mine.param.describe()} vs {e.param.describe()}); {_merge_hint(e.name)}"
                 )
         return Space._from_entries(entries)
 
@@ -291,8 +327,22 @@ class Space:
                 config[e.name] = e.param.default_value()
         return config
 
-    def validate(self, config: Mapping[str, Value]) -> Config:
+    def complete(self, config: Mapping[str, Value]) -> Config:
+        """`config` with every active parameter it leaves out set to its default (what it gives is kept)."""
+        out: Config = dict(config)
+        for e in self._entries:
+            if e.name not in out and self._is_active(e, out):
+                out[e.name] = e.param.default_value()
+        return out
+
+    def validate(self, config: Mapping[str, Value], *, ranges: bool = True) -> Config:
         """Check a configuration and return it in canonical form (only active keys, Python types).
+
+        Args:
+            config: The configuration.
+            ranges: Also check that numbers lie in their ranges. Builders (`build_optimizer`,
+                `build_schedule`) pass False: the space a study searches defines the ranges, and
+                it may have widened a family's defaults (`Space.replace`).
 
         Raises:
             ConfigError: Unknown, missing, inactive or out-of-range parameters; the message lists them all.
@@ -314,7 +364,7 @@ class Space:
                 problems.append(f"{e.name} is missing ({e.param.describe()})")
                 continue
             value = config[e.name]
-            if not e.param.contains(value):
+            if not (e.param.contains(value) if ranges else e.param.accepts(value)):
                 problems.append(f"{e.name}={value!r} is not valid ({e.param.describe()})")
                 continue
             out[e.name] = e.param.normalize(value)

@@ -201,6 +201,15 @@ class Study:
         frame.index.name = "epoch"
         return frame
 
+    def report(self, folder: str | Path) -> Path:
+        """Write a Markdown report with PNG plots into `folder` (what `tunelab report` writes); return its path.
+
+        Works on a study opened with `read_only=True`: it needs only what the database stores.
+        """
+        from studies.report import report
+
+        return report(self, folder)
+
     def budget(self) -> dict[str, Any] | None:
         """The budget of the last `optimize` call (None before the first)."""
         return self._study_attrs().get(BUDGET)
@@ -314,6 +323,43 @@ def _check_fits(space: Space, trainer: Trainer) -> None:
             ) from err
 
 
+def _check_trains(space: Space) -> None:
+    """Build the optimizer and schedule at both ends of every numeric range of `space`; ConfigError if one cannot be.
+
+    A user-widened range is valid (the space defines it), but a value no optimizer accepts
+    (a learning rate <= 0, a momentum >= 1) would fail every trial that draws it, so it is refused
+    here, naming the parameter, instead of 40 trials later.
+    """
+    from spaces import Float, Int, build_optimizer, build_schedule
+
+    if space in _TRAINABLE:
+        return
+    probe = torch.nn.Linear(2, 2)
+    rng = np.random.default_rng(11)
+    seen: dict[tuple[str, ...], dict[str, Any]] = {}
+    for config in [space.default(), *(space.sample(rng) for _ in range(40))]:
+        seen.setdefault(tuple(sorted(config)), config)  # one config per set of active branches
+    for config in seen.values():
+        for name in config:
+            param = space[name]
+            if not isinstance(param, (Float, Int)) or name.startswith("model"):
+                continue
+            for end in (param.low, param.high):
+                trial = {**config, name: end}
+                try:
+                    optimizer = build_optimizer(trial, probe)
+                    build_schedule(trial, optimizer, 10)
+                except Exception as err:
+                    raise ConfigError(
+                        f"the space's range of {name} ({param.describe()}) includes {end!r}, which cannot train: "
+                        f"{type(err).__name__}: {err}. Narrow it with space.replace(**{{{name!r}: ...}})"
+                    ) from err
+    _TRAINABLE.add(space)
+
+
+_TRAINABLE: set[Space] = set()  # spaces already checked in this process (spaces are immutable)
+
+
 def _study_id(storage: Any, name: str) -> int | None:
     try:
         return storage.get_study_id_from_name(name)
@@ -375,6 +421,7 @@ def create(
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
     _check_fits(space, trainer)
+    _check_trains(space)
     st = open_storage(storage)
     recipe = {
         SPACE: json.loads(space.to_json()),

@@ -218,10 +218,11 @@ def test_total_steps_must_be_positive(total: object) -> None:
 
 
 def test_bad_schedule_configs() -> None:
-    with pytest.raises(ConfigError, match=r"schedule 'step'.*missing"):
-        spaces.build_schedule({"schedule": "step"}, _sgd(), 10)
-    with pytest.raises(ConfigError, match=r"gamma=0\.9"):
-        spaces.build_schedule({"schedule": "step", "step.gamma": 0.9}, _sgd(), 10)
+    # left-out parameters take the schedule's defaults; a widened range is the space's business
+    assert spaces.build_schedule({"schedule": "step"}, _sgd(), 10) is not None
+    assert spaces.build_schedule({"schedule": "step", "step.gamma": 0.9}, _sgd(), 10) is not None
+    with pytest.raises(ConfigError, match=r"schedule 'step'.*gamma='half'"):
+        spaces.build_schedule({"schedule": "step", "step.gamma": "half"}, _sgd(), 10)
     with pytest.raises(UnknownNameError, match="onecycle"):
         spaces.build_schedule({"schedule": "poly"}, _sgd(), 10)
     # Parameters of other schedules and other families are ignored.

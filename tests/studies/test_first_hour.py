@@ -11,6 +11,7 @@ import torch
 from conftest import small_space
 
 import search
+import spaces
 import studies
 import trainers
 from studies.cli import main
@@ -56,6 +57,7 @@ def test_read_only_commands_work_from_the_database_alone(user_study, tmp_path, c
     assert "`blobs`" in (tmp_path / "rep" / "README.md").read_text()
     ro = studies.load("own", url, read_only=True)
     assert ro.read_only and ro.metric == "accuracy" and [t.value for t in ro.trials] == [t.value for t in study.trials]
+    assert ro.report(tmp_path / "rep2").exists()
     with pytest.raises(studies.ReadOnlyStudyError, match="opened read-only"):
         ro.optimize(trials=3)
 
@@ -165,3 +167,54 @@ def test_torch_tensors_pass_the_checks_unchanged():
     x, y = torch.randn(64, 3), torch.randint(0, 3, (64,))
     w = trainers.Workload.from_tensors(x, y, val_fraction=0.25)
     assert w.n_outputs == 3 and len(w.train) == 48 and w.fingerprint() == w.fingerprint()
+
+
+# ---------------------------------------------------------------------- ranges users choose
+def test_a_widened_range_trains_and_an_impossible_one_is_refused_at_create(tmp_path, small_trainer):
+    from spaces import Float
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    wide = spaces.optimizers(["sgd", "adamw"]).replace(**{
+        "sgd.lr": Float(1.0, 10.0, log=True), "adamw.weight_decay": Float(1e-9, 1e-6, log=True)}) | spaces.mlp()
+    study = studies.create("wide", url, space=wide, trainer=small_trainer, strategy=search.Random(seed=0))
+    study.optimize(trials=4, progress=False)
+    for t in study.trials:  # a result (maybe a divergence), never "invalid config"
+        assert t.state == "complete" or t.error.startswith("diverged"), t.error
+    assert any(t.config["optimizer"] == "adamw" and t.state == "complete" for t in study.trials)
+    bad = spaces.optimizers(["sgd"]).replace(**{"sgd.lr": Float(-1.0, 1.0)}) | spaces.mlp()
+    with pytest.raises(studies.ConfigError, match=r"range of sgd\.lr .* includes -1\.0.*Invalid learning rate"):
+        studies.create("bad", url, space=bad, trainer=small_trainer)
+
+
+def test_replace_keeps_conditions_and_round_trips(tmp_path):
+    from spaces import Float, SpaceError
+
+    space = spaces.optimizers(["sgd", "adamw"]).replace(**{"sgd.lr": Float(1e-3, 10.0, log=True)})
+    assert space["sgd.lr"].high == 10.0
+    configs = [space.sample(np.random.default_rng(i)) for i in range(20)]
+    assert all(("sgd.lr" in c) == (c["optimizer"] == "sgd") for c in configs)
+    assert spaces.Space.from_json(space.to_json()) == space
+    with pytest.raises(SpaceError, match=r"no parameter 'sgd\.lrr'"):
+        space.replace(**{"sgd.lrr": Float(1, 2)})
+    with pytest.raises(SpaceError, match="Choice"):
+        space.replace(optimizer=spaces.Fixed("sgd"))
+
+
+def test_merge_conflicts_suggest_the_right_fix():
+    from spaces import SpaceError
+
+    with pytest.raises(SpaceError, match=r"one call: spaces.optimizers\(\['sgd', 'adamw'"):
+        spaces.optimizers(["sgd"]) | spaces.optimizers(["adamw"])
+    with pytest.raises(SpaceError, match="one architecture family"):
+        spaces.mlp() | spaces.cnn(dim=1)
+
+
+def test_the_readme_evolution_space_trains(tmp_path, small_trainer):
+    space = (spaces.Space(optimizer=spaces.Fixed("adamw"), schedule=spaces.Fixed("cosine"),
+                          **{"adamw.lr": spaces.Float(1e-4, 1e-1, log=True),
+                             "adamw.weight_decay": spaces.Float(1e-6, 1e-1, log=True)})
+             | spaces.cells(dim=1, channels=16, cells_per_stage=1))
+    study = studies.create("nas", f"sqlite:///{tmp_path / 'n.db'}", space=space, trainer=small_trainer,
+                           strategy=search.Evolution(population=10, sample=3, seed=0, max_params=100_000))
+    study.optimize(trials=2, progress=False)
+    assert [t.state for t in study.trials] == ["complete", "complete"]
