@@ -93,7 +93,7 @@ def test_population_after_a_sigkill_and_resume_equals_the_population_before(tmp_
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)
     ref_url = f"sqlite:///{tmp_path / 'ref.db'}"
-    subprocess.run([sys.executable, str(script), ref_url], check=True, timeout=300)
+    subprocess.run([sys.executable, str(script), ref_url], check=True, timeout=1200)
     reference = studies.load("evo", ref_url).trials
 
     url = f"sqlite:///{tmp_path / 'k.db'}"
@@ -118,7 +118,7 @@ def test_population_after_a_sigkill_and_resume_equals_the_population_before(tmp_
     assert len(before) == 4
     assert population(url) == before  # rebuilt from the database alone, by a new process's load
 
-    resumed = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=1200)
     assert resumed.returncode == 0, resumed.stderr
     trials = [t for t in studies.load("evo", url).trials if t.state == "complete"]
 

@@ -73,7 +73,9 @@ def test_a_foreign_workload_factory_is_refused_by_load_and_cli_and_list_only_mar
     assert main(["list", "--storage", url]) == 0
     out = capsys.readouterr().out
     assert "s " in out and "untrusted code: evilpkg_x:workload" in out
-    assert main(["show", "--storage", url, "--study", "s"]) == 2
+    assert main(["show", "--storage", url, "--study", "s"]) == 0  # reading needs only what is stored
+    capsys.readouterr()
+    assert main(["resume", "--storage", url, "--study", "s", "--trials", "3", "--quiet"]) == 2  # training needs code
     assert "--trust evilpkg_x" in capsys.readouterr().err
     assert not evil.exists() and "evilpkg_x" not in sys.modules
 

@@ -204,6 +204,7 @@ def test_every_optimizer_lowers_the_training_loss(mnist1d, name):
 ADAM_1E2 = {"optimizer": "adam", "adam.lr": 1e-2, "adam.beta1": 0.9, "adam.weight_decay": 1e-6}
 
 
+@pytest.mark.slow  # 60 epochs of the published CNN: ~20 s quiet, minutes on a loaded machine
 def test_published_mnist1d_cnn_baseline_reaches_92_percent():
     """The published baseline (3 Conv1d x 25 channels, Adam lr 1e-2, batch 100, 60 epochs) through
     Trainer.fit, on the published split (4000 training signals): mean test accuracy over 3 seeds >= 92%."""
