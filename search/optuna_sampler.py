@@ -115,6 +115,11 @@ class OptunaSampler(Strategy):
         else:
             cls = _sampler_class(sampler)
             self.sampler = sampler if isinstance(sampler, str) else f"{cls.__module__}:{cls.__qualname__}"
+        if cls.__name__ == "CmaEsSampler":
+            try:
+                import cmaes  # noqa: F401
+            except ImportError:
+                raise ConfigError("OptunaSampler('cmaes') needs the cmaes package: pip install cmaes") from None
         self._cls = cls
         self.kwargs = dict(kwargs)
 

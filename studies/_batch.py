@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+METRIC_NAMES = "study:metric_names"  # where optuna.Study.set_metric_names keeps the objective's name
+
 
 def _batched(storage: Any) -> bool:
     return all(
@@ -157,8 +159,12 @@ def drop_steps_after(storage: Any, trial_id: int, last: int) -> None:
         session.query(model).filter(model.trial_id == trial_id, model.step > last).delete(synchronize_session=False)
 
 
-def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[str, Any]) -> int:
+def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[str, Any],
+                 metric: str | None = None) -> int:
     """Create a study with its user attributes in one transaction (a kill never leaves a study without them).
+
+    `metric` names the objective the way `optuna.Study.set_metric_names` does, so optuna-dashboard
+    shows "accuracy" instead of "Objective 0".
 
     Returns:
         The study's id.
@@ -174,6 +180,8 @@ def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[st
         study_id = storage.create_new_study(directions, name)
         for k, v in user_attrs.items():
             storage.set_study_user_attr(study_id, k, v)
+        if metric is not None:
+            storage.set_study_system_attr(study_id, METRIC_NAMES, [metric])
         return study_id
     import sqlalchemy.exc
     from optuna.storages._rdb import models
@@ -187,6 +195,9 @@ def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[st
             session.flush()
             for k, v in user_attrs.items():
                 session.add(models.StudyUserAttributeModel(study_id=study.study_id, key=k, value_json=json.dumps(v)))
+            if metric is not None:
+                session.add(models.StudySystemAttributeModel(study_id=study.study_id, key=METRIC_NAMES,
+                                                             value_json=json.dumps([metric])))
     except sqlalchemy.exc.IntegrityError as err:
         raise optuna.exceptions.DuplicatedStudyError(f"a study named {name!r} exists") from err
     return storage.get_study_id_from_name(name)

@@ -50,9 +50,24 @@ def _demo(args: argparse.Namespace) -> int:
     study.optimize(**budget, n_workers=args.workers, progress=not args.quiet)
     _print_best(study)
     print(f"\ndatabase: {args.storage} (study {name!r}); checkpoints: {study.artifacts}")
-    print(f"next: tunelab show --storage {args.storage} --study {name}  |  tunelab report --storage {args.storage} "
+    exe = _self_command()
+    print(f"next: {exe} show --storage {args.storage} --study {name}  |  {exe} report --storage {args.storage} "
           f"--study {name} --out report/")
     return 0
+
+
+def _self_command() -> str:
+    """How to run `tunelab` again from this shell: `tunelab` if it is on PATH, else the path of this one."""
+    import shutil
+
+    here = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    found = shutil.which("tunelab")
+    if here is None or here.name != "tunelab" or (found and Path(found).resolve() == here):
+        return "tunelab"
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
 
 
 def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:

@@ -212,6 +212,7 @@ class Driver:
         self.in_flight: set[int] = set()
         self.exhausted = False
         self.interrupted = False
+        self.started = 0
         self.failures: list[Outcome] = []
         self.fatal: TunelabError | None = None
         self.storage_faults: list[str] = []
@@ -604,6 +605,9 @@ class Driver:
         else:
             print(line)
 
+    def _budget_text(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.budget.as_dict().items() if v is not None)
+
     def finished_proposals(self) -> int:
         """Proposals whose trial has finished (what the progress bar counts for a budget in trials)."""
         done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
@@ -913,6 +917,7 @@ class Driver:
                     if work is None:
                         break
                     executor.submit(work)
+                    self.started += 1
                 if executor.busy == 0:
                     break
                 for outcome in executor.wait(self.on_epoch):
@@ -937,6 +942,10 @@ class Driver:
         if self.progress and self.stop.is_set():
             paused = sum(r.state == TrialState.PAUSED for r in self.rows.values())
             print(f"study {self.study.name!r} paused ({paused} trials paused); run optimize again to continue")
+        if self.progress and self.started == 0 and self.exhausted and not self.stop.is_set():
+            done = sum(r.state == TrialState.COMPLETE for r in self.rows.values())
+            print(f"study {self.study.name!r} is complete: its budget {self._budget_text()} is spent ({done} complete "
+                  f"trials); give a larger total to continue it")
         if self.interrupted:  # as Optuna does: the caller's script must not go on as if the study had finished
             raise KeyboardInterrupt
 

@@ -62,6 +62,8 @@ def open_storage(url: str, *, create: bool = True) -> Any:
             f"no database at {str(path)!r} (from {url!r}); check the path (sqlite:///relative/path.db is relative to "
             f"the working directory {str(Path.cwd())!r}, sqlite:////absolute/path.db is absolute)"
         )
+    if path is not None and path.exists():
+        _check_sqlite_file(path, url)
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
@@ -82,6 +84,29 @@ def open_storage(url: str, *, create: bool = True) -> Any:
         sqlalchemy.event.listen(storage.engine, "connect", _pragmas)
         storage.engine.dispose()  # connections made during set-up reconnect with the pragmas
     return storage
+
+
+def _check_sqlite_file(path: Path, url: str) -> None:
+    """Refuse an existing SQLite file of another application (Optuna would add its tables to it)."""
+    import sqlite3
+
+    if path.stat().st_size == 0:
+        return
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as err:
+        raise StorageError(f"{str(path)!r} (from {url!r}) is not an SQLite database ({err}); point the storage at a "
+                           f"tunelab database or a new file") from err
+    if tables and not {"studies", "version_info"} <= tables:
+        shown = ", ".join(sorted(tables)[:6])
+        raise StorageError(
+            f"{str(path)!r} is the SQLite database of another application (tables: {shown}); tunelab would add "
+            f"Optuna's tables to it. Keep studies in a file of their own, e.g. sqlite:///tunelab.db"
+        )
 
 
 def artifact_dir(url: str, artifacts: str | Path | None = None, *, create: bool = True) -> Path:

@@ -10,6 +10,8 @@ optuna-dashboard read it as any Optuna study.
 from __future__ import annotations
 
 import json
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -279,6 +281,15 @@ class Study:
             raise ConfigError(f"keep_checkpoints must be 'best', 'all' or 'none', got {keep_checkpoints!r}")
         if checkpoint_seconds is not None and not checkpoint_seconds >= 0:
             raise ConfigError(f"checkpoint_seconds must be >= 0 or None, got {checkpoint_seconds!r}")
+        cores = os.cpu_count() or 1
+        if n_workers > cores:
+            warnings.warn(f"n_workers={n_workers} is more than this machine's {cores} cores: workers will compete for "
+                          f"them and each trial will be slower; n_workers={cores} or fewer is usually faster",
+                          stacklevel=2)
+        if budget.unit == "trials" and isinstance(self.strategy, (search.FreezeThaw, search.ASHA, search.Hyperband)):
+            warnings.warn(f"{type(self.strategy).__name__} pauses and resumes trials, so a budget in trials does not "
+                          f"say how much it trains; give it epochs (e.g. epochs={(trials or 1) * (self.epochs or 1)}) "
+                          f"to compare it fairly with other strategies", stacklevel=2)
         Driver(
             self,
             budget,
@@ -417,6 +428,10 @@ def create(
     strategy = search.Random(seed=0) if strategy is None else strategy
     if not isinstance(strategy, search.Strategy):
         raise ConfigError(f"strategy must be a search.Strategy (e.g. search.Bayesian()), got {strategy!r}")
+    if direction is not None and direction != trainer.workload.direction and direction in ("maximize", "minimize"):
+        warnings.warn(f"direction={direction!r}, but the workload's metric {trainer.workload.metric!r} is best when "
+                      f"it is {trainer.workload.direction}d: this study searches for the worst configurations. Leave "
+                      f"direction out to use the metric's own", stacklevel=2)
     direction = direction or trainer.workload.direction
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
@@ -458,7 +473,8 @@ def create(
             )
     else:
         try:
-            study_id = _batch.create_study(st, name, direction, {**recipe, VERSION: _version(), SEED: strategy.seed})
+            study_id = _batch.create_study(st, name, direction, {**recipe, VERSION: _version(), SEED: strategy.seed},
+                                           metric=trainer.workload.metric)
         except optuna.exceptions.DuplicatedStudyError:  # another process created it a moment ago: check it
             return create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
                           load_if_exists=load_if_exists, artifacts=artifacts)

@@ -218,3 +218,68 @@ def test_the_readme_evolution_space_trains(tmp_path, small_trainer):
                            strategy=search.Evolution(population=10, sample=3, seed=0, max_params=100_000))
     study.optimize(trials=2, progress=False)
     assert [t.state for t in study.trials] == ["complete", "complete"]
+
+
+# ---------------------------------------------------------------------- small things
+def test_rerunning_a_finished_study_says_it_is_complete(tmp_path, small_trainer, capsys):
+    study = studies.create("f", f"sqlite:///{tmp_path / 'f.db'}", space=small_space(), trainer=small_trainer)
+    study.optimize(trials=2, progress=False)
+    capsys.readouterr()
+    study.optimize(trials=2, progress=True)
+    out = capsys.readouterr().out
+    assert "is complete: its budget trials=2 is spent (2 complete trials)" in out
+
+
+def test_warnings_for_settings_that_run_but_mislead(tmp_path, small_trainer):
+    import os
+
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    with pytest.warns(UserWarning, match="searches for the worst"):
+        studies.create("worst", url, space=small_space(), trainer=small_trainer, direction="minimize")
+    study = studies.create("ok", url, space=small_space(), trainer=small_trainer)
+    with pytest.warns(UserWarning, match="more than this machine's"):
+        study.optimize(trials=0, n_workers=(os.cpu_count() or 1) + 1, progress=False)
+    ft = studies.create("ft", url, space=small_space(), trainer=small_trainer, strategy=search.FreezeThaw(seed=0))
+    with pytest.warns(UserWarning, match="give it epochs"):
+        ft.optimize(trials=0, progress=False)
+
+
+def test_the_objective_is_named_for_optuna_dashboard(tmp_path, small_trainer):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    studies.create("m", url, space=small_space(), trainer=small_trainer)
+    assert optuna.load_study(study_name="m", storage=url).metric_names == ["accuracy"]
+
+
+def test_another_applications_sqlite_file_is_left_alone(tmp_path, small_trainer):
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+    with pytest.raises(studies.StorageError, match=r"another application.*users"):
+        studies.create("s", f"sqlite:///{path}", space=small_space(), trainer=small_trainer)
+    with sqlite3.connect(path) as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["users"]
+    (tmp_path / "notes.db").write_text("not a database at all, just text" * 100)
+    with pytest.raises(studies.StorageError, match="not an SQLite database"):
+        studies.create("s", f"sqlite:///{tmp_path / 'notes.db'}", space=small_space(), trainer=small_trainer)
+
+
+def test_cmaes_without_its_package_fails_at_construction(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cmaes", None)  # as if it were not installed
+    with pytest.raises(studies.ConfigError, match="pip install cmaes"):
+        search.OptunaSampler("cmaes")
+
+
+def test_the_demo_hint_names_a_command_that_works_from_here(monkeypatch, tmp_path):
+    from studies.cli import _self_command
+
+    exe = tmp_path / ".venv" / "bin" / "tunelab"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(exe), "demo"])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert _self_command() == ".venv/bin/tunelab"

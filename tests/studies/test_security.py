@@ -118,7 +118,7 @@ def test_builtin_strategies_samplers_and_workloads_load_by_name_without_trust(tm
     import optuna as opt
 
     for i, strategy in enumerate((search.Bayesian(seed=1), search.OptunaSampler(opt.samplers.TPESampler(seed=0)),
-                                  search.OptunaSampler("cmaes"), search.Evolution(seed=2))):
+                                  search.OptunaSampler("qmc"), search.Evolution(seed=2))):
         url = f"sqlite:///{tmp_path / f'{i}.db'}"
         studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=strategy)
         assert studies.load("s", url).strategy == strategy
