@@ -68,7 +68,7 @@ def report(study: Study, folder: str | Path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # optuna's matplotlib backend is marked experimental
         if counts["complete"]:
-            _save(ovm.plot_optimization_history(ostudy), out / "history.png")
+            _save(ovm.plot_optimization_history(ostudy, target_name=f"validation {metric}"), out / "history.png")
             images.append(("Optimisation history", "history.png"))
         curves = study.curves()
         if not curves.empty:
@@ -76,8 +76,9 @@ def report(study: Study, folder: str | Path) -> Path:
             best = study.best
             for number in curves.columns:
                 is_best = best is not None and number == best.number
-                ax.plot(curves.index, curves[number], lw=2.2 if is_best else 0.8, alpha=1.0 if is_best else 0.5,
-                        label=f"best (trial {number})" if is_best else None, color="C3" if is_best else "C0")
+                ax.plot(curves.index, curves[number], lw=2.2 if is_best else 0.8, alpha=1.0 if is_best else 0.4,
+                        label=f"best (trial {number})" if is_best else None, color="C3" if is_best else "0.55",
+                        zorder=3 if is_best else 1)  # the best in colour, in front of the grey rest
             ax.set_xlabel("epoch")
             ax.set_ylabel(f"validation {metric}")
             ax.set_title(f"Learning curves of {len(curves.columns)} trials")
@@ -85,14 +86,23 @@ def report(study: Study, folder: str | Path) -> Path:
                 ax.legend()
             _save(fig, out / "curves.png")
             images.append(("Learning curves", "curves.png"))
-        if counts["complete"] >= 3:
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        varied = sorted({k for t in done for k in t.config
+                         if len({repr(d.config.get(k)) for d in done if k in d.config}) > 1})
+        if len(done) >= 3 and varied:
             try:
-                _save(ovm.plot_param_importances(ostudy), out / "importance.png")
+                _save(ovm.plot_param_importances(ostudy, params=varied, target_name=f"validation {metric}"),
+                      out / "importance.png")
                 images.append(("Parameter importance (fANOVA)", "importance.png"))
+                if len(done) < 10 * len(varied):
+                    notes.append(f"Parameter importance from {len(done)} complete trials over {len(varied)} varied "
+                                 f"parameters is a rough guide: fANOVA's random forest needs many more trials than "
+                                 f"parameters to rank them reliably.")
             except (ValueError, RuntimeError) as err:
                 notes.append(f"Parameter importance is not available: {err}")
         else:
-            notes.append("Parameter importance needs at least 3 complete trials.")
+            notes.append("Parameter importance needs at least 3 complete trials with a parameter that varies "
+                         "(fixed parameters are left out).")
     lines = [
         f"# Study `{study.name}`",
         "",

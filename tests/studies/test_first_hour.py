@@ -283,3 +283,12 @@ def test_the_demo_hint_names_a_command_that_works_from_here(monkeypatch, tmp_pat
     monkeypatch.setattr(sys, "argv", [str(exe), "demo"])
     monkeypatch.setenv("PATH", "/nonexistent")
     assert _self_command() == ".venv/bin/tunelab"
+
+
+def test_the_report_names_the_metric_and_qualifies_a_thin_importance_estimate(tmp_path, small_trainer):
+    study = studies.create("rep", f"sqlite:///{tmp_path / 'r.db'}", space=small_space(), trainer=small_trainer,
+                           strategy=search.Random(seed=0))
+    study.optimize(trials=4, progress=False)
+    md = study.report(tmp_path / "out").read_text()
+    assert "![Parameter importance (fANOVA)](importance.png)" in md and "rough guide" in md
+    assert (tmp_path / "out" / "curves.png").stat().st_size > 1000
