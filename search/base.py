@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from spaces import ConfigError, Registry, Space
-from spaces.trust import Trust, is_trusted, resolve, split_path
+from spaces.trust import Trust, check, resolve
 
 RequestKind = Literal["start", "resume"]
 STATES = ("pending", "running", "paused", "complete", "pruned", "failed")
@@ -265,9 +265,7 @@ class Strategy(abc.ABC):
         else:
             cls = strategies.get(name)
         for path in cls.stored_imports(args):
-            split_path(path, "strategy argument")
-            if not is_trusted(path.partition(":")[0], trust):
-                resolve(path, what=f"{name} strategy argument", trust=trust)  # raises UntrustedImportError
+            check(path, what=f"{name} strategy argument", trust=trust)
         return cls(**dict(args))
 
     def __eq__(self, other: object) -> bool:

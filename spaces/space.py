@@ -321,11 +321,7 @@ class Space:
 
     def default(self) -> Config:
         """The one-shot configuration: every parameter at its default (literature defaults where given)."""
-        config: Config = {}
-        for e in self._entries:
-            if self._is_active(e, config):
-                config[e.name] = e.param.default_value()
-        return config
+        return self.complete({})
 
     def complete(self, config: Mapping[str, Value]) -> Config:
         """`config` with every active parameter it leaves out set to its default (what it gives is kept)."""

@@ -70,8 +70,30 @@ def split_path(path: Any, what: str) -> tuple[str, str]:
     return module, attr
 
 
+def check(path: Any, *, what: str, trust: Trust = None, builtins: Collection[str] = ()) -> tuple[str, str]:
+    """Refuse an import path from a database unless it is built in or trusted; import nothing.
+
+    Returns:
+        `(module, attribute)` of an allowed path.
+
+    Raises:
+        UntrustedImportError: The path is malformed, or neither built in nor trusted.
+    """
+    module, attr = split_path(path, what)
+    if str(path) not in builtins and not is_trusted(module, trust):
+        root = module.split(".")[0]
+        raise UntrustedImportError(
+            f"the database names the {what} {path!r}, which is not part of tunelab; opening a database never "
+            f"imports code you have not trusted. If you trust the package {root!r}, allow it with "
+            f"trust=[{root!r}] (CLI: --trust {root}), or pass the object itself instead",
+            path=str(path),
+            what=what,
+        )
+    return module, attr
+
+
 def resolve(path: Any, *, what: str, trust: Trust = None, builtins: Collection[str] = ()) -> Any:
-    """Import and return the object an import path from a database names, if the caller allowed it.
+    """Import and return the object an import path from a database names, if the caller allowed it (`check`).
 
     Args:
         path: `"package.module:name"` as stored.
@@ -87,17 +109,8 @@ def resolve(path: Any, *, what: str, trust: Trust = None, builtins: Collection[s
             was imported.
         ImportError, AttributeError: A trusted path that does not exist.
     """
-    module, attr = split_path(path, what)
-    if str(path) not in builtins and not is_trusted(module, trust):
-        root = module.split(".")[0]
-        raise UntrustedImportError(
-            f"the database names the {what} {path!r}, which is not part of tunelab; opening a database never "
-            f"imports code you have not trusted. If you trust the package {root!r}, allow it with "
-            f"trust=[{root!r}] (CLI: --trust {root}), or pass the object itself instead",
-            path=str(path),
-            what=what,
-        )
+    module, attr = check(path, what=what, trust=trust, builtins=builtins)
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["Trust", "UntrustedImportError", "is_trusted", "resolve", "split_path", "trusted_prefixes"]
+__all__ = ["Trust", "UntrustedImportError", "check", "is_trusted", "resolve", "split_path", "trusted_prefixes"]

@@ -96,7 +96,6 @@ def _user_trainer(args: argparse.Namespace, name: str) -> Any:
     import studies
     import trainers
     from spaces.trust import split_path
-    from studies.study import TRAINER
 
     module, attr = split_path(args.workload, "--workload")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
@@ -113,7 +112,7 @@ def _user_trainer(args: argparse.Namespace, name: str) -> Any:
     if not isinstance(workload, trainers.Workload):
         raise studies.WorkloadError(f"--workload {args.workload} returned {type(workload).__name__}; it must return "
                                     f"a trainers.Workload (or a trainers.Trainer)")
-    spec = studies.load(name, args.storage, read_only=True)._study_attrs()[TRAINER]
+    spec = studies.load(name, args.storage, read_only=True)._stored_trainer()
     return trainers.Trainer(workload, epochs=spec.get("epochs"), batch_size=spec.get("batch_size"),
                             device=getattr(args, "device", "auto"), seed=int(spec.get("seed", 0)))
 

@@ -32,7 +32,7 @@ from studies import _batch
 from studies._batch import TrialWrite, drop_steps_after, write_trial
 from studies.errors import BudgetError, StorageError, TrialError, TunelabError
 from studies.executors import LocalExecutor, Outcome, ProcessExecutor, Work
-from studies.lock import LIVE, StudyLock, make_owner, owner_alive
+from studies.lock import LIVE, StudyLock, gone, make_owner
 from studies.records import (
     CHECKPOINT,
     LEASE,
@@ -54,7 +54,7 @@ from studies.records import (
     state_of,
     stored_metrics,
 )
-from trainers import EpochResult, TrainResult, load_checkpoint
+from trainers import EpochResult, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -428,14 +428,20 @@ class Driver:
         row.seconds += e.seconds
         row.grad_evals = e.grad_evals
 
-    def _adopt(self, row: Row, result: TrainResult) -> None:
-        """Take the result's full history (it includes epochs from before a resume and unflushed ones)."""
+    def _adopt(self, row: Row, epochs: list[EpochResult]) -> None:
+        """Take a run's full history: a result's (epochs from before a resume, unflushed ones) or a checkpoint's."""
         row.metrics = {k: [] for k in METRIC_KEYS}
         row.seconds = 0.0
         flushed = row.flushed
-        for e in result.epochs:
+        for e in epochs:
             self._append(row, e)
         row.flushed = min(flushed, row.epochs)
+
+    def _drop_stale_tail(self, row: Row) -> None:
+        """Delete stored curve steps past the row's epochs (its run started over, or its checkpoint is older)."""
+        if row.stored_steps > row.epochs:
+            drop_steps_after(self.storage, row.trial_id, row.epochs)
+            row.stored_steps = row.epochs
 
     def finish(self, outcome: Outcome) -> None:
         """Record how a unit of work ended."""
@@ -448,7 +454,7 @@ class Driver:
             self._retry(row, outcome)
             return
         if result is not None:
-            self._adopt(row, result)
+            self._adopt(row, result.epochs)
         ua: dict[str, Any] = {
             "epochs": row.epochs,
             "grad_evals": row.grad_evals,
@@ -484,9 +490,7 @@ class Driver:
             ua["error"] = error
         row.error = error
         self.flush(row, **ua)
-        if row.stored_steps > row.epochs:  # a run that started over ended before its old curve did
-            drop_steps_after(self.storage, row.trial_id, row.epochs)
-            row.stored_steps = row.epochs
+        self._drop_stale_tail(row)  # a run that started over ended before its old curve did
         self._track_storage(outcome)
         if state is None:  # paused: by Ctrl-C / a crash, or because the request asked for fewer epochs
             by = "interrupt" if self.stop.is_set() or row.epochs < (row.target or 0) else "strategy"
@@ -626,7 +630,7 @@ class Driver:
         """Whether a running trial's driver is gone (its lease ran out, or its process on this host is)."""
         if row.trial_id in self.in_flight:
             return False
-        return row.lease < time.time() or owner_alive(row.owner) is False
+        return gone(row.owner, row.lease)
 
     def recover(self) -> None:
         """Continue or re-queue trials whose driver died (DESIGN section 5). Call it holding the study lock.
@@ -682,16 +686,12 @@ class Driver:
     def _reconcile(self, row: Row, history: list[EpochResult]) -> None:
         """Make the stored curve and metrics of `row` those of `history` (its checkpoint's), step for step."""
         stored = list(row.metrics["val_metric"])
-        row.metrics = {k: [] for k in METRIC_KEYS}
-        row.seconds, row.grad_evals = 0.0, 0
-        for e in history:
-            self._append(row, e)
+        row.grad_evals = 0
+        self._adopt(row, history)
         new = row.metrics["val_metric"]
         differ = (i for i, (a, b) in enumerate(zip(stored, new, strict=False)) if a != b)
         same = next(differ, min(len(stored), len(new)))  # the first step that differs
-        if row.stored_steps > row.epochs:
-            drop_steps_after(self.storage, row.trial_id, row.epochs)
-            row.stored_steps = row.epochs
+        self._drop_stale_tail(row)
         row.flushed = same
         self.flush(row, **{METRICS: row.metrics, "epochs": row.epochs, "seconds": round(row.seconds, 4),
                            "grad_evals": row.grad_evals})
@@ -885,7 +885,6 @@ class Driver:
                 f"executor={self.executor_name!r} is not available: use executor='local' (n_workers=1 trains in "
                 f"this process, n_workers>1 in a local process pool)"
             )
-        self.load()
         self.check_artifacts()
         LIVE.add(self.owner)
         try:
@@ -895,7 +894,7 @@ class Driver:
 
     def _run(self) -> None:
         with self.lock:
-            self.refresh()
+            self.refresh()  # reads every trial on the first call (the mirror starts empty), then only what changed
             self.recover()
         self.storage.set_study_user_attr(self.study._study_id, BUDGET, self.budget.as_dict())
         trainer = self.study.trainer

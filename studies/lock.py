@@ -19,7 +19,6 @@ import json
 import os
 import random
 import socket
-import threading
 import time
 import uuid
 from typing import Any
@@ -53,8 +52,13 @@ def owner_alive(owner: str | None) -> bool | None:
     return True
 
 
+def gone(owner: str | None, until: float) -> bool:
+    """Whether a claim (a trial's lease, the study lock) no longer holds: its time ran out or its owner died."""
+    return until < time.time() or owner_alive(owner) is False
+
+
 class StudyLock:
-    """A lease-based mutex of one study shared by every driver of it (re-entrant within one driver).
+    """A lease-based mutex of one study shared by every driver of it.
 
     Args:
         storage: The study's `optuna.storages.RDBStorage`.
@@ -67,9 +71,7 @@ class StudyLock:
     def __init__(self, storage: Any, study_id: int, owner: str, ttl: float = LOCK_TTL_S) -> None:
         self.storage, self.study_id, self.owner, self.ttl = storage, study_id, owner, ttl
         self._held: str | None = None
-        self._depth = 0
         self._rng = random.Random(owner)
-        self._local = threading.Lock()
 
     def _model(self) -> Any:
         from optuna.storages._rdb.models import StudySystemAttributeModel
@@ -82,9 +84,7 @@ class StudyLock:
             return True
         if holder.get("owner") == self.owner:
             return True
-        if float(holder.get("until", 0.0)) < time.time():
-            return True
-        return owner_alive(holder.get("owner")) is False
+        return gone(holder.get("owner"), float(holder.get("until", 0.0)))
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free (or its holder is gone); never waits."""
@@ -116,26 +116,16 @@ class StudyLock:
 
     def acquire(self) -> None:
         """Wait until the lock is ours (polls with jitter; a dead holder is detected by lease or pid)."""
-        with self._local:
-            if self._depth:
-                self._depth += 1
-                return
         delay = 0.005
         while not self.try_acquire():
             time.sleep(delay * (0.5 + self._rng.random()))
             delay = min(delay * 2, 0.2)
-        with self._local:
-            self._depth = 1
 
     def release(self) -> None:
         """Give the lock back (only if this driver still holds it)."""
         import sqlalchemy as sa
 
-        with self._local:
-            self._depth -= 1
-            if self._depth > 0:
-                return
-            held, self._held = self._held, None
+        held, self._held = self._held, None
         if held is None:
             return
         model = self._model()

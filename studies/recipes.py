@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from spaces.errors import UntrustedImportError, WorkloadError
-from spaces.trust import Trust, resolve
+from spaces.trust import Trust, check, resolve
 from trainers import Trainer, workloads
 
 
@@ -67,8 +67,6 @@ def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust
         )
     try:
         fn = resolve(factory, what="workload factory", trust=trust, builtins=builtin_factories())
-    except UntrustedImportError:
-        raise
     except (ImportError, AttributeError) as err:
         raise WorkloadError(
             f"cannot import the workload factory {factory!r} stored with the study ({err}); make it importable "
@@ -100,29 +98,26 @@ def untrusted_imports(trainer_spec: Any, strategy_spec: Any, trust: Trust = None
     A malformed spec is reported as its text, since loading refuses it too.
     """
     import search
-    from spaces.trust import is_trusted, split_path
 
-    refused: list[str] = []
-
-    def check(path: str, what: str, builtins: frozenset[str] = frozenset()) -> None:
-        try:
-            module, _ = split_path(path, what)
-        except UntrustedImportError:
-            refused.append(str(path))
-            return
-        if path not in builtins and not is_trusted(module, trust):
-            refused.append(str(path))
-
+    paths: list[tuple[str, frozenset[str]]] = []
     factory = factory_path(trainer_spec) if isinstance(trainer_spec, Mapping) else None
     if factory:
-        check(factory, "workload factory", builtin_factories())
+        paths.append((factory, builtin_factories()))
     name = strategy_spec.get("name") if isinstance(strategy_spec, Mapping) else None
     if not isinstance(name, str):
-        refused.append(repr(strategy_spec))
-    elif ":" in name:
-        check(name, "strategy class")
+        return [p for p, b in paths if not _allowed(p, trust, b)] + [repr(strategy_spec)]
+    if ":" in name:
+        paths.append((name, frozenset()))
     elif name in search.strategies:
         args = strategy_spec.get("args") or {}
-        for path in search.strategies.get(name).stored_imports(args if isinstance(args, Mapping) else {}):
-            check(path, "strategy argument")
-    return refused
+        stored = search.strategies.get(name).stored_imports(args if isinstance(args, Mapping) else {})
+        paths += [(p, frozenset()) for p in stored]
+    return [p for p, b in paths if not _allowed(p, trust, b)]
+
+
+def _allowed(path: str, trust: Trust, builtins: frozenset[str]) -> bool:
+    try:
+        check(path, what="import path", trust=trust, builtins=builtins)
+    except UntrustedImportError:
+        return False
+    return True

@@ -9,6 +9,7 @@ optuna-dashboard read it as any Optuna study.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
@@ -78,8 +79,14 @@ class Study:
         """Whether the study was opened without a trainer or strategy (it can be read, not optimized)."""
         return self.trainer is None or self.strategy is None
 
+    @functools.cached_property
+    def _recipe(self) -> dict[str, Any]:
+        """The stored trainer and strategy specs (written once, at create: read once)."""
+        attrs = self._study_attrs()
+        return {TRAINER: dict(attrs.get(TRAINER) or {}), STRATEGY: dict(attrs.get(STRATEGY) or {})}
+
     def _stored_trainer(self) -> dict[str, Any]:
-        return dict(self._study_attrs().get(TRAINER) or {})
+        return self._recipe[TRAINER]
 
     @property
     def metric(self) -> str:
@@ -106,7 +113,7 @@ class Study:
         """The strategy as `Name(arg=value, ...)`, from the object or, read-only, from the stored spec."""
         if self.strategy is not None:
             return repr(self.strategy)
-        spec = self._study_attrs().get(STRATEGY) or {}
+        spec = self._recipe[STRATEGY]
         args = ", ".join(f"{k}={v!r}" for k, v in (spec.get("args") or {}).items())
         return f"{spec.get('name', '?')}({args})"
 
