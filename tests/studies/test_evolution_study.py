@@ -5,11 +5,10 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import optuna
-from conftest import small_space
+from conftest import FREEZE, run_until_frozen, small_space
 
 import search
 import spaces
@@ -69,13 +68,13 @@ def test_asynchronous_workers_breed_children_from_finished_parents(tmp_path, sma
         assert parent.number < child.number and parent.state == "complete"
 
 
-SCRIPT = textwrap.dedent(
+SCRIPT = FREEZE + textwrap.dedent(
     """
     import sys
     import search, spaces, studies, trainers
 
     url = sys.argv[1]
-    trainer = trainers.Trainer(trainers.workloads.mnist1d(n_train=512), epochs=8, seed=0)
+    trainer = freeze_at(trainers.Trainer(trainers.workloads.mnist1d(n_train=512), epochs=8, seed=0))
     space = spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(8, 64, log=True), depth=1)
     study = studies.create("evo", url, space=space, trainer=trainer,
                            strategy=search.Evolution(population=4, sample=2, seed=0))
@@ -97,24 +96,13 @@ def test_population_after_a_sigkill_and_resume_equals_the_population_before(tmp_
     reference = studies.load("evo", ref_url).trials
 
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    proc = subprocess.Popen([sys.executable, str(script), url], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while True:
-        assert time.monotonic() < deadline, "the study never got past its initial population"
-        time.sleep(0.02)
-        try:
-            trials = optuna.load_study(study_name="evo", storage=url).get_trials()
-        except Exception:  # not created yet
-            continue
-        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values]
-        if len(done) >= 6 and running:
-            os.kill(proc.pid, signal.SIGSTOP)  # frozen mid-trial: the database is its state at the kill
-            before = population(url)  # what the process would breed its next child from
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            break
-        assert proc.poll() is None, proc.stderr.read()
+    proc = run_until_frozen(script, [url], tmp_path / "frozen", 6 * 8 + 4)  # 6 trials done, the 7th at epoch 4
+    trials = optuna.load_study(study_name="evo", storage=url).get_trials()
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) == 6
+    assert any(t.state == optuna.trial.TrialState.RUNNING and t.intermediate_values for t in trials)
+    before = population(url)  # what the process would breed its next child from
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
     assert len(before) == 4
     assert population(url) == before  # rebuilt from the database alone, by a new process's load
 

@@ -5,20 +5,20 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import optuna
 import pytest
+from conftest import FREEZE, run_until_frozen
 
 import studies
 
-SCRIPT = textwrap.dedent(
+SCRIPT = FREEZE + textwrap.dedent(
     """
     import sys
     import search, spaces, studies, trainers
 
     url, checkpoint_seconds = sys.argv[1], float(sys.argv[2])
-    trainer = trainers.Trainer(trainers.workloads.mnist1d(), epochs=25, seed=0)
+    trainer = freeze_at(trainers.Trainer(trainers.workloads.mnist1d(), epochs=25, seed=0))
     space = spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(16, 64, log=True), depth=1)
     study = studies.create("kill", url, space=space, trainer=trainer, strategy=search.Random(seed=0))
     study.optimize(trials=5, progress=False, checkpoint_seconds=checkpoint_seconds, flush_seconds=0.0)
@@ -30,23 +30,16 @@ def run(script, url, ckpt):
     return subprocess.Popen([sys.executable, str(script), url, str(ckpt)], stderr=subprocess.PIPE, text=True)
 
 
-def kill_mid_trial(proc, url, timeout=1800):
-    """SIGKILL `proc` once 2 trials are complete and a third has trained at least 3 epochs."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(0.02)
-        try:
-            trials = optuna.load_study(study_name="kill", storage=url).get_trials()
-        except Exception:  # the study may not exist yet
-            continue
-        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-        running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
-        if len(done) >= 2 and running and len(running[0].intermediate_values) >= 3:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return {t.number: t.value for t in done}, running[0].number
-        assert proc.poll() is None, proc.stderr.read()
-    raise AssertionError("the study never reached a running third trial")
+def kill_mid_trial(script, url, ckpt, marker):
+    """SIGKILL the study once 2 trials are complete and a third has trained 3 epochs."""
+    proc = run_until_frozen(script, [url, ckpt], marker, 2 * 25 + 3)
+    trials = optuna.load_study(study_name="kill", storage=url).get_trials()
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert len(done) == 2 and len(running) == 1 and len(running[0].intermediate_values) == 3
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return {t.number: t.value for t in done}, running[0].number
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +58,7 @@ def test_sigkill_mid_trial_then_resume(tmp_path, reference, checkpoint_seconds, 
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    before, interrupted = kill_mid_trial(run(script, url, checkpoint_seconds), url)
+    before, interrupted = kill_mid_trial(script, url, checkpoint_seconds, tmp_path / "frozen")
 
     resumed = run(script, url, checkpoint_seconds)
     assert resumed.wait(timeout=1200) == 0, resumed.stderr.read()

@@ -5,12 +5,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import optuna
 import pytest
 import torch
-from conftest import small_space
+from conftest import FREEZE, run_until_frozen, small_space
 
 import search
 import studies
@@ -101,13 +100,13 @@ def test_hyperband_retires_the_rung_losers_and_frees_their_checkpoints(tmp_path,
     assert all(t.curve[1] <= best.curve[1] for t in pruned)  # the losers had lower accuracy at epoch 2
 
 
-SCRIPT = textwrap.dedent(
+SCRIPT = FREEZE + textwrap.dedent(
     """
     import sys
     import search, spaces, studies, trainers
 
     url = sys.argv[1]
-    trainer = trainers.Trainer(trainers.workloads.mnist1d(n_train=1000), epochs=8, seed=0)
+    trainer = freeze_at(trainers.Trainer(trainers.workloads.mnist1d(n_train=1000), epochs=8, seed=0))
     space = spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(16, 64, log=True), depth=1)
     strategy = search.FreezeThaw(seed=0, n_initial=3, candidates=64, fit_maxiter=40)
     study = studies.create("ft", url, space=space, trainer=trainer, strategy=strategy)
@@ -124,24 +123,14 @@ def test_sigkill_a_freeze_thaw_study_then_resume_continues_every_paused_trial(tm
     reference = studies.load("ft", ref_url).history()
 
     url = f"sqlite:///{tmp_path / 'k.db'}"
-    proc = subprocess.Popen([sys.executable, str(script), url], stderr=subprocess.PIPE, text=True)
-    deadline, before = time.monotonic() + 300, None
-    while time.monotonic() < deadline:
-        time.sleep(0.02)
-        try:
-            trials = optuna.load_study(study_name="ft", storage=url).get_trials()
-        except Exception:  # not created yet
-            continue
-        paused = [t for t in trials if t.system_attrs.get("tunelab:state") == "paused"]
-        running = [t for t in trials if t.system_attrs.get("tunelab:state") == "running"]
-        trained = sum(len(t.intermediate_values) for t in trials)
-        if trained >= 16 and len(paused) >= 2 and running:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            before = {t.number: list(t.intermediate_values.values()) for t in paused}
-            break
-        assert proc.poll() is None, proc.stderr.read()
-    assert before is not None, "the study never had paused and running trials at once"
+    proc = run_until_frozen(script, [url], tmp_path / "frozen", 17)  # mid-increment, after 17 epochs trained
+    trials = optuna.load_study(study_name="ft", storage=url).get_trials()
+    paused = [t for t in trials if t.system_attrs.get("tunelab:state") == "paused"]
+    running = [t for t in trials if t.system_attrs.get("tunelab:state") == "running"]
+    assert sum(len(t.intermediate_values) for t in trials) == 17 and len(paused) >= 2 and running
+    before = {t.number: list(t.intermediate_values.values()) for t in paused}
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
 
     resumed = subprocess.run([sys.executable, str(script), url], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
