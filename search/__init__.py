@@ -6,8 +6,11 @@ qLogNEI), `OptunaSampler` (any Optuna sampler), `Evolution` (regularized evoluti
 al. 2019, or differential evolution; any space, architecture cells included), and the
 multi-fidelity strategies that pause and resume trials: `FreezeThaw` (Swersky et al. 2014's
 learning-curve GP, ifBO's MFPI-random), `Hyperband` and `ASHA`. `Enqueue` trains given
-configurations on given seeds (defaults, reruns of a selected configuration). `strategies` is
-the registry through which a stored study rebuilds its strategy by name.
+configurations on given seeds (defaults, reruns of a selected configuration). `Darts`
+searches a cell space by differentiable bilevel optimisation (Liu et al. 2019; DARTS-PT
+selection, Wang et al. 2021) through its own routine, then retrains the genotype it finds.
+`strategies` is the registry through which a stored study rebuilds its strategy by name, and
+`routines` the one through which executors find a unit of work's training loop.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 from search.base import History, Request, Strategy, TrialView, config_key, strategies
 from search.bayesian import Bayesian
 from search.curves import FreezeThawGP
+from search.darts import Darts
+from search.darts_search import DartsSettings
 from search.encoding import MixedEncoding
 from search.enqueue import Enqueue
 from search.evolution import Evolution, mutate
@@ -22,10 +27,14 @@ from search.freeze_thaw import FreezeThaw
 from search.hyperband import ASHA, Hyperband
 from search.optuna_sampler import OptunaSampler
 from search.random import Random
+from search.routines import Routine, routines
+from search.supernet import Supernet
 
 __all__ = [
     "ASHA",
     "Bayesian",
+    "Darts",
+    "DartsSettings",
     "Enqueue",
     "Evolution",
     "FreezeThaw",
@@ -36,9 +45,12 @@ __all__ = [
     "OptunaSampler",
     "Random",
     "Request",
+    "Routine",
     "Strategy",
+    "Supernet",
     "TrialView",
     "config_key",
     "mutate",
+    "routines",
     "strategies",
 ]

@@ -46,6 +46,8 @@ class Request:
             in `TrialView.attrs`); a resume merges them into the trial's.
         seed: The run's seed (kind "start"; None: the trainer's seed, which every trial of a
             study shares). Reruns of one configuration on fresh seeds set it.
+        options: The routine's own settings (kind "start"; JSON-ready, stored with the trial so
+            that a resumed run uses the same ones). The "train" routine takes none.
     """
 
     kind: RequestKind
@@ -57,6 +59,7 @@ class Request:
     routine: str = "train"
     attrs: Mapping[str, Any] = field(default_factory=dict)
     seed: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def start(
@@ -68,14 +71,21 @@ class Request:
         routine: str = "train",
         attrs: Mapping[str, Any] | None = None,
         seed: int | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> Request:
-        """Start a new trial with `config` (on `seed`, or the trainer's seed when None)."""
+        """Start a new trial with `config` (on `seed`, or the trainer's seed when None).
+
+        `routine` names the loop that trains it (`search.routines`) and `options` are that
+        routine's settings.
+        """
         if epochs is not None and (not isinstance(epochs, int) or epochs < 1):
             raise ConfigError(f"Request.start: epochs must be a positive int or None, got {epochs!r}")
         if seed is not None and (not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)):
             raise ConfigError(f"Request.start: seed must be an int or None, got {seed!r}")
+        if not isinstance(routine, str) or not routine:
+            raise ConfigError(f"Request.start: routine must be a registered routine's name, got {routine!r}")
         return cls("start", config=dict(config), epochs=epochs, warm_start=warm_start, routine=routine,
-                   attrs=dict(attrs or {}), seed=None if seed is None else int(seed))
+                   attrs=dict(attrs or {}), seed=None if seed is None else int(seed), options=dict(options or {}))
 
     @classmethod
     def resume(
@@ -86,7 +96,11 @@ class Request:
         routine: str = "train",
         attrs: Mapping[str, Any] | None = None,
     ) -> Request:
-        """Continue the paused trial number `trial` from its checkpoint (`attrs` update the trial's)."""
+        """Continue the paused trial number `trial` from its checkpoint (`attrs` update the trial's).
+
+        The trial continues with the routine and options it started with; `routine` is kept for
+        the signature's symmetry and ignored.
+        """
         if until_epoch is not None and (not isinstance(until_epoch, int) or until_epoch < 1):
             raise ConfigError(f"Request.resume: until_epoch must be a positive int or None, got {until_epoch!r}")
         return cls("resume", trial=int(trial), until_epoch=until_epoch, routine=routine, attrs=dict(attrs or {}))
@@ -107,6 +121,9 @@ class TrialView:
         target_epochs: The epoch the trial was asked to reach.
         error: Why it failed, or None.
         attrs: What the strategy stored with the request that created it.
+        routine: The routine that trained it ("train" for the standard loop).
+        results: What its routine learned (`TrainResult.attrs`: a DARTS genotype, ...); empty
+            for "train" and before the run ends or pauses.
     """
 
     number: int
@@ -118,6 +135,8 @@ class TrialView:
     target_epochs: int | None = None
     error: str | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    routine: str = "train"
+    results: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -176,8 +195,15 @@ class History:
         return self.where("failed")
 
     def best(self) -> TrialView | None:
-        """The complete trial of lowest (normalised) value."""
-        done = [t for t in self.complete if t.value is not None and math.isfinite(t.value)]
+        """The complete trial of lowest (normalised) value, among trials whose value is comparable.
+
+        A routine whose value is not a trained network's validation metric (a DARTS search's
+        supernet) never counts as best; see `search.routines.Routine.comparable`.
+        """
+        from search.routines import is_comparable
+
+        done = [t for t in self.complete
+                if t.value is not None and math.isfinite(t.value) and is_comparable(t.routine)]
         return min(done, key=lambda t: t.value) if done else None
 
 
@@ -212,6 +238,14 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def ask(self, history: History) -> Request | None:
         """The next unit of work, or None to wait until an in-flight trial finishes."""
+
+    def check(self, space: Space, trainer: Any) -> None:
+        """Refuse (or warn about) a space or trainer this strategy cannot search; `studies.create` calls it.
+
+        The default accepts everything. Strategies with requirements (DARTS needs a cell
+        space and a training split it can halve) raise `ConfigError` naming the fix.
+        """
+        return None
 
     def retire(self, history: History) -> list[int]:
         """Numbers of paused trials this strategy will never resume.

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-STRATEGIES = ("bayesian", "random", "quasi", "tpe", "evolution", "freeze_thaw", "asha", "hyperband")
+STRATEGIES = ("bayesian", "random", "quasi", "tpe", "evolution", "freeze_thaw", "asha", "hyperband", "darts")
 MULTI_FIDELITY = ("freeze_thaw", "asha", "hyperband")
 
 
@@ -25,6 +25,8 @@ def _strategy(name: str, seed: int) -> Any:
         "freeze_thaw": lambda: search.FreezeThaw(seed=seed),
         "asha": lambda: search.ASHA(seed=seed),
         "hyperband": lambda: search.Hyperband(seed=seed),
+        # scaled for a demo on MNIST-1D or digits: a short first-order search with DARTS-PT selection
+        "darts": lambda: search.Darts(seed=seed, epochs=8, pt_interval=1, arch_lr=3e-3),
     }[name]()
 
 
@@ -33,6 +35,9 @@ def _demo(args: argparse.Namespace) -> int:
     import studies
     import trainers
 
+    if args.strategy == "darts" and args.model != "cells":
+        print("tunelab demo: --strategy darts searches a cell architecture; add --model cells", file=sys.stderr)
+        return 2
     workload = {"mnist1d": trainers.workloads.mnist1d, "digits": trainers.workloads.digits}[args.workload]()
     dim = 1 if args.workload == "mnist1d" else 2
     model_space = {"mlp": spaces.mlp(), "cnn": spaces.cnn(dim=dim), "cells": spaces.cells(dim=dim)}[args.model]
@@ -43,6 +48,8 @@ def _demo(args: argparse.Namespace) -> int:
                            strategy=_strategy(args.strategy, args.seed))
     # multi-fidelity strategies pause and resume trials: they get the same work counted in epochs
     budget = {"epochs": args.trials * args.epochs} if args.strategy in MULTI_FIDELITY else {"trials": args.trials}
+    if args.strategy == "darts":  # one search, then the ordinary trial that retrains what it found
+        budget = {"trials": 2}
     if not args.quiet:
         what = f"{args.trials * args.epochs} epochs" if "epochs" in budget else f"{args.trials} trials"
         print(f"study {name!r}: {args.strategy} search over {', '.join(args.optimizers)} x schedules x {args.model}, "

@@ -20,12 +20,14 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from search import History, Request, TrialView
+from search.routines import is_comparable, routines
 from spaces import ConfigError, model_size, optimizer_spec
 from spaces.errors import CheckpointError
 from studies import _batch
@@ -43,6 +45,8 @@ from studies.records import (
     PROPOSAL,
     RETRIES,
     RETRY_OF,
+    ROUTINE,
+    ROUTINE_OPTIONS,
     RUN_SEED,
     STATE,
     SUPERSEDED,
@@ -135,6 +139,9 @@ class Row:
     flushed: int = 0
     stored_steps: int = 0
     last_flush: float = 0.0
+    routine: str = "train"
+    options: dict[str, Any] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
 
     @property
     def epochs(self) -> int:
@@ -151,6 +158,8 @@ def row_of(trial: Any) -> Row:
     """The mirror of a stored `FrozenTrial`."""
     sa, ua = trial.system_attrs, trial.user_attrs
     metrics = stored_metrics(trial)
+    routine = str(sa.get(ROUTINE) or "train")
+    results = ua.get(routine) if routine != "train" else None
     return Row(
         trial_id=trial._trial_id,
         number=trial.number,
@@ -174,6 +183,9 @@ def row_of(trial: Any) -> Row:
         lease=float(sa.get(LEASE, 0.0)),
         flushed=len(metrics["val_metric"]),
         stored_steps=max(trial.intermediate_values, default=0),
+        routine=routine,
+        options=dict(sa.get(ROUTINE_OPTIONS) or {}),
+        results=dict(results) if isinstance(results, Mapping) else {},
     )
 
 
@@ -255,6 +267,8 @@ class Driver:
             target_epochs=row.target,
             error=row.error,
             attrs=dict(row.attrs),
+            routine=row.routine,
+            results=dict(row.results),
         )
 
     def history(self) -> History:
@@ -323,8 +337,12 @@ class Driver:
 
     def create_trial(self, config: dict[str, Any], *, proposal: int, target: int, attrs: Mapping[str, Any],
                      state: Any, retry_of: int | None = None, seed: int | None = None,
-                     writes: Callable[[int], list[TrialWrite]] = lambda number: []) -> Row:
+                     writes: Callable[[int], list[TrialWrite]] = lambda number: [],
+                     routine: str = "train", options: Mapping[str, Any] | None = None) -> Row:
         """Insert a trial with its params and mirror it (`seed`: its run's, if not the trainer's).
+
+        A trial of a routine other than "train" stores the routine's name and options, so that
+        a resume, a recovery or another driver runs it the same way.
 
         One transaction holds the insert and `writes(number)`: changes to other trials that must
         commit with it (recovery's "failed, re-queued as trial <number>").
@@ -337,6 +355,9 @@ class Driver:
             system[RETRY_OF] = retry_of
         if seed is not None:
             system[RUN_SEED] = int(seed)
+        if routine != "train":
+            system[ROUTINE] = routine
+            system[ROUTINE_OPTIONS] = dict(options or {})
         if state == OTS.RUNNING:  # claimed in the same transaction
             system.update({STATE: "running", OWNER: self.owner, LEASE: time.time() + LEASE_TTL_S})
         user: dict[str, Any] = {"strategy": dict(attrs)} if attrs else {}
@@ -361,7 +382,8 @@ class Driver:
         self._remove(self.study.artifacts / artifact)  # a stale file of a deleted study is not this trial's
         row = Row(trial_id=trial_id, number=number, state=state_of_ots(state), config=dict(config), proposal=proposal,
                   target=target, attrs=dict(attrs), checkpoint=artifact, owner=system.get(OWNER),
-                  lease=float(system.get(LEASE, 0.0)), retry_of=retry_of, seed=seed)
+                  lease=float(system.get(LEASE, 0.0)), retry_of=retry_of, seed=seed, routine=routine,
+                  options=dict(options or {}))
         self.rows[trial_id] = row
         return row
 
@@ -486,6 +508,13 @@ class Driver:
                     state, error = OTS.FAIL, f"paused, but {result.checkpoint_error}"
         if outcome.restarted is not None:
             ua["restarted"] = outcome.restarted
+        if result is not None and result.attrs and row.routine != "train":
+            row.results = dict(result.attrs)
+            ua[row.routine] = row.results
+            warning = row.results.get("warning")
+            if warning:
+                warnings.warn(f"trial {row.number}: {warning}", stacklevel=2)
+                logger.warning("trial %s: %s", row.number, warning)
         if error is not None:
             ua["error"] = error
         row.error = error
@@ -618,9 +647,9 @@ class Driver:
         return sum(r.state in done for r in self.proposals())
 
     def study_best(self) -> tuple[int, float] | None:
-        """(number, value) of the best complete trial."""
+        """(number, value) of the best complete trial (of a routine whose values are comparable)."""
         done = [(r.number, float(r.value)) for r in self.rows.values()
-                if r.state == TrialState.COMPLETE and r.value is not None]
+                if r.state == TrialState.COMPLETE and r.value is not None and is_comparable(r.routine)]
         if not done:
             return None
         return min(done, key=lambda t: self.sign * t[1])
@@ -679,7 +708,8 @@ class Driver:
 
         rerun = self.create_trial(row.config, proposal=row.proposal if row.proposal is not None else row.number,
                                   target=row.target or self.study.trainer.epochs, attrs=row.attrs,
-                                  state=OTS.WAITING, retry_of=row.number, seed=row.seed, writes=writes)
+                                  state=OTS.WAITING, retry_of=row.number, seed=row.seed, writes=writes,
+                                  routine=row.routine, options=row.options)
         row.state, row.error, row.superseded, row.lease = TrialState.FAILED, messages["error"], True, 0.0
         return rerun
 
@@ -805,6 +835,8 @@ class Driver:
             row = self.row_of_number(request.trial)
             if row is None or row.state != TrialState.PAUSED:
                 raise ConfigError(f"the strategy asked to resume trial {request.trial}, which is not paused")
+            if row.routine != "train":  # a routine's run has its own length, fixed when it started
+                full = row.target or full
             until = min(request.until_epoch or full, full)
             if until <= row.epochs:
                 raise ConfigError(f"the strategy asked to resume trial {request.trial} until epoch {until}, but it "
@@ -818,16 +850,35 @@ class Driver:
                 row.attrs.update(request.attrs)
                 write_trial(self.storage, row.trial_id, user_attrs={"strategy": dict(row.attrs)})
             return self._work(row, until)
-        config = self.study.space.validate(request.config or {})
-        epochs = min(request.epochs or full, full)
+        if request.routine not in routines:
+            raise ConfigError(f"the strategy asked for the unknown routine {request.routine!r} (registered: "
+                              f"{', '.join(routines.names())}); register it with search.routines.register(name, "
+                              f"search.Routine(run))")
+        routine = routines.get(request.routine)
+        if request.routine == "train" and request.options:
+            raise ConfigError(f"the 'train' routine takes no options, but the request gives {dict(request.options)}")
+        config = self._validate(request.config or {}, routine.free(self.study.space, request.options))
+        # a routine's run (a DARTS search) has its own length, not the trainer's
+        epochs = min(request.epochs or full, full) if request.routine == "train" else request.epochs or full
         if not self.fits(config, epochs, new_trial=True):
             self.exhausted = True
             return None
         row = self.create_trial(config, proposal=len(self.proposals()), target=epochs, attrs=request.attrs,
-                                state=OTS.RUNNING, seed=request.seed)
-        return self._work(row, epochs, routine=request.routine)
+                                state=OTS.RUNNING, seed=request.seed, routine=request.routine,
+                                options=request.options)
+        return self._work(row, epochs)
 
-    def _work(self, row: Row, until: int | None, routine: str = "train") -> Work:
+    def _validate(self, config: Mapping[str, Any], free: tuple[str, ...]) -> dict[str, Any]:
+        """The canonical form of a requested config; `free` parameters (chosen by the routine) are left out."""
+        if not free:
+            return self.study.space.validate(config)
+        given = [k for k in free if k in config]
+        if given:
+            raise ConfigError(f"the request sets {given}, which its routine chooses itself; leave them out")
+        full = self.study.space.complete(config)
+        return {k: v for k, v in self.study.space.validate(full).items() if k not in free}
+
+    def _work(self, row: Row, until: int | None) -> Work:
         self.claim(row)
         path = self._checkpoint_path(row)
         return Work(
@@ -837,8 +888,9 @@ class Driver:
             seed=self.study.trainer.seed if row.seed is None else row.seed,
             until_epoch=until,
             checkpoint=str(path) if path is not None else None,
-            routine=routine,
+            routine=row.routine,
             checkpoint_seconds=self.checkpoint_seconds,
+            options=dict(row.options),
         )
 
     def _heartbeat(self, done: threading.Event) -> None:

@@ -1,7 +1,8 @@
 """Where trials are trained: in the driver's process, or in a local pool of worker processes.
 
-Both executors run the same function, `run_work`, which trains one unit of work with
-`Trainer.fit` and reports every epoch through `send`. Workers never touch the database: in the
+Both executors run the same function, `run_work`, which trains one unit of work with the
+routine it names (`search.routines`: `"train"` is `Trainer.fit`, `"darts"` a DARTS search, ...)
+and reports every epoch through `send`. Workers never touch the database: in the
 pool they put epoch results on a queue and return the final `TrainResult`; the driver writes.
 """
 
@@ -18,12 +19,13 @@ import traceback
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from spaces.errors import CheckpointError
+from search.routines import Routine, routines
+from spaces.errors import CheckpointError, UnknownNameError
 from trainers import EpochResult, Trainer, TrainResult
 
 
@@ -39,6 +41,7 @@ class Work:
     checkpoint: str | None
     routine: str = "train"
     checkpoint_seconds: float | None = 30.0
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,21 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
 
 
-def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], None], stop: Any) -> Outcome:
-    """Train `work` on `trainer`; `send(trial_id, epoch)` after every epoch; pause when `stop` is set.
+def resolve_routine(name: str) -> Routine | None:
+    """The registered routine `name`, or None (then `run_work` records why it is unknown)."""
+    try:
+        return routines.get(name)
+    except UnknownNameError:
+        return None
+
+
+def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], None], stop: Any,
+             routine: Routine | None = None) -> Outcome:
+    """Run `work`'s routine on `trainer`; `send(trial_id, epoch)` after every epoch; pause when `stop` is set.
+
+    `routine` is the driver's lookup of `work.routine`, sent with the work so that a pool worker
+    runs a routine its process has not imported (unpickling the function imports its module);
+    None looks it up here.
 
     A checkpoint that cannot be read (corrupt, truncated, or another run's) is deleted and the
     run starts over from scratch with the same config and seed, as Ray Tune's `restart_errored`
@@ -75,19 +91,21 @@ def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], No
         return "pause" if stop.is_set() else None
 
     def fit() -> TrainResult:
-        return trainer.fit(
+        return routine.run(
+            trainer,
             work.config,
             until_epoch=work.until_epoch,
             checkpoint=work.checkpoint,
             report=report,
             seed=work.seed,
             checkpoint_seconds=work.checkpoint_seconds,
+            options=work.options,
         )
 
     restarted = None
     try:
-        if work.routine != "train":
-            raise ValueError(f"unknown routine {work.routine!r}; this executor runs the 'train' routine")
+        if routine is None:
+            routine = routines.get(work.routine)
         try:
             result = fit()
         except CheckpointError as err:
@@ -126,7 +144,7 @@ class LocalExecutor:
     def wait(self, on_epoch: Callable[[int, EpochResult], None]) -> list[Outcome]:
         """Run the next unit of work to its end."""
         work = self._queue.pop(0)
-        return [run_work(self.trainer, work, on_epoch, self.stop)]
+        return [run_work(self.trainer, work, on_epoch, self.stop, resolve_routine(work.routine))]
 
     def close(self) -> None:
         """Nothing to release."""
@@ -175,9 +193,9 @@ def _init_worker(trainer: Trainer, events: Any, stop: Any, threads: int, parent:
     _WORKER.update(trainer=trainer, events=events, stop=stop)
 
 
-def _worker_run(work: Work) -> Outcome:
+def _worker_run(work: Work, routine: Routine | None = None) -> Outcome:
     events = _WORKER["events"]
-    outcome = run_work(_WORKER["trainer"], work, lambda tid, e: events.put((tid, e)), _WORKER["stop"])
+    outcome = run_work(_WORKER["trainer"], work, lambda tid, e: events.put((tid, e)), _WORKER["stop"], routine)
     if outcome.exception is not None:  # exceptions may not pickle; their text and traceback do
         outcome = Outcome(outcome.work, outcome.result, outcome.error, outcome.traceback, restarted=outcome.restarted)
     return outcome
@@ -215,7 +233,7 @@ class ProcessExecutor:
 
     def submit(self, work: Work) -> None:
         """Start `work` on a free worker."""
-        self._futures[self._pool.submit(_worker_run, work)] = work
+        self._futures[self._pool.submit(_worker_run, work, resolve_routine(work.routine))] = work
 
     def _drain(self, on_epoch: Callable[[int, EpochResult], None], timeout: float) -> None:
         deadline = time.monotonic() + timeout

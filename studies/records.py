@@ -25,6 +25,8 @@ RETRY_OF = "tunelab:retry_of"  # number of the interrupted trial this one re-run
 SUPERSEDED = "tunelab:superseded"  # an interrupted trial that was re-queued
 CHECKPOINT = "tunelab:checkpoint"  # artifact id of the trial's checkpoint
 RUN_SEED = "tunelab:run_seed"  # the run's seed when the strategy chose one (else the trainer's)
+ROUTINE = "tunelab:routine"  # the routine that trains the trial, when not "train" (search.routines)
+ROUTINE_OPTIONS = "tunelab:routine_options"  # that routine's settings, so a resume runs it the same way
 # Trial user attributes (what DESIGN section 5 stores; visible in optuna-dashboard).
 METRICS = "metrics"
 METRIC_KEYS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
@@ -98,6 +100,10 @@ class TrialRecord:
         flops: Forward FLOPs per example of its network, or None if unmeasured.
         seed: The seed of its run (the trainer's, unless the strategy asked for another), or
             None before it first ran.
+        routine: The routine that trained it: "train" (the standard loop), "darts", ...
+        results: What its routine learned (`TrainResult.attrs`, stored as the user attribute
+            named after the routine): a DARTS search's alphas, genotype and selection scores.
+            Empty for "train".
     """
 
     number: int
@@ -117,15 +123,25 @@ class TrialRecord:
     n_params: int | None = None
     flops: int | None = None
     seed: int | None = None
+    routine: str = "train"
+    results: dict[str, Any] = field(default_factory=dict)
 
     @property
     def genotype(self) -> str | None:
-        """The cell's genotype string of a `spaces.cells()` config (None for other models)."""
+        """The cell's genotype string: of a `spaces.cells()` config, or the one a DARTS search found (else None)."""
         from spaces import Genotype
 
         if "model.op_0_1" not in self.config:
-            return None
+            found = self.results.get("genotype")
+            return str(found) if isinstance(found, str) else None
         return str(Genotype.from_config(self.config))
+
+    @property
+    def comparable(self) -> bool:
+        """Whether its value competes for the study's best (see `search.routines.Routine.comparable`)."""
+        from search.routines import is_comparable
+
+        return is_comparable(self.routine)
 
 
 def state_of(trial: Any) -> TrialState:
@@ -177,6 +193,8 @@ def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
     if value is None and state == TrialState.PRUNED and curve:
         value = curve[-1]
     params = dict(trial.params)
+    routine = str(sa.get(ROUTINE) or "train")
+    results = ua.get(routine) if routine != "train" else None
     if order is not None:
         params = {k: params[k] for k in order if k in params} | {k: v for k, v in params.items() if k not in order}
     return TrialRecord(
@@ -197,4 +215,6 @@ def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
         n_params=ua.get("n_params"),
         flops=ua.get("flops"),
         seed=ua.get("seed", sa.get(RUN_SEED)),
+        routine=routine,
+        results=dict(results) if isinstance(results, dict) else {},
     )

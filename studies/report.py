@@ -1,8 +1,9 @@
 """`report(study, folder)`: a Markdown summary of a study with PNG plots.
 
 Plots: optimisation history and parameter importances from `optuna.visualization.matplotlib`
-(fANOVA importances over the parameters every complete trial shares), and the learning curves
-of every trial from the study's stored curves.
+(fANOVA importances over the parameters every complete trial shares), the learning curves of
+every trial from the study's stored curves, and, for each DARTS search, its architecture
+weights (softmax of alpha) per edge over the epochs.
 """
 
 from __future__ import annotations
@@ -35,6 +36,34 @@ def _save(ax_or_fig: Any, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close("all")
+
+
+def _plot_alphas(trial: Any, path: Path) -> bool:
+    """Softmax of a DARTS search's alphas per edge over its epochs (one panel per edge); False if it has none."""
+    import matplotlib.pyplot as plt
+
+    alphas, ops = trial.results.get("alphas"), trial.results.get("ops")
+    edges = trial.results.get("edges") or []
+    if not alphas or not ops:
+        return False
+    epochs = range(1, len(alphas) + 1)
+    cols = 3
+    rows = max(1, math.ceil(len(edges) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(10, 2.7 * rows), sharex=True, sharey=True, squeeze=False)
+    for e, ax in enumerate(axes.flat):
+        if e >= len(edges):
+            ax.axis("off")
+            continue
+        for k, op in enumerate(ops):
+            ax.plot(epochs, [a[e][k] for a in alphas], label=op)
+        ax.set_title(f"edge {edges[e]}", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7)
+    fig.supxlabel("epoch")
+    fig.supylabel("softmax(alpha)")
+    fig.suptitle(f"trial {trial.number}: {trial.results.get('genotype') or 'no genotype yet'}", fontsize=9)
+    _save(fig, path)
+    return True
 
 
 def report(study: Study, folder: str | Path) -> Path:
@@ -71,6 +100,8 @@ def report(study: Study, folder: str | Path) -> Path:
             _save(ovm.plot_optimization_history(ostudy, target_name=f"validation {metric}"), out / "history.png")
             images.append(("Optimisation history", "history.png"))
         curves = study.curves()
+        searches = [t for t in trials if not t.comparable]  # a DARTS supernet's curve is another kind of number
+        curves = curves.drop(columns=[t.number for t in searches if t.number in curves.columns])
         if not curves.empty:
             fig, ax = plt.subplots(figsize=(7, 4.5))
             best = study.best
@@ -86,6 +117,10 @@ def report(study: Study, folder: str | Path) -> Path:
                 ax.legend()
             _save(fig, out / "curves.png")
             images.append(("Learning curves", "curves.png"))
+        for t in searches[:8]:
+            name = f"alphas-{t.number}.png"
+            if _plot_alphas(t, out / name):
+                images.append((f"Architecture weights of search trial {t.number} ({t.routine})", name))
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         varied = sorted({k for t in done for k in t.config
                          if len({repr(d.config.get(k)) for d in done if k in d.config}) > 1})
@@ -126,6 +161,20 @@ def report(study: Study, folder: str | Path) -> Path:
             "| parameter | value |",
             "|---|---|",
             *(f"| `{k}` | {_fmt(v)} |" for k, v in best.config.items()),
+            "",
+        ]
+    found = [t for t in trials if t.results.get("genotype") or t.results.get("alphas")]
+    if found:
+        lines += [
+            "## Architecture searches",
+            "",
+            "Search trials train a supernet; their value (its metric on half of the training split) is not "
+            "comparable with ordinary trials, which retrain what they found.",
+            "",
+            "| search trial | state | selection | genotype | parameter-free share | collapsed |",
+            "|---:|---|---|---|---:|---|",
+            *(f"| {t.number} | {t.state} | {t.results.get('selection', '-')} | `{t.results.get('genotype') or '-'}` | "
+              f"{_fmt(t.results.get('parameter_free_share'))} | {_fmt(t.results.get('collapsed'))} |" for t in found),
             "",
         ]
     sign = -1.0 if study.direction == "maximize" else 1.0

@@ -155,8 +155,13 @@ class Study:
 
     @property
     def best(self) -> TrialRecord | None:
-        """The complete trial with the best value (None before any completes)."""
-        done = [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None]
+        """The complete trial with the best value (None before any completes).
+
+        Only trials whose value is a trained network's validation metric compete: a DARTS
+        search trial (its supernet's accuracy on half of the training split) never is best; the
+        retrained trial of its genotype is.
+        """
+        done = [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None and t.comparable]
         if not done:
             return None
         key = (lambda t: -t.value) if self.direction == "maximize" else (lambda t: t.value)
@@ -444,6 +449,7 @@ def create(
         raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
     _check_fits(space, trainer)
     _check_trains(space)
+    strategy.check(space, trainer)
     st = open_storage(storage)
     recipe = {
         SPACE: json.loads(space.to_json()),

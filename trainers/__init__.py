@@ -8,14 +8,16 @@ iterators), `evaluate`, `make_step` (one optimisation step per optimizer style),
 from __future__ import annotations
 
 from trainers import workloads
-from trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, run_rng, save_checkpoint
 from trainers.data import batches, to_device
-from trainers.steps import make_step
+from trainers.steps import frozen_bn_stats, make_step
 from trainers.trainer import (
     DECISIONS,
     EpochResult,
+    RunControl,
     Trainer,
     TrainResult,
+    best_metric,
     evaluate,
     resolve_device,
     resolve_precision,
@@ -25,18 +27,22 @@ from trainers.workload import TensorSplit, Workload
 __all__ = [
     "DECISIONS",
     "EpochResult",
+    "RunControl",
     "TensorSplit",
     "TrainResult",
     "Trainer",
     "Workload",
     "batches",
+    "best_metric",
     "capture_rng",
     "evaluate",
+    "frozen_bn_stats",
     "load_checkpoint",
     "make_step",
     "resolve_device",
     "resolve_precision",
     "restore_rng",
+    "run_rng",
     "save_checkpoint",
     "to_device",
     "workloads",

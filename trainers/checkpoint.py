@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,22 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: torch.device | s
     return state
 
 
+@contextlib.contextmanager
+def run_rng(device: torch.device, seed: int) -> Iterator[None]:
+    """Inside, the global torch RNG (CPU and `device`) is the run's own, seeded from `seed`; restored on exit.
+
+    Only the generators the run forks are seeded (`torch.manual_seed` would reseed every GPU),
+    so nothing outside the run sees or disturbs its randomness.
+    """
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(int(seed))
+        if device.type == "cuda":
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(int(seed))
+        yield
+
+
 def capture_rng(device: torch.device, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """The random states a run uses: global CPU (and CUDA device) state, and its data generator."""
     states = {"cpu": torch.get_rng_state(), "data": generator.get_state()}
@@ -86,4 +103,4 @@ def restore_rng(states: dict[str, torch.Tensor], device: torch.device, generator
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-__all__ = ["capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
+__all__ = ["capture_rng", "load_checkpoint", "restore_rng", "run_rng", "save_checkpoint"]

@@ -9,7 +9,7 @@ perturbed weights (SAM, GSAM). The returned loss is the one at the current weigh
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -30,6 +30,21 @@ def _freeze_bn_stats(model: nn.Module) -> list[tuple[nn.Module, float | None]]:
 def _restore_bn_stats(saved: list[tuple[nn.Module, float | None]]) -> None:
     for m, momentum in saved:
         m.momentum = momentum
+
+
+@contextlib.contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """Forward passes inside leave the running statistics of `model`'s batch norms unchanged.
+
+    Training-mode passes that are not weight steps (SAM's second pass, DARTS' architecture steps
+    and its selection scores) still normalise with batch statistics, but do not move the
+    running averages that evaluation uses.
+    """
+    saved = _freeze_bn_stats(model)
+    try:
+        yield
+    finally:
+        _restore_bn_stats(saved)
 
 
 def make_step(
@@ -126,4 +141,4 @@ def make_step(
     raise ValueError(f"unknown optimizer style {style!r}; expected standard, create_graph, sam or gsam")
 
 
-__all__ = ["LossFn", "StepFn", "make_step"]
+__all__ = ["LossFn", "StepFn", "frozen_bn_stats", "make_step"]

@@ -31,7 +31,7 @@ from torch import nn
 
 from spaces import build_model, build_optimizer, build_schedule, optimizer_spec
 from spaces.errors import CheckpointError, ConfigError
-from trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, run_rng, save_checkpoint
 from trainers.data import batches, to_device
 from trainers.steps import make_step
 from trainers.workload import Split, TensorSplit, Workload
@@ -82,6 +82,9 @@ class TrainResult:
         checkpoint_error: Why the last checkpoint could not be written (a full disk, a read-only
             folder), or None. Training goes on without it: a result is never thrown away for a
             file, and `checkpoint` then names an older checkpoint or None.
+        attrs: What a routine learned that is not a config value (DARTS alphas and genotype, an
+            STN hyperparameter schedule), JSON-ready; studies store it as the trial's user
+            attribute named after the routine. Empty for the standard loop.
     """
 
     status: Status
@@ -92,6 +95,7 @@ class TrainResult:
     checkpoint: str | None = None
     seed: int = 0
     checkpoint_error: str | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def grad_evals(self) -> int:
@@ -107,6 +111,73 @@ class TrainResult:
     def curve(self) -> list[float]:
         """Validation metric per epoch."""
         return [e.val_metric for e in self.epochs]
+
+
+@dataclass
+class RunControl:
+    """What every training loop does after an epoch: report it, obey the decision, checkpoint when due.
+
+    `Trainer.fit` and the gradient-based strategies' routines share it, so they pause, stop and
+    checkpoint by the same rules: a checkpoint is written on pause or stop, at `until`, and
+    periodically (every `checkpoint_every` epochs, or every `checkpoint_seconds` of training);
+    a checkpoint that cannot be written (full disk, read-only folder) is recorded in
+    `save_error` and training goes on, since a measured result is never thrown away for a file.
+
+    Attributes:
+        path: The run's checkpoint file, or None.
+        until: The epoch at which the run pauses.
+        report: The caller's callback (continue / stop / pause, or None).
+        checkpoint_seconds: Periodic checkpoints by time instead of by epochs, if given.
+        checkpoint_every: Periodic checkpoints every this many epochs.
+        save_error: Why the last checkpoint could not be written, or None.
+    """
+
+    path: Path | None
+    until: int
+    report: Callable[[EpochResult], Decision | None] | None = None
+    checkpoint_seconds: float | None = None
+    checkpoint_every: int = 1
+    save_error: str | None = None
+    last_save: float = field(default_factory=time.perf_counter)
+
+    def after_epoch(self, result: EpochResult, save: Callable[[Path], None]) -> Status | None:
+        """Report `result`, checkpoint with `save(path)` when due; "stopped" or "paused" if the run must end.
+
+        Raises:
+            ValueError: `report` returned something other than continue / stop / pause.
+        """
+        decision = self.report(result) if self.report is not None else None
+        decision = "continue" if decision is None else decision
+        if decision not in DECISIONS:
+            raise ValueError(f"report returned {decision!r}; it must return one of {DECISIONS} (or None)")
+        if self.checkpoint_seconds is None:
+            periodic = result.epoch % self.checkpoint_every == 0
+        else:
+            periodic = time.perf_counter() - self.last_save >= self.checkpoint_seconds
+        if self.path is not None and (decision != "continue" or result.epoch == self.until or periodic):
+            try:
+                save(self.path)
+                self.save_error = None
+            except OSError as err:  # the measured epochs are kept; the caller decides what a lost file means
+                self.save_error = f"could not write the checkpoint {self.path}: {type(err).__name__}: {err}"
+            self.last_save = time.perf_counter()
+        return {"stop": "stopped", "pause": "paused"}.get(decision)  # type: ignore[return-value]
+
+    def settle(self, status: Status) -> str | None:
+        """Finish the run's file: an older checkpoint must not pass for a finished run's state. Returns its path."""
+        if self.save_error is not None and status != "paused" and self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink(missing_ok=True)
+        return str(self.path) if self.path is not None and self.path.exists() else None
+
+
+def best_metric(history: list[EpochResult], workload: Workload) -> float | None:
+    """The best finite validation metric of a run's epochs (None if none is finite)."""
+    best = None
+    for e in history:
+        if math.isfinite(e.val_metric) and (best is None or workload.better(e.val_metric, best)):
+            best = e.val_metric
+    return best
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -332,13 +403,7 @@ class Trainer:
         total_steps = self.epochs * self.steps_per_epoch(batch_size)
         spec = optimizer_spec(config)
         path = Path(checkpoint) if checkpoint is not None else None
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            # Seed only the generators this run forked (torch.manual_seed would reseed every GPU).
-            torch.default_generator.manual_seed(seed)
-            if self.device.type == "cuda":
-                with torch.cuda.device(self.device):
-                    torch.cuda.manual_seed(seed)
+        with run_rng(self.device, seed):
             model, optimizer, scheduler = self.build(config, total_steps)
             run = _RunState(config, seed, model, optimizer, scheduler, spec, self.generator(seed))
             if path is not None and path.exists():
@@ -395,8 +460,7 @@ class Trainer:
         after_schedule = getattr(optimizer, "update_rho_t", None) if step_schedule else None
         train = self.split("train")
         status: Status | None = None
-        save_error: str | None = None
-        last_save = time.perf_counter()
+        control = RunControl(path, until, report, checkpoint_seconds, self.checkpoint_every)
         while run.epoch < until:
             t0 = time.perf_counter()
             run.epoch += 1
@@ -424,48 +488,24 @@ class Trainer:
                 run.epoch, train_loss, val_loss, val_metric, lr, time.perf_counter() - t0, run.grad_evals
             )
             run.history.append(result)
-            decision = report(result) if report is not None else None
-            decision = "continue" if decision is None else decision
-            if decision not in DECISIONS:
-                raise ValueError(f"report returned {decision!r}; it must return one of {DECISIONS} (or None)")
-            if checkpoint_seconds is None:
-                periodic = run.epoch % self.checkpoint_every == 0
-            else:
-                periodic = time.perf_counter() - last_save >= checkpoint_seconds
-            if path is not None and (decision != "continue" or run.epoch == until or periodic):
-                try:
-                    self._save(run, path)
-                    save_error = None
-                except OSError as err:  # the measured epochs are kept; the caller decides what a lost file means
-                    save_error = f"could not write the checkpoint {path}: {type(err).__name__}: {err}"
-                last_save = time.perf_counter()
-            if decision == "stop":
-                status = "stopped"
-                break
-            if decision == "pause":
-                status = "paused"
+            status = control.after_epoch(result, lambda p: self._save(run, p))
+            if status is not None:
                 break
         if status is None:
             status = "complete" if run.epoch >= self.epochs else "paused"
-        if save_error is not None and status != "paused" and path is not None:
-            with contextlib.suppress(OSError):  # an older checkpoint would pass for this run's final state
-                path.unlink(missing_ok=True)
+        checkpoint_file = control.settle(status)
         test_metric = None
         if status == "complete" and self.split("test") is not None:
             test_metric = evaluate(model, self.batches("test"), workload, autocast)[1]
-        best = None
-        for e in run.history:
-            if math.isfinite(e.val_metric) and (best is None or workload.better(e.val_metric, best)):
-                best = e.val_metric
         return TrainResult(
             status=status,
             epochs=list(run.history),
             val_metric=run.history[-1].val_metric if run.history else None,
-            best_val_metric=best,
+            best_val_metric=best_metric(run.history, workload),
             test_metric=test_metric,
-            checkpoint=str(path) if path is not None and path.exists() else None,
+            checkpoint=checkpoint_file,
             seed=run.seed,
-            checkpoint_error=save_error,
+            checkpoint_error=control.save_error,
         )
 
 
@@ -486,4 +526,5 @@ class _RunState:
     history: list[EpochResult] = field(default_factory=list)
 
 
-__all__ = ["DECISIONS", "EpochResult", "TrainResult", "Trainer", "evaluate", "resolve_device", "resolve_precision"]
+__all__ = ["DECISIONS", "EpochResult", "RunControl", "TrainResult", "Trainer", "best_metric", "evaluate",
+           "resolve_device", "resolve_precision"]

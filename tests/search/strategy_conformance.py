@@ -9,6 +9,13 @@ tests/search/test_conformance.py (this module: tests/search/strategy_conformance
   study stopped and continued proposes what an uninterrupted one does;
 - convergence on a cheap toy objective (no training), where model-based strategies must
   also beat random search.
+
+Strategies that train through a routine of their own (`search.Darts`) join ROUTINE_STRATEGIES:
+on a tiny cell workload the suite checks that their spec round-trips, that every unit of work
+ends as a recorded trial, that the best trial is one of the comparable routine ("train"), and
+that a study stopped, reloaded from its database and continued ends with the same trials,
+values and routine results as one never stopped (which also checks same seed, same trials).
+Whether they do their job better than random search is each family's own test and benchmark.
 """
 
 from __future__ import annotations
@@ -37,6 +44,12 @@ STRATEGIES: dict[str, Callable[[int], search.Strategy]] = {
     "evolution-de": lambda seed: search.Evolution(population=4, seed=seed, method="differential"),
 }
 MODEL_BASED = ("bayesian", "tpe")
+# Strategies that train through their own routine; a factory `seed -> Strategy` cheap enough for a tiny workload.
+ROUTINE_STRATEGIES: dict[str, Callable[[int], search.Strategy]] = {
+    "darts-pt": lambda seed: search.Darts(seed=seed, epochs=1, pt_interval=1, batch_size=32, channels=4),
+    "darts-2-argmax": lambda seed: search.Darts(seed=seed, order=2, selection="argmax", epochs=1, batch_size=32,
+                                                channels=4),
+}
 # Multi-fidelity strategies pause and resume trials; they run the suite with epoch budgets.
 MULTI_FIDELITY: dict[str, Callable[[int], search.Strategy]] = {
     "freeze_thaw": lambda seed: search.FreezeThaw(seed=seed, candidates=64, fit_maxiter=40),
@@ -59,6 +72,13 @@ def toy_space() -> spaces.Space:
         width=spaces.Int(1, 64, log=True),
         act=spaces.Categorical(("relu", "tanh", "gelu")),
     )
+
+
+def cell_space() -> spaces.Space:
+    """A cell architecture with everything else fixed (what routine strategies search)."""
+    fixed = spaces.Space(optimizer=spaces.Fixed("adamw"), schedule=spaces.Fixed("cosine"),
+                         **{"adamw.lr": spaces.Fixed(3e-3)})
+    return fixed | spaces.cells(dim=1, channels=4, cells_per_stage=1)
 
 
 def toy_objective(config: dict) -> float:

@@ -292,3 +292,19 @@ def test_register_custom_op() -> None:
     assert sum(isinstance(m, Scale) for m in model.modules()) == 3 * 3  # 3 edges x 3 cells
     rng = np.random.default_rng(3)
     assert any(name in spaces.genotype(space.sample(rng)).ops for _ in range(10))
+
+
+@pytest.mark.parametrize("shape", [(4, 3, 13), (2, 3, 1), (2, 2, 2), (3, 2, 7, 9), (2, 2, 1, 5), (2, 1, 1, 1)])
+def test_avgpool3_gives_torchs_numbers_bit_for_bit_and_the_same_gradients(shape):
+    from spaces.cells import AvgPool3
+
+    dim = len(shape) - 2
+    reference = (torch.nn.AvgPool1d if dim == 1 else torch.nn.AvgPool2d)(3, stride=1, padding=1,
+                                                                         count_include_pad=False)
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(len(shape)), requires_grad=True)
+    ours, theirs = AvgPool3(dim)(x), reference(x)
+    assert torch.equal(ours, theirs)
+    g = torch.randn(ours.shape, generator=torch.Generator().manual_seed(1))
+    (a,) = torch.autograd.grad(ours, x, g)
+    (b,) = torch.autograd.grad(theirs, x, g)
+    torch.testing.assert_close(a, b)

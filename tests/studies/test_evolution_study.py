@@ -8,7 +8,8 @@ import textwrap
 
 import numpy as np
 import optuna
-from conftest import FREEZE, run_until_frozen, small_space
+from conftest import small_space
+from freezing import FREEZE, run_until_frozen
 
 import search
 import spaces

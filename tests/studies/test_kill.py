@@ -8,7 +8,7 @@ import textwrap
 
 import optuna
 import pytest
-from conftest import FREEZE, run_until_frozen
+from freezing import FREEZE, run_until_frozen
 
 import studies
 

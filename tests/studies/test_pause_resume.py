@@ -9,7 +9,8 @@ import textwrap
 import optuna
 import pytest
 import torch
-from conftest import FREEZE, run_until_frozen, small_space
+from conftest import small_space
+from freezing import FREEZE, run_until_frozen
 
 import search
 import studies

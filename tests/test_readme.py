@@ -1,0 +1,107 @@
+"""Every Python block of the README runs, in order, in one namespace (so the README cannot rot).
+
+The blocks run as written, on small data and short budgets: MNIST-1D with 256 training
+examples, trainers of at most 2 epochs, `optimize` capped at 2 trials (or 6 epochs), a DARTS
+search of one epoch, and a comparison of one problem, two optimizers and one trial per arm.
+Names a block uses but the README leaves to the reader (`workload`, `space`, `my_workload`,
+`MyOpt`, `MyNet`, `SepConv`) are defined by a small prelude.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import search
+import spaces
+import studies
+import trainers
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+
+
+class MyNet(nn.Module):
+    def __init__(self, **hp):
+        super().__init__()
+        self.fc = nn.LazyLinear(10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+class SepConv(nn.Module):
+    def __init__(self, channels, dim):
+        super().__init__()
+        conv = nn.Conv1d if dim == 1 else nn.Conv2d
+        self.depth = conv(channels, channels, 3, padding=1, groups=channels)
+        self.point = conv(channels, channels, 1)
+
+    def forward(self, x):
+        return self.point(self.depth(x))
+
+
+@pytest.fixture
+def fast(monkeypatch, tmp_path):
+    """Small data and short budgets for every study and trainer the README builds."""
+    monkeypatch.chdir(tmp_path)
+    mnist1d, digits = trainers.workloads.mnist1d, trainers.workloads.digits
+    monkeypatch.setattr(trainers.workloads, "mnist1d", lambda **kw: mnist1d(**{"n_train": 256, **kw}))
+    init = trainers.Trainer.__init__
+
+    def short_init(self, workload, *, epochs=None, **kw):
+        init(self, workload, epochs=min(epochs or workload.max_epochs, 2), **kw)
+
+    monkeypatch.setattr(trainers.Trainer, "__init__", short_init)
+    optimize = studies.Study.optimize
+
+    def short_optimize(self, trials=None, epochs=None, **kw):
+        return optimize(self, trials=None if trials is None else min(trials, 2),
+                        epochs=None if epochs is None else min(epochs, 6), **kw)
+
+    monkeypatch.setattr(studies.Study, "optimize", short_optimize)
+    darts = search.Darts
+
+    class ShortDarts(darts):
+        name = ""  # not registered: the real Darts stays the one studies load by name
+
+        def __init__(self, seed=0, **kw):
+            super().__init__(seed, **{**kw, "epochs": 1, "pt_interval": 1})
+
+    monkeypatch.setattr(search, "Darts", ShortDarts)
+    compare = studies.compare
+
+    def small_compare(problems, *, optimizers, budget, reruns=3, **kw):
+        return compare(problems[:1], optimizers=optimizers[:2], budget=1, reruns=1, **kw)
+
+    monkeypatch.setattr(studies, "compare", small_compare)
+    return {
+        "workload": trainers.workloads.mnist1d(),
+        "space": spaces.optimizers(["adamw"]) | spaces.mlp(width=spaces.Int(8, 32, log=True), depth=1),
+        "my_workload": digits(),
+        "MyOpt": lambda params, lr: torch.optim.SGD(params, lr=lr),
+        "MyNet": MyNet,
+        "SepConv": SepConv,
+    }
+
+
+def test_every_python_block_of_the_readme_runs(fast):
+    found = blocks()
+    assert len(found) >= 9
+    namespace = dict(fast)
+    for i, code in enumerate(found):
+        try:
+            exec(compile(code, f"README.md python block {i}", "exec"), namespace)
+        except Exception as err:
+            raise AssertionError(f"README python block {i} fails: {type(err).__name__}: {err}\n{code}") from err
+    # the blocks did what they say
+    assert namespace["study"].best is not None
+    assert namespace["search_trial"].results["genotype"] and namespace["retrained"].routine == "train"
+    assert namespace["result"].status == "complete"
