@@ -9,6 +9,8 @@ learning-curve GP, ifBO's MFPI-random), `Hyperband` and `ASHA`. `Enqueue` trains
 configurations on given seeds (defaults, reruns of a selected configuration). `Darts`
 searches a cell space by differentiable bilevel optimisation (Liu et al. 2019; DARTS-PT
 selection, Wang et al. 2021) through its own routine, then retrains the genotype it finds.
+`SelfTuning` learns regularisation hyperparameters online in one run (Self-Tuning Networks,
+MacKay et al. 2019; Delta-STN, Bae & Grosse 2020) and replays the schedule it finds.
 `strategies` is the registry through which a stored study rebuilds its strategy by name, and
 `routines` the one through which executors find a unit of work's training loop.
 """
@@ -28,6 +30,8 @@ from search.hyperband import ASHA, Hyperband
 from search.optuna_sampler import OptunaSampler
 from search.random import Random
 from search.routines import Routine, routines
+from search.stn import SelfTuning
+from search.stn_routine import StnSettings
 from search.supernet import Supernet
 
 __all__ = [
@@ -46,6 +50,8 @@ __all__ = [
     "Random",
     "Request",
     "Routine",
+    "SelfTuning",
+    "StnSettings",
     "Strategy",
     "Supernet",
     "TrialView",

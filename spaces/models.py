@@ -18,6 +18,7 @@ from torch import nn
 from spaces.errors import ConfigError, UnknownNameError
 from spaces.params import Categorical, Fixed, Float, Int, Param, Value, as_param
 from spaces.registry import Registry
+from spaces.regularizers import InputNoise, NamedDropout, RandomShift
 from spaces.space import Space, branch
 
 ModelBuilder = Callable[[Mapping[str, Value], tuple[int, ...], int], nn.Module]
@@ -55,18 +56,31 @@ def model_space(family: str, **params: Param | Value) -> Space:
     return Space(model=Fixed(family), **{f"model.{k}": as_param(v) for k, v in params.items()})
 
 
+def _input_regularizers(**given: Param | float | int | None) -> dict[str, Param | Value]:
+    """The optional input regularisers a caller asked for (left out of the space when None)."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def mlp(
     *,
     depth: Param | int = Int(1, 4, default=2),
     width: Param | int = Int(32, 512, log=True, default=128),
     dropout: Param | float = Float(0.0, 0.5, default=0.0),
     activation: Param | str = Categorical(("relu", "gelu", "silu"), default="relu"),
+    input_noise: Param | float | None = None,
+    shift: Param | int | None = None,
+    input_dropout: Param | float | None = None,
 ) -> Space:
     """A multilayer perceptron: `depth` hidden layers of `width` units (inputs are flattened).
 
-    Every argument takes a parameter (searched) or a plain value (fixed).
+    Every argument takes a parameter (searched) or a plain value (fixed). `dropout` follows every
+    hidden layer. The input regularisers (`spaces.regularizers`) are in the space only when given:
+    `input_noise` (Gaussian standard deviation), `shift` (random shift of each example by up to
+    that many positions along its last axis) and `input_dropout`, e.g.
+    `spaces.mlp(input_noise=spaces.Float(0.0, 1.0), shift=spaces.Int(0, 8))`.
     """
-    return model_space("mlp", depth=depth, width=width, dropout=dropout, activation=activation)
+    extra = _input_regularizers(input_noise=input_noise, shift=shift, input_dropout=input_dropout)
+    return model_space("mlp", depth=depth, width=width, dropout=dropout, activation=activation, **extra)
 
 
 def cnn(
@@ -78,6 +92,9 @@ def cnn(
     norm: Param | str = Categorical(("none", "batch"), default="none"),
     dropout: Param | float = Float(0.0, 0.5, default=0.0),
     activation: Param | str = "relu",
+    input_noise: Param | float | None = None,
+    shift: Param | int | None = None,
+    input_dropout: Param | float | None = None,
 ) -> Space:
     """A plain convolutional network, 1-D or 2-D.
 
@@ -94,12 +111,15 @@ def cnn(
         norm: "none" or "batch".
         dropout: Dropout after every block.
         activation: One of `ACTIVATIONS`.
+        input_noise: Gaussian input noise (in the space only when given), as for `mlp`.
+        shift: Random shift of each example along its last axis (only when given).
+        input_dropout: Dropout of the input (only when given).
     """
     if dim not in (1, 2):
         raise ConfigError(f"cnn(dim=...) must be 1 or 2, got {dim!r}")
-    return model_space(
-        "cnn", dim=dim, depth=depth, channels=channels, kernel=kernel, norm=norm, dropout=dropout, activation=activation
-    )
+    extra = _input_regularizers(input_noise=input_noise, shift=shift, input_dropout=input_dropout)
+    return model_space("cnn", dim=dim, depth=depth, channels=channels, kernel=kernel, norm=norm, dropout=dropout,
+                       activation=activation, **extra)
 
 
 # ---------------------------------------------------------------------------- builders
@@ -127,16 +147,65 @@ def _activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def _build_mlp(hp: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
-    layers: list[nn.Module] = [nn.Flatten()]
+class Layers:
+    """How the MLP and CNN builders make their layers.
+
+    The plain builders use this class; the self-tuning variant of a model (`spaces.stn`) passes
+    a subclass that makes hyperlayers and tuned regularisers, so one builder, and one config,
+    describes both networks.
+    """
+
+    def linear(self, n_in: int, n_out: int) -> nn.Module:
+        """A fully connected layer."""
+        return nn.Linear(n_in, n_out)
+
+    def conv(self, dim: int, c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> nn.Module:
+        """A convolution."""
+        return conv_class(dim)(c_in, c_out, kernel, stride=stride, padding=padding)
+
+    def regularizer(self, kind: str, name: str, value: float) -> nn.Module | None:
+        """A regulariser (`kind`: dropout, noise or shift) realising hyperparameter `name`, or None when off."""
+        if kind == "dropout":
+            return NamedDropout(value, name) if value > 0 else None
+        if kind == "noise":
+            return InputNoise(value, name) if value > 0 else None
+        return RandomShift(value, name) if value >= 1 else None
+
+    def network(self, layers: list[nn.Module]) -> nn.Module:
+        """The network of `layers`, in order."""
+        return nn.Sequential(*layers)
+
+
+PLAIN = Layers()
+
+
+def _input_layers(hp: Mapping[str, Value], make: Layers) -> list[nn.Module]:
+    """The input regularisers a config turns on: shift, then noise, then input dropout."""
+    out = [
+        make.regularizer("shift", "model.shift", float(hp.get("shift", 0) or 0)),
+        make.regularizer("noise", "model.input_noise", float(hp.get("input_noise", 0.0) or 0.0)),
+        make.regularizer("dropout", "model.input_dropout", float(hp.get("input_dropout", 0.0) or 0.0)),
+    ]
+    return [m for m in out if m is not None]
+
+
+def mlp_network(hp: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int,
+                make: Layers = PLAIN) -> nn.Module:
+    """The MLP of `hp` (a config's `model.` entries), with layers made by `make`."""
+    layers: list[nn.Module] = [nn.Flatten(), *_input_layers(hp, make)]
     width_in = math.prod(input_shape)
-    for _ in range(int(hp["depth"])):
-        layers += [nn.Linear(width_in, int(hp["width"])), _activation(hp["activation"])]
-        if hp["dropout"] > 0:
-            layers.append(nn.Dropout(float(hp["dropout"])))
+    for i in range(int(hp["depth"])):
+        layers += [make.linear(width_in, int(hp["width"])), _activation(hp["activation"])]
+        drop = make.regularizer("dropout", f"model.dropout.{i + 1}", float(hp["dropout"]))
+        if drop is not None:
+            layers.append(drop)
         width_in = int(hp["width"])
-    layers.append(nn.Linear(width_in, n_outputs))
-    return nn.Sequential(*layers)
+    layers.append(make.linear(width_in, n_outputs))
+    return make.network(layers)
+
+
+def _build_mlp(hp: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+    return mlp_network(hp, input_shape, n_outputs)
 
 
 def conv_input_shape(input_shape: tuple[int, ...], dim: int, family: str) -> tuple[int, ...]:
@@ -170,13 +239,15 @@ def batchnorm_class(dim: int) -> type[nn.Module]:
     return nn.BatchNorm1d if dim == 1 else nn.BatchNorm2d
 
 
-def _build_cnn(hp: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+def cnn_network(hp: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int,
+                make: Layers = PLAIN) -> nn.Module:
+    """The CNN of `hp` (a config's `model.` entries), with layers made by `make`."""
     dim = int(hp["dim"])
     shape = conv_input_shape(input_shape, dim, "cnn")
     c_in, spatial = shape[0], list(shape[1:])
     k, c = int(hp["kernel"]), int(hp["channels"])
     pad = (k - 1) // 2
-    layers: list[nn.Module] = [Reshape(shape)]
+    layers: list[nn.Module] = [Reshape(shape), *_input_layers(hp, make)]
     for i in range(int(hp["depth"])):
         spatial = [(s + 2 * pad - k) // 2 + 1 for s in spatial]
         if min(spatial) < 1:
@@ -184,15 +255,20 @@ def _build_cnn(hp: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs:
                 f"cnn: block {i + 1} of {hp['depth']} (kernel {k}, stride 2) shrinks inputs of shape "
                 f"{tuple(input_shape)} to nothing; lower model.depth or model.kernel in the space"
             )
-        layers.append(conv_class(dim)(c_in, c, k, stride=2, padding=pad))
+        layers.append(make.conv(dim, c_in, c, k, 2, pad))
         if hp["norm"] == "batch":
             layers.append(batchnorm_class(dim)(c))
         layers.append(_activation(hp["activation"]))
-        if hp["dropout"] > 0:
-            layers.append(nn.Dropout(float(hp["dropout"])))
+        drop = make.regularizer("dropout", f"model.dropout.{i + 1}", float(hp["dropout"]))
+        if drop is not None:
+            layers.append(drop)
         c_in = c
-    layers += [nn.Flatten(), nn.Linear(c * math.prod(spatial), n_outputs)]
-    return nn.Sequential(*layers)
+    layers += [nn.Flatten(), make.linear(c * math.prod(spatial), n_outputs)]
+    return make.network(layers)
+
+
+def _build_cnn(hp: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+    return cnn_network(hp, input_shape, n_outputs)
 
 
 class PublishedCNN1d(nn.Module):
@@ -270,14 +346,18 @@ def build_model(config: Mapping[str, Value], input_shape: Sequence[int], n_outpu
 __all__ = [
     "ACTIVATIONS",
     "DEFAULT_MODEL",
+    "PLAIN",
+    "Layers",
     "ModelSpec",
     "Reshape",
     "batchnorm_class",
     "build_model",
     "cnn",
+    "cnn_network",
     "conv_class",
     "conv_input_shape",
     "mlp",
+    "mlp_network",
     "model_space",
     "models",
 ]

@@ -2,8 +2,9 @@
 
 Plots: optimisation history and parameter importances from `optuna.visualization.matplotlib`
 (fANOVA importances over the parameters every complete trial shares), the learning curves of
-every trial from the study's stored curves, and, for each DARTS search, its architecture
-weights (softmax of alpha) per edge over the epochs.
+every trial from the study's stored curves, for each DARTS search its architecture weights
+(softmax of alpha) per edge over the epochs, and for each self-tuning run its hyperparameter
+schedule.
 """
 
 from __future__ import annotations
@@ -66,6 +67,31 @@ def _plot_alphas(trial: Any, path: Path) -> bool:
     return True
 
 
+def _plot_schedule(trial: Any, path: Path) -> bool:
+    """A self-tuning run's hyperparameters over its epochs, and their perturbation scales (dashed, right axis)."""
+    import matplotlib.pyplot as plt
+
+    schedule, scales = trial.results.get("schedule") or {}, trial.results.get("scales") or {}
+    if not schedule:
+        return False
+    names = list(schedule)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        values = schedule[name]
+        ax.plot(range(1, len(values) + 1), values, color="C0")
+        if scales.get(name):
+            twin = ax.twinx()
+            twin.plot(range(1, len(scales[name]) + 1), scales[name], color="C1", ls="--", lw=0.8)
+            twin.tick_params(axis="y", labelcolor="C1", labelsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"trial {trial.number}: hyperparameter values (solid) and perturbation scales (dashed, right)",
+                 fontsize=8)
+    _save(fig, path)
+    return True
+
+
 def report(study: Study, folder: str | Path) -> Path:
     """Write `README.md` and PNG plots about `study` into `folder`; return the Markdown file's path.
 
@@ -121,6 +147,10 @@ def report(study: Study, folder: str | Path) -> Path:
             name = f"alphas-{t.number}.png"
             if _plot_alphas(t, out / name):
                 images.append((f"Architecture weights of search trial {t.number} ({t.routine})", name))
+        for t in [t for t in trials if t.results.get("schedule")][:8]:
+            name = f"schedule-{t.number}.png"
+            if _plot_schedule(t, out / name):
+                images.append((f"Hyperparameter schedule of self-tuning trial {t.number}", name))
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         varied = sorted({k for t in done for k in t.config
                          if len({repr(d.config.get(k)) for d in done if k in d.config}) > 1})

@@ -44,12 +44,8 @@ STRATEGIES: dict[str, Callable[[int], search.Strategy]] = {
     "evolution-de": lambda seed: search.Evolution(population=4, seed=seed, method="differential"),
 }
 MODEL_BASED = ("bayesian", "tpe")
-# Strategies that train through their own routine; a factory `seed -> Strategy` cheap enough for a tiny workload.
-ROUTINE_STRATEGIES: dict[str, Callable[[int], search.Strategy]] = {
-    "darts-pt": lambda seed: search.Darts(seed=seed, epochs=1, pt_interval=1, batch_size=32, channels=4),
-    "darts-2-argmax": lambda seed: search.Darts(seed=seed, order=2, selection="argmax", epochs=1, batch_size=32,
-                                                channels=4),
-}
+# Strategies that train through their own routine: a factory `seed -> Strategy` cheap enough for a tiny
+# workload, and the space it searches (a factory too).
 # Multi-fidelity strategies pause and resume trials; they run the suite with epoch budgets.
 MULTI_FIDELITY: dict[str, Callable[[int], search.Strategy]] = {
     "freeze_thaw": lambda seed: search.FreezeThaw(seed=seed, candidates=64, fit_maxiter=40),
@@ -79,6 +75,23 @@ def cell_space() -> spaces.Space:
     fixed = spaces.Space(optimizer=spaces.Fixed("adamw"), schedule=spaces.Fixed("cosine"),
                          **{"adamw.lr": spaces.Fixed(3e-3)})
     return fixed | spaces.cells(dim=1, channels=4, cells_per_stage=1)
+
+
+def regularized_space() -> spaces.Space:
+    """A small MLP with regularisation hyperparameters to tune (what self-tuning strategies search)."""
+    fixed = spaces.Space(optimizer=spaces.Fixed("adam"), schedule=spaces.Fixed("constant"))
+    return fixed | spaces.mlp(depth=1, width=16, dropout=spaces.Float(0.0, 0.9, default=0.1),
+                              shift=spaces.Int(0, 8, default=1))
+
+
+ROUTINE_STRATEGIES: dict[str, tuple[Callable[[int], search.Strategy], Callable[[], spaces.Space]]] = {
+    "darts-pt": (lambda seed: search.Darts(seed=seed, epochs=1, pt_interval=1, batch_size=32, channels=4), cell_space),
+    "darts-2-argmax": (lambda seed: search.Darts(seed=seed, order=2, selection="argmax", epochs=1, batch_size=32,
+                                                 channels=4), cell_space),
+    "stn": (lambda seed: search.SelfTuning(seed=seed, tune=["model.dropout", "model.shift"], warmup=1),
+            regularized_space),
+    "delta-stn": (lambda seed: search.SelfTuning(seed=seed, delta=True, warmup=1), regularized_space),
+}
 
 
 def toy_objective(config: dict) -> float:

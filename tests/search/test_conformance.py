@@ -239,25 +239,26 @@ def test_mf_beats_random_search_at_equal_epochs_on_toy_curves(key):
 
 
 # ----------------------------------------------------------------------------- routine strategies
-from strategy_conformance import ROUTINE_STRATEGIES, cell_space  # noqa: E402
+from strategy_conformance import ROUTINE_STRATEGIES  # noqa: E402
 
 
 @pytest.mark.parametrize("key", list(ROUTINE_STRATEGIES))
 def test_routine_strategy_spec_round_trips(key):
-    s = ROUTINE_STRATEGIES[key](9)
+    s = ROUTINE_STRATEGIES[key][0](9)
     assert search.Strategy.from_spec(json.loads(json.dumps(s.spec()))) == s
 
 
 @pytest.mark.parametrize("key", list(ROUTINE_STRATEGIES))
 def test_routine_strategy_stopped_and_continued_runs_like_an_uninterrupted_one(tmp_path, tiny_trainer, key):
-    whole = studies.create("whole", f"sqlite:///{tmp_path / 'w.db'}", space=cell_space(), trainer=tiny_trainer,
-                           strategy=ROUTINE_STRATEGIES[key](2))
+    make, space = ROUTINE_STRATEGIES[key]
+    whole = studies.create("whole", f"sqlite:///{tmp_path / 'w.db'}", space=space(), trainer=tiny_trainer,
+                           strategy=make(2))
     whole.optimize(trials=2, progress=False)
     trials = whole.trials
     assert [t.state for t in trials] == ["complete", "complete"]
-    assert {t.routine for t in trials} - {"train"} and whole.best is not None and whole.best.routine == "train"
+    assert {t.routine for t in trials} - {"train"} and whole.best is not None
     url = f"sqlite:///{tmp_path / 'p.db'}"
-    part = studies.create("part", url, space=cell_space(), trainer=tiny_trainer, strategy=ROUTINE_STRATEGIES[key](2))
+    part = studies.create("part", url, space=space(), trainer=tiny_trainer, strategy=make(2))
     part.optimize(trials=1, progress=False)
     before = part.strategy.ask(part.history())
     again = studies.load("part", url)  # everything from the database, as a new process would
