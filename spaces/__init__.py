@@ -1,10 +1,14 @@
 """What can be searched: parameters, `Space`, and the optimizer, schedule and architecture spaces.
 
+Submodules: `regularizers` (dropout, input noise and shift layers, named after their
+hyperparameters) and `stn` (hyperlayers: the self-tuning variant of the MLP and CNN).
+
 `spaces` imports nothing else of tunelab; `trainers` builds models and optimizers through it.
 """
 
 from __future__ import annotations
 
+from spaces import regularizers, stn
 from spaces.cells import DEFAULT_OPS, EDGES, CellNetwork, CellOp, Genotype, cell_ops, cells, genotype
 from spaces.errors import (
     CheckpointError,
@@ -15,7 +19,7 @@ from spaces.errors import (
     UntrustedImportError,
     WorkloadError,
 )
-from spaces.models import ModelSpec, build_model, cnn, mlp, model_space, models
+from spaces.models import PLAIN, Layers, ModelSpec, build_model, cnn, cnn_network, mlp, mlp_network, model_space, models
 from spaces.optimizers import OptimizerSpec, build_optimizer, optimizer_config, optimizer_spec, optimizers
 from spaces.params import Categorical, Fixed, Float, Int, Param
 from spaces.registry import Registry
@@ -26,6 +30,7 @@ from spaces.space import Choice, Config, Entry, Slot, Space, as_rng, branch
 __all__ = [
     "DEFAULT_OPS",
     "EDGES",
+    "PLAIN",
     "Categorical",
     "CellNetwork",
     "CellOp",
@@ -38,6 +43,7 @@ __all__ = [
     "Float",
     "Genotype",
     "Int",
+    "Layers",
     "ModelSize",
     "ModelSpec",
     "Multiplier",
@@ -60,8 +66,10 @@ __all__ = [
     "cell_ops",
     "cells",
     "cnn",
+    "cnn_network",
     "genotype",
     "mlp",
+    "mlp_network",
     "model_size",
     "model_space",
     "models",
@@ -69,6 +77,8 @@ __all__ = [
     "optimizer_spec",
     "optimizers",
     "param_count",
+    "regularizers",
     "schedule_multiplier",
     "schedules",
+    "stn",
 ]

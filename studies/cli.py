@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-STRATEGIES = ("bayesian", "random", "quasi", "tpe", "evolution", "freeze_thaw", "asha", "hyperband", "darts")
+STRATEGIES = ("bayesian", "random", "quasi", "tpe", "evolution", "freeze_thaw", "asha", "hyperband", "darts",
+              "self_tuning")
 MULTI_FIDELITY = ("freeze_thaw", "asha", "hyperband")
 
 
@@ -27,6 +28,8 @@ def _strategy(name: str, seed: int) -> Any:
         "hyperband": lambda: search.Hyperband(seed=seed),
         # scaled for a demo on MNIST-1D or digits: a short first-order search with DARTS-PT selection
         "darts": lambda: search.Darts(seed=seed, epochs=8, pt_interval=1, arch_lr=3e-3),
+        # the model space's dropout, learned in one run (2 warm-up epochs: the demo's runs are short)
+        "self_tuning": lambda: search.SelfTuning(seed=seed, tune=["model.dropout"], warmup=2),
     }[name]()
 
 
@@ -38,6 +41,9 @@ def _demo(args: argparse.Namespace) -> int:
     if args.strategy == "darts" and args.model != "cells":
         print("tunelab demo: --strategy darts searches a cell architecture; add --model cells", file=sys.stderr)
         return 2
+    if args.strategy == "self_tuning" and args.model == "cells":
+        print("tunelab demo: --strategy self_tuning tunes the dropout of --model mlp or cnn", file=sys.stderr)
+        return 2
     workload = {"mnist1d": trainers.workloads.mnist1d, "digits": trainers.workloads.digits}[args.workload]()
     dim = 1 if args.workload == "mnist1d" else 2
     model_space = {"mlp": spaces.mlp(), "cnn": spaces.cnn(dim=dim), "cells": spaces.cells(dim=dim)}[args.model]
@@ -48,7 +54,7 @@ def _demo(args: argparse.Namespace) -> int:
                            strategy=_strategy(args.strategy, args.seed))
     # multi-fidelity strategies pause and resume trials: they get the same work counted in epochs
     budget = {"epochs": args.trials * args.epochs} if args.strategy in MULTI_FIDELITY else {"trials": args.trials}
-    if args.strategy == "darts":  # one search, then the ordinary trial that retrains what it found
+    if args.strategy in ("darts", "self_tuning"):  # one search or run, then the trial that retrains or replays it
         budget = {"trials": 2}
     if not args.quiet:
         what = f"{args.trials * args.epochs} epochs" if "epochs" in budget else f"{args.trials} trials"

@@ -172,6 +172,7 @@ SCRIPT = FREEZE + textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # three study processes (~30 s quiet); the pause/resume test above runs by default
 def test_sigkill_mid_search_then_resume_ends_with_the_same_alphas_bit_for_bit(tmp_path):
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)

@@ -178,6 +178,7 @@ SCRIPT = FREEZE + textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # three study processes (~30 s quiet); the pause/resume test above runs by default
 def test_sigkill_mid_run_then_resume_ends_with_the_same_schedule(tmp_path):
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)

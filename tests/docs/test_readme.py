@@ -21,7 +21,7 @@ import spaces
 import studies
 import trainers
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def blocks() -> list[str]:
