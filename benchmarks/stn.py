@@ -13,7 +13,9 @@ For each network and paired seed (the trainer's seed; strategies' seeds equal it
   step: `warmup` = the whole run), at 6 points of a grid (every hyperparameter at the same
   fraction of its range: 0.02, 0.1, 0.2, 0.35, 0.5, 0.7); its best point by validation loss;
 - `bayesian` / `random`: the plain network tuned over the same hyperparameters and ranges,
-  20 trials each; the best trial by validation accuracy (the study's objective).
+  20 trials each; the best trial by validation accuracy (the study's objective);
+- `stn-from-<f>` (with `--methods`): STN started with every hyperparameter at fraction f of its
+  range instead of the default start, to see whether runs from different starts converge.
 
 Reported: test accuracy and final validation loss of each method (mean and sd over seeds), wall
 time and epochs, the STN's wall time as a multiple of one plain training in the same run, the
@@ -77,8 +79,10 @@ def run(net: str, method: str, seed: int, epochs: int, dbs: Path) -> dict:
     url = f"sqlite:///{dbs / f'{net}-{method}-{seed}.db'}"
     t0 = time.perf_counter()
     out: dict = {"net": net, "method": method, "seed": seed, "epochs": epochs}
-    if method in ("stn", "delta-stn"):
-        strategy = search.SelfTuning(seed=seed, tune=TUNE, delta=method == "delta-stn", warmup=warmup_epochs(epochs))
+    if method in ("stn", "delta-stn") or method.startswith("stn-from-"):
+        start = grid_config(net, float(method.rsplit("-", 1)[1])) if method.startswith("stn-from-") else None
+        strategy = search.SelfTuning(seed=seed, tune=TUNE, delta=method == "delta-stn", warmup=warmup_epochs(epochs),
+                                     config=start)
         study = studies.create(f"{net}-{method}-{seed}", url, space=space(net), trainer=trainer, strategy=strategy)
         study.optimize(trials=2, progress=False)
         stn, replay = study.trials[0], study.trials[1]
@@ -124,20 +128,28 @@ def plot(results: dict) -> None:
     import matplotlib.pyplot as plt
 
     runs = [r for r in results["runs"] if r["method"] == "stn" and r.get("schedule")]
+    starts = [r for r in results["runs"] if r["method"].startswith("stn-from-") and r.get("schedule")]
     if not runs:
         return
     nets = sorted({r["net"] for r in runs})
-    fig, axes = plt.subplots(len(nets), 1, figsize=(8, 3.4 * len(nets)), squeeze=False)
-    for ax, net in zip(axes[:, 0], nets, strict=True):
-        for r in [r for r in runs if r["net"] == net]:
-            for k, (name, values) in enumerate(r["schedule"].items()):
-                ax.plot(np.arange(1, len(values) + 1), values, color=f"C{k}", alpha=0.8,
-                        label=name if r["seed"] == 0 else None)
-        ax.set_title(f"STN schedules on MNIST-1D ({net}), {len({r['seed'] for r in runs if r['net'] == net})} seeds")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("value (shift: positions)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    rows = [(net, [r for r in runs if r["net"] == net], "seeds") for net in nets]
+    if starts:
+        rows.append(("mlp", [r for r in runs if r["net"] == "mlp" and r["seed"] == 0] + starts, "starts"))
+    names = list(runs[0]["schedule"])
+    fig, axes = plt.subplots(len(rows), len(names), figsize=(3.0 * len(names), 2.8 * len(rows)), squeeze=False)
+    for row, (net, group, kind) in enumerate(rows):
+        for col, name in enumerate(names):
+            ax = axes[row, col]
+            for k, r in enumerate(group):
+                values = r["schedule"].get(name, [])
+                label = f"seed {r['seed']}" if kind == "seeds" else r["method"].replace("stn-from-", "start at ")
+                label = "default start" if label == "stn" else label
+                ax.plot(np.arange(1, len(values) + 1), values, color=f"C{k}", alpha=0.85, label=label)
+            ax.set_title(f"{net}: {name}", fontsize=8)
+            ax.grid(alpha=0.3)
+            if col == 0:
+                ax.legend(fontsize=6)
+    fig.supxlabel("epoch")
     fig.tight_layout()
     PLOT.parent.mkdir(exist_ok=True)
     fig.savefig(PLOT, dpi=110)
@@ -174,11 +186,11 @@ def main() -> None:
             print(f"{r['net']} {r['method']:10s} seed {r['seed']}: test {r['test']:.4f}, val loss {r['val_loss']:.4f}, "
                   f"{r['seconds']:.0f} s training{replay}", flush=True)
     summary: dict = {}
-    for net in args.nets:
+    for net in sorted({r["net"] for r in results["runs"]}):
         one = [r["one_training"] for r in results["runs"] if r["net"] == net and "one_training" in r]
         base = statistics.median(one) if one else None
         summary[net] = {"one_training_seconds": base}
-        for m in args.methods:
+        for m in dict.fromkeys(r["method"] for r in results["runs"] if r["net"] == net):
             rs = [r for r in results["runs"] if r["net"] == net and r["method"] == m]
             if not rs:
                 continue
