@@ -9,6 +9,7 @@ writes. Checkpoints live in an `optuna.artifacts.FileSystemArtifactStore` beside
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,19 @@ def open_storage(url: str, *, create: bool = True) -> Any:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_S}
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except Exception as err:  # SQLAlchemy, driver import and schema errors all mean "cannot open"
-        raise StorageError(
-            f"cannot open storage {url!r}: {type(err).__name__}: {err}. Check the URL, that its database "
-            f"driver is installed and that the database is reachable (the default is {DEFAULT_STORAGE!r})"
-        ) from err
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+            break
+        except Exception as err:  # SQLAlchemy, driver import and schema errors all mean "cannot open"
+            if attempt < SCHEMA_RACE_RETRIES and _schema_race(err):
+                # another process created the schema while this one did: its tables are there now
+                time.sleep(0.05 * (attempt + 1))
+                continue
+            raise StorageError(
+                f"cannot open storage {url!r}: {type(err).__name__}: {err}. Check the URL, that its database "
+                f"driver is installed and that the database is reachable (the default is {DEFAULT_STORAGE!r})"
+            ) from err
     if path is not None:
         def _pragmas(conn: Any, _record: Any) -> None:
             cur = conn.cursor()
@@ -84,6 +91,15 @@ def open_storage(url: str, *, create: bool = True) -> Any:
         sqlalchemy.event.listen(storage.engine, "connect", _pragmas)
         storage.engine.dispose()  # connections made during set-up reconnect with the pragmas
     return storage
+
+
+SCHEMA_RACE_RETRIES = 5
+
+
+def _schema_race(err: BaseException) -> bool:
+    """Whether opening failed because another process was creating the same new database's schema."""
+    text = str(err).lower()
+    return "already exists" in text or ("unique constraint" in text and "version_info" in text)
 
 
 def _check_sqlite_file(path: Path, url: str) -> None:

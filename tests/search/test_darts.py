@@ -66,8 +66,9 @@ def test_a_darts_study_searches_then_retrains_and_only_the_retrained_trial_can_b
     assert (tmp_path / "report" / "alphas-0.png").exists() and "Architecture searches" in page.read_text()
 
 
-def test_the_routine_continues_bit_for_bit_after_pauses_in_search_and_selection(tmp_path, tiny):
-    options = DartsSettings(order=2, **FAST).to_options()
+@pytest.mark.parametrize("order", [1, pytest.param(2, marks=pytest.mark.slow)])
+def test_the_routine_continues_bit_for_bit_after_pauses_in_search_and_selection(tmp_path, tiny, order):
+    options = DartsSettings(order=order, **FAST).to_options()
     config = search.Darts(seed=0, **FAST).base_config(cell_space())
     config = {k: v for k, v in config.items() if not k.startswith("model.op_")}
     straight = run_darts(tiny, config, checkpoint=tmp_path / "a.pt", seed=5, options=options)

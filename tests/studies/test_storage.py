@@ -149,3 +149,26 @@ def test_workloads_without_a_recipe_need_the_trainer_to_load(tmp_path, small_tra
     with pytest.raises(studies.WorkloadError, match="pass the trainer again"):
         studies.load("r", url)
     assert len(studies.load("r", url, trainer=trainer).trials) == 1
+
+
+def test_opening_a_new_database_while_another_process_creates_its_schema_succeeds(tmp_path, monkeypatch):
+    # Two processes opening a fresh SQLite file race in Optuna's create_all; the loser sees
+    # "table studies already exists" (seen in CI). open_storage tries again and then finds the tables.
+    import sqlalchemy
+
+    from studies.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    real = optuna.storages.RDBStorage
+    calls = []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            real(*args, **kwargs)  # the other process wins: the schema now exists
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    storage = open_storage(url)
+    assert len(calls) == 2 and storage.get_all_studies() == []
