@@ -32,10 +32,20 @@ from studies.errors import (
     StudyNotFoundError,
     TrialError,
 )
+from studies.executors import Executor, LocalExecutor, ProcessExecutor, open_executor
 from studies.problems import Problem, problems
 from studies.records import TrialRecord, TrialState
 from studies.storage import DEFAULT_STORAGE, open_storage
 from studies.study import Study, create, load, study_names
+
+
+def __getattr__(name: str) -> object:
+    if name == "RayExecutor":  # imported on use: Ray is an optional dependency (pip install 'tunelab[ray]')
+        from studies.executors.ray_cluster import RayExecutor
+
+        return RayExecutor
+    raise AttributeError(f"module 'studies' has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_STORAGE",
@@ -45,7 +55,11 @@ __all__ = [
     "CheckpointError",
     "Comparison",
     "ConfigError",
+    "Executor",
+    "LocalExecutor",
     "Problem",
+    "ProcessExecutor",
+    "RayExecutor",
     "ReadOnlyStudyError",
     "SpaceError",
     "StorageError",
@@ -63,6 +77,7 @@ __all__ = [
     "compare",
     "create",
     "load",
+    "open_executor",
     "open_storage",
     "problems",
     "study_names",

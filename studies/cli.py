@@ -60,7 +60,7 @@ def _demo(args: argparse.Namespace) -> int:
         what = f"{args.trials * args.epochs} epochs" if "epochs" in budget else f"{args.trials} trials"
         print(f"study {name!r}: {args.strategy} search over {', '.join(args.optimizers)} x schedules x {args.model}, "
               f"{what} (runs of {args.epochs} epochs) on {workload.name} ({trainer.device})")
-    study.optimize(**budget, n_workers=args.workers, progress=not args.quiet)
+    study.optimize(**budget, n_workers=args.workers, progress=not args.quiet, **_executor(args))
     _print_best(study)
     print(f"\ndatabase: {args.storage} (study {name!r}); checkpoints: {study.artifacts}")
     exe = _self_command()
@@ -228,7 +228,7 @@ def _resume(args: argparse.Namespace) -> int:
 
         raise studies.BudgetError("the study has no stored budget; pass --trials, --epochs, --seconds or --grad-evals")
     print(f"resuming {study.name!r} with budget {budget}")
-    study.optimize(**budget, n_workers=args.workers, progress=not args.quiet)
+    study.optimize(**budget, n_workers=args.workers, progress=not args.quiet, **_executor(args))
     _print_best(study)
     return 0
 
@@ -240,6 +240,17 @@ def _report(args: argparse.Namespace) -> int:
     path = report(study, Path(args.out) if args.out else Path(safe_name(study.name) + "-report"))
     print(f"report written to {path}")
     return 0
+
+
+def _executor(args: argparse.Namespace) -> dict[str, Any]:
+    """`optimize`'s executor arguments from `--executor` and `--ray-address`."""
+    if args.executor != "ray":
+        if args.ray_address is not None:
+            import studies
+
+            raise studies.ConfigError("--ray-address needs --executor ray")
+        return {}
+    return {"executor": "ray", "ray_address": args.ray_address}
 
 
 def safe_name(name: str) -> str:
@@ -255,7 +266,7 @@ def _compare(args: argparse.Namespace) -> int:
     if args.optimizers is None:  # continue (or report) a stored comparison
         comparison = Comparison.load(args.name, args.storage, device=args.device, trust=args.trust)
         if not args.report_only:
-            comparison.run(n_workers=args.workers, progress=not args.quiet)
+            comparison.run(n_workers=args.workers, progress=not args.quiet, **_executor(args))
     else:
         if args.report_only:
             raise studies.ConfigError("--report-only reads a stored comparison: give --name (and --storage), not "
@@ -267,7 +278,7 @@ def _compare(args: argparse.Namespace) -> int:
             problems, optimizers=args.optimizers, schedules=args.schedules, budget=budget,
             strategy=_strategy(args.strategy, args.seed), seeds=args.seeds, reruns=args.reruns,
             storage=args.storage, name=args.name, equalize=args.equalize, one_shot=not args.no_one_shot,
-            n_workers=args.workers, progress=not args.quiet,
+            n_workers=args.workers, progress=not args.quiet, **_executor(args),
         )
     path = comparison.report(Path(args.out) if args.out else Path(safe_name(args.name) + "-report"))
     print(f"report written to {path}")
@@ -303,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="full runs of budget (multi-fidelity strategies get trials x epochs epochs)")
     demo.add_argument("--epochs", type=int, default=15, help="epochs per trial")
     demo.add_argument("--workers", type=int, default=1)
+    demo.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where trials train: local (this machine) or ray (a Ray cluster; pip install "
+                             "'tunelab[ray]')")
+    demo.add_argument("--ray-address", dest="ray_address", default=None,
+                        help="with --executor ray: 'auto' or host:port of a running cluster (default: start Ray here)")
     demo.add_argument("--device", default="auto")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true")
@@ -328,6 +344,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="your workload, for a study on your own data: a function (importable from the working "
                         "directory) that returns the same trainers.Workload the study was created with")
     resume.add_argument("--workers", type=int, default=1)
+    resume.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where trials train: local (this machine) or ray (a Ray cluster; pip install "
+                             "'tunelab[ray]')")
+    resume.add_argument("--ray-address", dest="ray_address", default=None,
+                        help="with --executor ray: 'auto' or host:port of a running cluster (default: start Ray here)")
     resume.add_argument("--device", default="auto")
     resume.add_argument("--quiet", action="store_true")
     resume.set_defaults(func=_resume)
@@ -363,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", default=None, help="report folder (default <name>-report)")
     cmp_.add_argument("--report-only", action="store_true", help="write the report of a stored comparison")
     cmp_.add_argument("--workers", type=int, default=1)
+    cmp_.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where trials train: local (this machine) or ray (a Ray cluster; pip install "
+                             "'tunelab[ray]')")
+    cmp_.add_argument("--ray-address", dest="ray_address", default=None,
+                        help="with --executor ray: 'auto' or host:port of a running cluster (default: start Ray here)")
     cmp_.add_argument("--device", default="auto")
     cmp_.add_argument("--quiet", action="store_true")
     cmp_.set_defaults(func=_compare)

@@ -45,6 +45,7 @@ from spaces.trust import Trust
 from studies import _batch, stats
 from studies.driver import Budget
 from studies.errors import BudgetError, StudyConflictError, StudyNotFoundError, TrialError
+from studies.executors import Executor, open_executor
 from studies.problems import Problem, as_problem
 from studies.recipes import build_trainer
 from studies.records import TrialRecord, TrialState
@@ -166,6 +167,9 @@ def compare(
     n_workers: int = 1,
     progress: bool = True,
     device: str = "auto",
+    executor: str | Executor = "local",
+    ray_address: str | None = None,
+    resources: Mapping[str, float] | None = None,
 ) -> Comparison:
     """Compare optimizers under equal tuning budgets, and return the `Comparison`.
 
@@ -191,9 +195,13 @@ def compare(
             per step train `epochs // g` epochs, so every trial costs the same; "epochs": every
             trial trains the same epochs (SAM then spends twice the compute).
         one_shot: Also train every family's default configuration on the rerun seeds.
-        n_workers: Trials trained at once (a local process pool when > 1).
+        n_workers: Trials trained at once (a local process pool when > 1, or Ray actors).
         progress: Print one line per finished study.
         device: Device of the problems built from names.
+        executor: "local", "ray" or an `Executor` instance (see `Study.optimize`). One executor
+            serves every study of the comparison: its workers start once, not once per study.
+        ray_address: With executor="ray": None starts Ray here, "auto" or "host:port" joins a cluster.
+        resources: With executor="ray": what each trial reserves (default one CPU).
 
     Returns:
         The `Comparison` (complete unless interrupted; rerun the call to finish it).
@@ -207,7 +215,8 @@ def compare(
     comparison = Comparison.create(problems, optimizers=optimizers, schedules=schedules, budget=budget,
                                    strategy=strategy, seeds=seeds, reruns=reruns, storage=storage, name=name,
                                    equalize=equalize, one_shot=one_shot, device=device)
-    comparison.run(n_workers=n_workers, progress=progress)
+    comparison.run(n_workers=n_workers, progress=progress, executor=executor, ray_address=ray_address,
+                   resources=resources)
     return comparison
 
 
@@ -425,14 +434,30 @@ class Comparison:
         return self._studies[key]
 
     # ------------------------------------------------------------------ running
-    def run(self, *, n_workers: int = 1, progress: bool = True) -> bool:
+    def run(self, *, n_workers: int = 1, progress: bool = True, executor: str | Executor = "local",
+            ray_address: str | None = None, resources: Mapping[str, float] | None = None) -> bool:
         """Tune every arm, then rerun its selected configuration; skip what is already done.
+
+        One executor (`executor`, `n_workers`, `ray_address`, `resources` as in `Study.optimize`)
+        trains the trials of every study; an `Executor` instance given is left open.
 
         Returns:
             True when everything is done; False when interrupted (Ctrl-C paused a study), or
             when every trial of an arm failed (its reason is printed; the arm's row of the table
             is empty) so that nothing could be rerun; call `run` again to continue.
         """
+        if isinstance(executor, str):
+            options = {"ray_address": ray_address, "resources": resources} if executor == "ray" else {}
+            if not options and (ray_address is not None or resources is not None):
+                raise ConfigError("ray_address and resources apply to executor='ray' only")
+            opened = open_executor(executor, n_workers, **options)
+            try:
+                return self._run(opened, progress)
+            finally:
+                opened.close()
+        return self._run(executor, progress)
+
+    def _run(self, executor: Executor, progress: bool) -> bool:
         jobs = [(arm, s) for arm in self.arms() for s in self.seeds]
         complete = True
         for i, (arm, s) in enumerate(jobs, start=1):
@@ -440,7 +465,7 @@ class Comparison:
             t0 = time.monotonic()
             where = f"[{i}/{len(jobs)}] {arm.problem} {arm.optimizer} {arm.schedule} seed {s}"
             tuning = self._tuning_study(arm, s)
-            if _all_failed(tuning, self.budget, n_workers, f"{where}, tuning" if progress else None):
+            if _all_failed(tuning, self.budget, executor, f"{where}, tuning" if progress else None):
                 complete = False
                 continue
             if _interrupted(tuning):
@@ -454,7 +479,7 @@ class Comparison:
                 continue
             runs = self._runs_study(arm, s, best.config)
             n_runs = self.reruns * (2 if self.one_shot else 1)
-            if _all_failed(runs, {"trials": n_runs}, n_workers, f"{where}, reruns" if progress else None):
+            if _all_failed(runs, {"trials": n_runs}, executor, f"{where}, reruns" if progress else None):
                 complete = False
                 continue
             if _interrupted(runs):
@@ -730,10 +755,10 @@ def _ordered(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     return sorted((t for t in records if t.number not in retried), key=lambda t: root(t.number))
 
 
-def _all_failed(study: Study, budget: Mapping[str, int], n_workers: int, say: str | None) -> bool:
-    """Run `study` to `budget`; True (after printing why, after `say`) when every trial failed."""
+def _all_failed(study: Study, budget: Mapping[str, int], executor: Executor, say: str | None) -> bool:
+    """Run `study` to `budget` on `executor`; True (after printing why, after `say`) when every trial failed."""
     try:
-        study.optimize(**budget, n_workers=n_workers, progress=False)
+        study.optimize(**budget, executor=executor, progress=False)
     except TrialError as err:
         if say is not None:
             print(f"{say}: {err}")

@@ -22,9 +22,9 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from search import History, Request, TrialView
 from search.routines import is_comparable, routines
@@ -33,7 +33,7 @@ from spaces.errors import CheckpointError
 from studies import _batch
 from studies._batch import TrialWrite, drop_steps_after, write_trial
 from studies.errors import BudgetError, StorageError, TrialError, TunelabError
-from studies.executors import LocalExecutor, Outcome, ProcessExecutor, Work
+from studies.executors import Executor, Outcome, Work, open_executor
 from studies.lock import LIVE, StudyLock, gone, make_owner
 from studies.records import (
     CHECKPOINT,
@@ -63,11 +63,32 @@ from trainers import EpochResult, load_checkpoint
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from studies.study import Study
+    import search as search_types
+    from spaces import Space
+    from trainers import Trainer
+
+
+class StudyHandle(Protocol):
+    """What the driver needs of a study (`studies.Study` is one); the driver does not import the study module."""
+
+    name: str
+    direction: str
+    space: Space
+    strategy: search_types.Strategy
+    trainer: Trainer
+    artifacts: Path
+    _storage: Any
+    _study_id: int
+
+    def _study_attrs(self) -> dict[str, Any]: ...
+
+    def _frozen_trials(self) -> list[Any]: ...
 
 SECONDS_SPENT = "tunelab:seconds_spent"
 BUDGET = "tunelab:budget"
 LEASE_TTL_S = 60.0
+WAIT_S = 1.0  # the longest the loop waits on the executor before it looks at `stop` and the seconds budget again
+LOST_LIMIT = 3  # a trial whose worker died this many times in one optimize call is recorded failed
 LEASE_EVERY_S = 15.0
 
 
@@ -194,24 +215,28 @@ class Driver:
 
     def __init__(
         self,
-        study: Study,
+        study: StudyHandle,
         budget: Budget,
         *,
         n_workers: int,
-        executor: str,
+        executor: str | Executor,
         progress: bool,
         checkpoint_seconds: float | None,
         max_failures: int,
         flush_seconds: float,
         keep_checkpoints: str = "best",
         max_retries: int = 0,
+        executor_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.study = study
         self.max_retries = max_retries
         self.storage = study._storage
         self.budget = budget
         self.n_workers = n_workers
-        self.executor_name = executor
+        self.executor_spec = executor
+        self.executor_options: dict[str, Any] = dict(executor_options or {})
+        self.executor: Executor | None = None
+        self.lost: dict[int, int] = {}
         self.progress = progress
         self.checkpoint_seconds = checkpoint_seconds
         self.max_failures = max_failures
@@ -471,6 +496,13 @@ class Driver:
 
         row = self.rows[outcome.work.trial_id]
         self.in_flight.discard(row.trial_id)
+        if outcome.lost:
+            self.lost[row.trial_id] = self.lost.get(row.trial_id, 0) + 1
+            if self.lost[row.trial_id] < LOST_LIMIT:
+                self._continue_lost(row, outcome)
+                return
+            outcome = replace(outcome, error=f"{outcome.error} (its worker died {LOST_LIMIT} times, so the trial is "
+                                              f"recorded failed instead of being continued again)")
         result = outcome.result
         if result is None and row.retries < self.max_retries and not self.stop.is_set():
             self._retry(row, outcome)
@@ -481,7 +513,7 @@ class Driver:
             "epochs": row.epochs,
             "grad_evals": row.grad_evals,
             "seconds": round(row.seconds, 4),
-            "device": str(self.study.trainer.device),
+            "device": outcome.device or str(self.study.trainer.device),
             "routine": outcome.work.routine,
             "seed": outcome.work.seed,
         }
@@ -671,32 +703,47 @@ class Driver:
         proposal, in the same transaction that inserts its re-run.
         """
         for row in sorted(self.rows.values(), key=lambda r: r.number):
-            if row.state != TrialState.RUNNING or not self._dead(row):
-                continue
-            path = self._checkpoint_path(row)
-            reason = None
-            if path is not None and path.exists():
-                try:
-                    state = load_checkpoint(path)
-                    stored = state.get("config")
-                    # a routine may complete the trial's config before it trains (a schedule replay adds the
-                    # values it sets): the checkpoint must agree with every value the trial has
-                    if not isinstance(stored, dict) or any(stored.get(k) != v for k, v in row.config.items()):
-                        raise CheckpointError(f"{path} holds another configuration")
-                except CheckpointError as err:
-                    reason = f"its checkpoint was unreadable ({err})"
-                    self._remove(path)
-                else:
-                    self._reconcile(row, [EpochResult(**e) for e in state["history"]])
-                    row.state, row.paused_by, row.lease = TrialState.PAUSED, "interrupt", 0.0
-                    self._set_system(row, **{STATE: "paused", PAUSED_BY: "interrupt", LEASE: 0.0})
-                    continue
-            elif row.epochs == 0:
-                reason = "its process stopped before its first epoch ended"
+            if row.state == TrialState.RUNNING and self._dead(row):
+                self._recover_one(row)
+
+    def _recover_one(self, row: Row) -> None:
+        """Pause `row` to continue from its checkpoint, or re-queue it (failed, "interrupted") without a usable one."""
+        path = self._checkpoint_path(row)
+        reason = None
+        if path is not None and path.exists():
+            try:
+                state = load_checkpoint(path)
+                stored = state.get("config")
+                # a routine may complete the trial's config before it trains (a schedule replay adds the
+                # values it sets): the checkpoint must agree with every value the trial has
+                if not isinstance(stored, dict) or any(stored.get(k) != v for k, v in row.config.items()):
+                    raise CheckpointError(f"{path} holds another configuration")
+            except CheckpointError as err:
+                reason = f"its checkpoint was unreadable ({err})"
+                self._remove(path)
             else:
-                reason = (f"its process stopped after {row.epochs} recorded epochs with no checkpoint to continue "
-                          f"from (none was written yet, or it was deleted)")
-            self._requeue(row, reason)
+                self._reconcile(row, [EpochResult(**e) for e in state["history"]])
+                row.state, row.paused_by, row.lease = TrialState.PAUSED, "interrupt", 0.0
+                self._set_system(row, **{STATE: "paused", PAUSED_BY: "interrupt", LEASE: 0.0})
+                return
+        elif row.epochs == 0:
+            reason = "its process stopped before its first epoch ended"
+        else:
+            reason = (f"its process stopped after {row.epochs} recorded epochs with no checkpoint to continue "
+                      f"from (none was written yet, or it was deleted)")
+        self._requeue(row, reason)
+
+    def _continue_lost(self, row: Row, outcome: Outcome) -> None:
+        """A unit of work whose worker died: continue its trial from the last checkpoint the driver holds."""
+        self.flush(row)
+        with self.lock:
+            self._recover_one(row)
+        if self.progress:
+            how = (f"continues from its checkpoint at epoch {row.epochs}" if row.state == TrialState.PAUSED
+                   else "is re-queued from scratch")
+            line = f"trial {row.number:>3}  {outcome.error}; it {how}"
+            (self._bar.write if self._bar is not None else print)(line)
+        logger.warning("trial %s: %s", row.number, outcome.error)
 
     def _requeue(self, row: Row, reason: str) -> Row:
         """Mark `row` failed ("interrupted") and insert its re-run, in one transaction."""
@@ -935,11 +982,6 @@ class Driver:
 
     def run(self) -> None:
         """Recover, then fill executor slots until the budget or the strategy is exhausted."""
-        if self.executor_name != "local":
-            raise ConfigError(
-                f"executor={self.executor_name!r} is not available: use executor='local' (n_workers=1 trains in "
-                f"this process, n_workers>1 in a local process pool)"
-            )
         self.check_artifacts()
         LIVE.add(self.owner)
         try:
@@ -953,10 +995,10 @@ class Driver:
             self.recover()
         self.storage.set_study_user_attr(self.study._study_id, BUDGET, self.budget.as_dict())
         trainer = self.study.trainer
-        executor: Any = (
-            LocalExecutor(trainer, self.stop) if self.n_workers == 1 else ProcessExecutor(trainer, self.n_workers,
-                                                                                          self.stop)
-        )
+        owned = isinstance(self.executor_spec, str)
+        executor = (open_executor(self.executor_spec, self.n_workers, **self.executor_options) if owned
+                    else self.executor_spec)
+        self.executor = executor
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, self._on_sigint)
@@ -970,13 +1012,17 @@ class Driver:
                     work = self.next_work()
                     if work is None:
                         break
-                    executor.submit(work)
+                    executor.submit(work, trainer)
                     self.started += 1
                 if executor.busy == 0:
                     break
-                for outcome in executor.wait(self.on_epoch):
+                if self.stop.is_set():  # Ctrl-C, or a study that must stop: running work pauses at its epoch end
+                    executor.pause()
+                outcomes = executor.wait(self.on_epoch, timeout=WAIT_S)
+                for outcome in outcomes:
                     self.finish(outcome)
-                self.storage.set_study_user_attr(self.study._study_id, SECONDS_SPENT, round(self.elapsed(), 3))
+                if outcomes:
+                    self.storage.set_study_user_attr(self.study._study_id, SECONDS_SPENT, round(self.elapsed(), 3))
         finally:
             done.set()
             if previous is not None:
@@ -987,7 +1033,9 @@ class Driver:
                     self.storage.set_trial_system_attr(tid, LEASE, 0.0)
                 except Exception:  # the database itself may be the failure; recovery handles it
                     continue
-            executor.close()
+            if owned:
+                executor.close()
+            self.executor = None
             self.storage.set_study_user_attr(self.study._study_id, SECONDS_SPENT, round(self.elapsed(), 3))
             if self._bar is not None:
                 self._bar.close()
@@ -1008,6 +1056,8 @@ class Driver:
             raise KeyboardInterrupt
         self.interrupted = True
         self.stop.set()
+        if self.executor is not None:
+            self.executor.pause()  # sets a flag only: safe here
         if self.progress:
             print("\nCtrl-C: pausing running trials at the end of their epoch (Ctrl-C again to abort)", flush=True)
 

@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from spaces.trust import Trust, trusted_prefixes
 from studies import _batch
 from studies.driver import BUDGET, Budget, Driver
 from studies.errors import ReadOnlyStudyError, StorageError, StudyConflictError, StudyNotFoundError
+from studies.executors import EXECUTORS, Executor
 from studies.recipes import build_trainer, trainer_conflict
 from studies.records import CHECKPOINT, TrialRecord, TrialState, checkpoint_path, record_of
 from studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage
@@ -237,7 +239,9 @@ class Study:
         seconds: float | None = None,
         grad_evals: int | None = None,
         n_workers: int = 1,
-        executor: str = "local",
+        executor: str | Executor = "local",
+        ray_address: str | None = None,
+        resources: Mapping[str, float] | None = None,
         progress: bool = True,
         checkpoint_seconds: float | None = 30.0,
         max_failures: int = 3,
@@ -257,8 +261,14 @@ class Study:
             epochs: Total epochs trained, summed over trials.
             seconds: Total wall time in `optimize` (running trials finish after it is reached).
             grad_evals: Total gradient evaluations.
-            n_workers: Trials trained at once; >1 uses a local process pool.
-            executor: "local" (this machine).
+            n_workers: Trials trained at once; >1 uses a local process pool (or that many Ray actors).
+            executor: "local" (this machine: in process, or a process pool for `n_workers > 1`),
+                "ray" (a Ray cluster: `studies.RayExecutor`), or an `Executor` instance the caller
+                made and will close (to keep one across several studies).
+            ray_address: With executor="ray": None starts Ray on this machine, "auto" or
+                "host:port" joins a running cluster.
+            resources: With executor="ray": what each trial reserves, e.g. `{"num_cpus": 1,
+                "num_gpus": 0.25}` (four trials share a GPU); default one CPU.
             progress: Show a progress bar and one line per finished trial.
             checkpoint_seconds: Save a running trial's checkpoint every this many seconds (None:
                 every `trainer.checkpoint_every` epochs), so a crash loses at most that much.
@@ -285,6 +295,20 @@ class Study:
         budget = Budget(trials=trials, epochs=epochs, seconds=seconds, grad_evals=grad_evals)
         if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
             raise ConfigError(f"n_workers must be an int >= 1, got {n_workers!r}")
+        if isinstance(executor, str):
+            if executor not in EXECUTORS:
+                raise ConfigError(f"executor must be one of {EXECUTORS} or an Executor instance, got {executor!r}")
+        elif not isinstance(executor, Executor):
+            raise ConfigError(f"executor must be one of {EXECUTORS} or an Executor instance, got {executor!r}")
+        elif n_workers not in (1, executor.capacity):
+            raise ConfigError(f"n_workers={n_workers} but the executor given has {executor.capacity} worker slots; "
+                              f"leave n_workers out when you pass an executor")
+        executor_options: dict[str, Any] = {}
+        if ray_address is not None or resources is not None:
+            if executor != "ray":
+                raise ConfigError("ray_address and resources apply to executor='ray' only; with an executor instance, "
+                                  "give them to studies.RayExecutor(...)")
+            executor_options = {"ray_address": ray_address, "resources": resources}
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if not isinstance(max_failures, int) or max_failures < 1:
@@ -294,7 +318,7 @@ class Study:
         if checkpoint_seconds is not None and not checkpoint_seconds >= 0:
             raise ConfigError(f"checkpoint_seconds must be >= 0 or None, got {checkpoint_seconds!r}")
         cores = os.cpu_count() or 1
-        if n_workers > cores:
+        if n_workers > cores and executor == "local":
             warnings.warn(f"n_workers={n_workers} is more than this machine's {cores} cores: workers will compete for "
                           f"them and each trial will be slower; n_workers={cores} or fewer is usually faster",
                           stacklevel=2)
@@ -313,6 +337,7 @@ class Study:
             flush_seconds=flush_seconds,
             keep_checkpoints=keep_checkpoints,
             max_retries=max_retries,
+            executor_options=executor_options,
         ).run()
         return self.best
 

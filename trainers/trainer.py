@@ -288,6 +288,8 @@ class Trainer:
         self.batch_size = batch_size
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
+        # "auto" means the device of the process that trains: a Ray worker with a GPU resolves it again
+        self._auto = (isinstance(device, str) and device == "auto", precision == "auto")
         self.seed = int(seed)
         self.compile = bool(compile)
         self.checkpoint_every = checkpoint_every
@@ -298,6 +300,14 @@ class Trainer:
         state = self.__dict__.copy()
         state["_splits"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        auto_device, auto_precision = state.get("_auto", (False, False))
+        if auto_device:
+            self.device = resolve_device("auto")
+        if auto_precision:
+            self.precision = resolve_precision("auto", self.device)
 
     # ------------------------------------------------------------------ pieces
     def split(self, name: str) -> Split | None:

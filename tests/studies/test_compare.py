@@ -140,6 +140,21 @@ def test_the_same_call_again_trains_nothing(done):
     assert again.table().drop(columns=["cost_per_step"]).equals(done.table().drop(columns=["cost_per_step"]))
 
 
+def test_one_process_pool_serves_every_study_of_a_comparison(done, tmp_path, monkeypatch):
+    from studies.executors import ProcessExecutor
+
+    pools = []
+    new_pool = ProcessExecutor._new_pool
+    monkeypatch.setattr(ProcessExecutor, "_new_pool", lambda self: pools.append(self) or new_pool(self))
+    url = f"sqlite:///{tmp_path / 'pool.db'}"
+    pooled = studies.compare(tiny_problems(), storage=url, n_workers=2, **ARGS)
+    assert len(pools) == 1  # not one per study (8 studies here; each pool costs seconds to start)
+    for arm in done.arms():
+        for runs in (False, True):
+            a, b = pooled.study(arm, 0, runs=runs).trials, done.study(arm, 0, runs=runs).trials
+            assert [t.config for t in a] == [t.config for t in b] and {t.state for t in a} == {"complete"}
+
+
 def test_an_interrupted_comparison_completes_only_what_is_missing(done, tmp_path):
     url = f"sqlite:///{tmp_path / 'part.db'}"
     partial = Comparison.create(tiny_problems(), storage=url, schedules=None, strategy=None, seeds=1,

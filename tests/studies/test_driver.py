@@ -144,8 +144,12 @@ def test_bad_optimize_settings(tmp_path, small_trainer):
     study = studies.create("o", f"sqlite:///{tmp_path / 'o.db'}", space=small_space(), trainer=small_trainer)
     with pytest.raises(studies.ConfigError, match="n_workers"):
         study.optimize(trials=1, n_workers=0)
-    with pytest.raises(studies.ConfigError, match="executor='ray' is not available"):
-        study.optimize(trials=1, executor="ray", progress=False)
+    with pytest.raises(studies.ConfigError, match="executor must be one of"):
+        study.optimize(trials=1, executor="cluster", progress=False)
+    with pytest.raises(studies.ConfigError, match="apply to executor='ray' only"):
+        study.optimize(trials=1, ray_address="auto", progress=False)
+    with pytest.raises(studies.ConfigError, match="2 worker slots"):
+        study.optimize(trials=1, n_workers=3, executor=studies.ProcessExecutor(2), progress=False)
 
 
 def test_cli_list_show_resume_report(tmp_path, small_trainer, capsys):

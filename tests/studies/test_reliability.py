@@ -47,7 +47,7 @@ def _curve(url, name, number):
 
 
 # ---------------------------------------------------------------------- several drivers, one study
-def _drive(url, barrier, trials):
+def _drive(url, barrier, trials, artifacts):
     from conftest import small_space as space
 
     import search as s
@@ -55,35 +55,37 @@ def _drive(url, barrier, trials):
     import trainers as tr
 
     trainer = tr.Trainer(tr.workloads.mnist1d(n_train=256, max_epochs=2), epochs=2, seed=0)
-    study = st.create("shared", url, space=space(), trainer=trainer, strategy=s.Random(seed=0))
+    study = st.create("shared", url, space=space(), trainer=trainer, strategy=s.Random(seed=0), artifacts=artifacts)
     barrier.wait()
     study.optimize(trials=trials, progress=False)
 
 
-def test_two_drivers_of_one_study_share_its_budget_and_train_no_config_twice(tmp_path, small_trainer):
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    studies.create("shared", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0))
+def test_two_drivers_of_one_study_share_its_budget_and_train_no_config_twice(tmp_path, small_trainer, db_url):
+    url, art = db_url, tmp_path / "artifacts"  # an SQLite file, and a PostgreSQL server (drivers on several machines)
+    studies.create("shared", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0),
+                   artifacts=art)
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
-    procs = [ctx.Process(target=_drive, args=(url, barrier, 12)) for _ in range(2)]
+    procs = [ctx.Process(target=_drive, args=(url, barrier, 12, art)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=300)
         assert p.exitcode == 0
-    trials = studies.load("shared", url).trials
+    trials = studies.load("shared", url, artifacts=art).trials
     assert len(trials) == 12 and all(t.state == "complete" for t in trials)
     assert len({str(sorted(t.config.items())) for t in trials}) == 12
     # the same proposals a single driver makes: proposal k is the strategy's k-th, whoever asked
-    single = studies.create("single", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0))
+    single = studies.create("single", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0),
+                            artifacts=art)
     single.optimize(trials=12, progress=False)
     assert [t.config for t in single.trials] == [t.config for t in trials]
 
 
-def test_the_study_lock_admits_one_holder_and_frees_a_dead_one(tmp_path, small_trainer):
+def test_the_study_lock_admits_one_holder_and_frees_a_dead_one(tmp_path, small_trainer, db_url):
     from studies.lock import LIVE, StudyLock
 
-    study = studies.create("lock", f"sqlite:///{tmp_path / 'l.db'}", space=small_space(), trainer=small_trainer)
+    study = studies.create("lock", db_url, space=small_space(), trainer=small_trainer, artifacts=tmp_path / "a")
     a = StudyLock(study._storage, study._study_id, "h:1:a")
     b = StudyLock(study._storage, study._study_id, "h:1:b")
     assert a.try_acquire() and not b.try_acquire()
@@ -98,9 +100,10 @@ def test_the_study_lock_admits_one_holder_and_frees_a_dead_one(tmp_path, small_t
 
 
 # ---------------------------------------------------------------------- recovery is one transaction
-def test_recovery_of_a_trial_commits_its_failure_and_its_rerun_together(tmp_path, small_trainer, monkeypatch):
-    url = f"sqlite:///{tmp_path / 'r.db'}"
-    study = studies.create("r", url, space=small_space(), trainer=small_trainer)
+def test_recovery_of_a_trial_commits_its_failure_and_its_rerun_together(tmp_path, small_trainer, monkeypatch,
+                                                                         db_url):
+    url = db_url
+    study = studies.create("r", url, space=small_space(), trainer=small_trainer, artifacts=tmp_path / "a")
     _orphan(study, small_space().default())
     storage = study._storage
     real = storage._set_trial_attr_without_commit

@@ -15,11 +15,20 @@ import studies
 import trainers
 
 
-@pytest.fixture(scope="module")
-def done(tmp_path_factory, small_trainer):
-    path = tmp_path_factory.mktemp("db") / "t.db"
-    url = f"sqlite:///{path}"
-    study = studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0))
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def done(request, tmp_path_factory, small_trainer):
+    """A finished 4-trial study in an SQLite file, and in a database on a PostgreSQL server."""
+    folder = tmp_path_factory.mktemp("db")
+    if request.param == "sqlite":
+        path = folder / "t.db"
+        url, artifacts = f"sqlite:///{path}", None
+    else:
+        import pg_server
+
+        path, url = None, pg_server.new_database(request.getfixturevalue("postgres"))
+        artifacts = folder / "artifacts"  # a server database keeps no files: checkpoints go where the caller says
+    study = studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0),
+                           artifacts=artifacts)
     study.optimize(trials=4, progress=False)
     return study, url, path
 
@@ -46,6 +55,8 @@ def test_optuna_load_study_reads_params_values_and_curves(done):
 
 def test_sqlite_runs_in_wal_mode(done):
     _, _, path = done
+    if path is None:
+        pytest.skip("an SQLite setting")
     assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -70,7 +81,7 @@ def test_optuna_dashboard_reads_the_storage(done):
 
 def test_load_rebuilds_everything_from_the_database(done):
     study, url, _ = done
-    again = studies.load("s", url)
+    again = studies.load("s", url, artifacts=study.artifacts)  # a server database needs its checkpoint folder
     assert again.space == study.space and again.strategy == study.strategy
     assert again.trainer.epochs == 2 and len(again.trainer.workload.train) == 256
     assert [t.value for t in again.trials] == [t.value for t in study.trials]
@@ -86,8 +97,8 @@ def test_load_rebuilds_everything_from_the_database(done):
 
 
 def test_rerunning_a_finished_study_trains_nothing(done):
-    _study, url, _ = done
-    again = studies.load("s", url)
+    study, url, _ = done
+    again = studies.load("s", url, artifacts=study.artifacts)
     again.optimize(trials=4, progress=False)
     assert len(again.trials) == 4
 
@@ -112,15 +123,17 @@ def test_loading_a_missing_study_lists_the_existing_ones(done):
 
 
 def test_same_name_with_another_space_or_strategy_is_refused(done, small_trainer):
-    _, url, _ = done
+    study, url, _ = done
+    art = {"artifacts": study.artifacts}
     with pytest.raises(studies.StudyConflictError, match="different space"):
-        studies.create("s", url, space=spaces.mlp(), trainer=small_trainer, strategy=search.Random(seed=0))
+        studies.create("s", url, space=spaces.mlp(), trainer=small_trainer, strategy=search.Random(seed=0), **art)
     with pytest.raises(studies.StudyConflictError, match="different strategy"):
-        studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=1))
+        studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=1), **art)
     with pytest.raises(studies.StudyConflictError, match="already exists"):
         studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0),
-                       load_if_exists=False)
-    same = studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0))
+                       load_if_exists=False, **art)
+    same = studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0),
+                          **art)
     assert len(same.trials) == 4
 
 

@@ -1,0 +1,75 @@
+"""Executors: where the driver's units of work are trained.
+
+`Executor` is the protocol the driver talks to; `LocalExecutor` (in the driver's process),
+`ProcessExecutor` (a local process pool) and `RayExecutor` (a Ray cluster) implement it, each in
+its own module, and all run `run_work` on their workers. `open_executor` makes one from
+`Study.optimize`'s arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from spaces import ConfigError
+from studies.executors.base import (
+    EpochCallback,
+    Executor,
+    Flag,
+    Outcome,
+    Work,
+    is_out_of_memory,
+    resolve_routine,
+    run_work,
+)
+from studies.executors.local import LocalExecutor
+from studies.executors.pool import ProcessExecutor, die_with_parent
+
+EXECUTORS = ("local", "ray")
+
+
+def open_executor(name: str, n_workers: int, *, ray_address: str | None = None,
+                  resources: Mapping[str, float] | None = None, shared_artifacts: bool | None = None) -> Executor:
+    """The executor `name` ("local": in process for one worker, a process pool for more; "ray": a Ray cluster).
+
+    Raises:
+        ConfigError: An unknown name, Ray options without `executor="ray"`, or a Ray problem
+            (`RayExecutor` says which).
+    """
+    if name not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {EXECUTORS} or an Executor instance, got {name!r}")
+    if name == "ray":
+        from studies.executors.ray_cluster import RayExecutor
+
+        return RayExecutor(n_workers, address=ray_address, resources=resources, shared_artifacts=shared_artifacts)
+    given = {k: v for k, v in (("ray_address", ray_address), ("resources", resources),
+                               ("shared_artifacts", shared_artifacts)) if v is not None}
+    if given:
+        raise ConfigError(f"{', '.join(given)} apply to executor='ray' only, but executor={name!r}")
+    return LocalExecutor() if n_workers == 1 else ProcessExecutor(n_workers)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RayExecutor":  # imported on use: Ray is an optional dependency
+        from studies.executors.ray_cluster import RayExecutor
+
+        return RayExecutor
+    raise AttributeError(name)
+
+
+__all__ = [
+    "EXECUTORS",
+    "EpochCallback",
+    "Executor",
+    "Flag",
+    "LocalExecutor",
+    "Outcome",
+    "ProcessExecutor",
+    "RayExecutor",
+    "Work",
+    "die_with_parent",
+    "is_out_of_memory",
+    "open_executor",
+    "resolve_routine",
+    "run_work",
+]

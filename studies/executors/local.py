@@ -1,0 +1,38 @@
+"""The in-process executor: one unit of work at a time, in the driver's own process."""
+
+from __future__ import annotations
+
+from studies.executors.base import EpochCallback, Flag, Outcome, Work, resolve_routine, run_work
+from trainers import Trainer
+
+
+class LocalExecutor:
+    """Trains one unit of work at a time in the driver's process (`n_workers=1`)."""
+
+    def __init__(self) -> None:
+        self.capacity = 1
+        self._queue: list[tuple[Work, Trainer]] = []
+        self._pause = Flag()
+
+    @property
+    def busy(self) -> int:
+        """Units of work submitted and not yet returned."""
+        return len(self._queue)
+
+    def submit(self, work: Work, trainer: Trainer) -> None:
+        """Queue `work`; it runs in the next `wait`."""
+        if not self._queue:
+            self._pause.clear()
+        self._queue.append((work, trainer))
+
+    def wait(self, on_epoch: EpochCallback, timeout: float | None = None) -> list[Outcome]:
+        """Run the next unit of work to its end (`timeout` does not apply: the work runs here)."""
+        work, trainer = self._queue.pop(0)
+        return [run_work(trainer, work, on_epoch, self._pause, resolve_routine(work.routine))]
+
+    def pause(self) -> None:
+        """Pause the running unit of work at the end of its epoch (safe in a signal handler)."""
+        self._pause.set()
+
+    def close(self) -> None:
+        """Nothing to release."""

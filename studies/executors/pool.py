@@ -1,0 +1,178 @@
+"""The local process pool: up to `n_workers` units of work at once in spawned processes on this machine."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import queue
+import signal
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+import torch
+
+from search.routines import Routine
+from studies.executors.base import EpochCallback, Flag, Outcome, Work, resolve_routine, run_work
+from trainers import Trainer
+
+PARENT_POLL_S = 0.5
+TRAINERS_KEPT = 4  # trainers a worker keeps unpickled (a comparison alternates between a few)
+
+_WORKER: dict[str, Any] = {}
+
+
+def die_with_parent(parent: int) -> None:
+    """End this worker process as soon as its driver (`parent`) is gone, without writing anything.
+
+    On Linux the kernel delivers SIGKILL when the parent dies (`prctl(PR_SET_PDEATHSIG)`); everywhere
+    a daemon thread also polls the parent id every `PARENT_POLL_S` seconds and leaves with
+    `os._exit`, so an orphaned worker never trains on, writes a checkpoint, or holds the driver's
+    output open.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # no libc symbol: the watcher thread below still covers it
+            pass
+    if os.getppid() != parent:  # the driver died before the request above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="tunelab-parent-watch", daemon=True).start()
+
+
+def _init_worker(events: Any, stop: Any, threads: int, parent: int | None = None) -> None:
+    if parent is not None:
+        die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides what Ctrl-C means
+    torch.set_num_threads(threads)
+    _WORKER.update(events=events, stop=stop, trainers={})
+
+
+def _trainer(key: str, blob: bytes) -> Trainer:
+    """The trainer `key`, unpickled from `blob` the first time this worker sees it."""
+    cache: dict[str, Trainer] = _WORKER["trainers"]
+    if key not in cache:
+        if len(cache) >= TRAINERS_KEPT:
+            cache.pop(next(iter(cache)))
+        cache[key] = pickle.loads(blob)
+    return cache[key]
+
+
+def _worker_run(work: Work, key: str, blob: bytes, routine: Routine | None = None) -> Outcome:
+    events = _WORKER["events"]
+    outcome = run_work(_trainer(key, blob), work, lambda tid, e: events.put((tid, e)), _WORKER["stop"], routine)
+    return outcome.portable()
+
+
+class ProcessExecutor:
+    """Trains up to `n_workers` units of work at once in spawned worker processes on this machine.
+
+    Each worker gets `cpu_count // n_workers` torch threads so that workers do not oversubscribe
+    the cores. A trainer is pickled once and unpickled once per worker. Epoch results come back
+    through a queue; the driver alone writes the database. A worker that dies (killed, out of
+    memory) breaks the pool: its units of work, and the others running then, come back `lost`
+    and a fresh pool takes over.
+    """
+
+    def __init__(self, n_workers: int) -> None:
+        self.capacity = n_workers
+        self._ctx = multiprocessing.get_context("spawn")
+        self._events = self._ctx.Queue()
+        self._stop_mp = self._ctx.Event()
+        self._pause = Flag()
+        self._threads = max(1, (os.cpu_count() or 1) // n_workers)
+        self._pool = self._new_pool()
+        self._futures: dict[Future, Work] = {}
+        self._blobs: dict[int, tuple[Trainer, str, bytes]] = {}
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.capacity,
+            mp_context=self._ctx,
+            initializer=_init_worker,
+            initargs=(self._events, self._stop_mp, self._threads, os.getpid()),
+        )
+
+    @property
+    def busy(self) -> int:
+        """Units of work submitted and not yet returned."""
+        return len(self._futures)
+
+    def _blob(self, trainer: Trainer) -> tuple[str, bytes]:
+        entry = self._blobs.get(id(trainer))
+        if entry is None or entry[0] is not trainer:
+            entry = (trainer, uuid.uuid4().hex, pickle.dumps(trainer))
+            if len(self._blobs) >= TRAINERS_KEPT:  # a comparison moves on from study to study
+                self._blobs.pop(next(iter(self._blobs)))
+            self._blobs[id(trainer)] = entry
+        return entry[1], entry[2]
+
+    def submit(self, work: Work, trainer: Trainer) -> None:
+        """Start `work` on a free worker."""
+        if not self._futures:
+            self._pause.clear()
+            self._stop_mp.clear()
+        key, blob = self._blob(trainer)
+        self._futures[self._pool.submit(_worker_run, work, key, blob, resolve_routine(work.routine))] = work
+
+    def pause(self) -> None:
+        """Pause the running units of work at the end of their epoch (safe in a signal handler)."""
+        self._pause.set()
+
+    def _drain(self, on_epoch: EpochCallback, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                tid, epoch = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                return
+            on_epoch(tid, epoch)
+
+    def wait(self, on_epoch: EpochCallback, timeout: float | None = None) -> list[Outcome]:
+        """Relay epoch results until a unit of work has ended (or `timeout` passed); return the ended ones."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._pause.is_set() and not self._stop_mp.is_set():
+                self._stop_mp.set()
+            self._drain(on_epoch, 0.05)
+            done, _ = wait(list(self._futures), timeout=0.05, return_when=FIRST_COMPLETED)
+            if not done:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return []
+                continue
+            self._drain(on_epoch, 0.0)
+            outcomes, broken = [], False
+            for fut in done:
+                work = self._futures.pop(fut)
+                try:
+                    outcomes.append(fut.result())
+                except BrokenProcessPool as err:
+                    broken = True
+                    outcomes.append(Outcome(work, error=f"worker process died: {err}", lost=True))
+            if broken:  # every other unit of work of a broken pool is lost too; start a fresh pool
+                for fut, work in list(self._futures.items()):
+                    outcomes.append(Outcome(work, error="worker process died (the pool broke)", lost=True))
+                    del self._futures[fut]
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+            return outcomes
+
+    def close(self) -> None:
+        """Stop the workers."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._blobs.clear()

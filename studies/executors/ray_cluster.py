@@ -1,0 +1,531 @@
+"""The Ray executor: units of work on a Ray cluster, with the driver still the only database writer.
+
+Built on Ray Core (Moritz et al. 2018, "Ray: A Distributed Framework for Emerging AI
+Applications", OSDI), not on Ray Tune's Tuner: tunelab's driver keeps deciding, recovering and
+writing, and Ray places and runs the work.
+
+- One long-lived actor per worker slot (`_Worker`), placed by Ray with the resources asked for
+  each trial (`{"num_cpus": 1}` by default; `{"num_cpus": 1, "num_gpus": 0.25}` lets four trials
+  share a GPU). An actor keeps the trainers it was sent: a trainer is `ray.put` once per executor
+  and fetched once per actor, so the data are not sent again for every trial.
+- A unit of work is a streaming-generator call of the actor's `run` (`num_returns="streaming"`):
+  it yields one message per epoch while the trial trains and its `Outcome` last, and the driver
+  `ray.wait`s on all running generators at once, so epoch results and leases flow as they do
+  with the local pool.
+- Pause: the actors are threaded (`max_concurrency=2`), so `pause(token)` reaches a running unit
+  of work at once and it stops at the end of its epoch, with a checkpoint.
+- Checkpoints: a worker that sees the study's artifact folder (a probe file the driver writes
+  there, or `shared_artifacts=True`) reads and writes checkpoints in place. Otherwise its units of
+  work run on a scratch copy: the driver sends the checkpoint's bytes with the work, and every new
+  checkpoint the worker writes comes back as bytes with the next message and is written by the
+  driver into the artifact folder (replaced atomically).
+- Faults: `max_restarts=0` and `max_task_retries=0`, so Ray never trains a unit of work again
+  behind the driver's back. A worker process or node that dies makes the unit of work come back
+  `lost`; the driver continues the trial from the last checkpoint it holds, and a fresh actor
+  takes the slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import socket
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from spaces import ConfigError
+from studies.executors.base import EpochCallback, Flag, Outcome, Work, resolve_routine, run_work
+from trainers import Trainer
+
+INSTALL_HINT = "pip install 'tunelab[ray]'"
+CONNECT_TIMEOUT_S = 5.0
+STANDARD_RESOURCES = ("num_cpus", "num_gpus", "memory")
+TRAINERS_KEPT = 4  # trainers an executor (and each actor) keeps at once
+ACTOR_START_S = 60.0  # a replacement actor not placed by then, on a cluster that shrank, gives its slot up
+
+
+def import_ray() -> Any:
+    """The `ray` module, or a ConfigError that says how to install it."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ConfigError(f"executor='ray' needs Ray, which is not installed here ({err}); install it with "
+                          f"{INSTALL_HINT}, or use executor='local'") from err
+    return ray
+
+
+def check_resources(resources: Mapping[str, float] | None) -> dict[str, float]:
+    """The resources of one worker slot, checked: `num_cpus` (default 1), `num_gpus`, `memory` (bytes), custom ones."""
+    if resources is None:
+        return {"num_cpus": 1.0}
+    if not isinstance(resources, Mapping):
+        raise ConfigError(f"resources must be a dict such as {{'num_cpus': 1, 'num_gpus': 0.25}}, got {resources!r}")
+    out: dict[str, float] = {}
+    for key, value in resources.items():
+        if not isinstance(key, str) or isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"resources maps names to numbers, got {key!r}: {value!r}")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"resources[{key!r}] must be a finite number >= 0, got {value!r}")
+        out[key] = float(value)
+    out.setdefault("num_cpus", 1.0)
+    if out["num_cpus"] <= 0 and out.get("num_gpus", 0.0) <= 0:
+        raise ConfigError(f"a worker slot needs some CPU or GPU, got resources={dict(resources)!r}")
+    return out
+
+
+def _ray_name(key: str) -> str:
+    """Ray's name of a resource in `ray.nodes()` ("num_cpus" -> "CPU")."""
+    return {"num_cpus": "CPU", "num_gpus": "GPU", "memory": "memory"}.get(key, key)
+
+
+def _slots_on(node: Mapping[str, float], need: Mapping[str, float]) -> int:
+    """How many worker slots needing `need` fit on a node with `node` resources."""
+    fits = [math.floor(node.get(_ray_name(k), 0.0) / v + 1e-9) for k, v in need.items() if v > 0]
+    return min(fits) if fits else 0
+
+
+def check_address(address: str) -> None:
+    """Refuse an explicit `host:port` Ray address that nothing answers on, instead of letting Ray retry for minutes."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"ray_address must be 'auto', 'host:port' or 'ray://host:port', got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"cannot reach a Ray cluster at {address!r} ({err}); start its head with `ray start --head --port "
+            f"{port}` on {host}, or pass ray_address=None to start a Ray instance on this machine"
+        ) from err
+
+
+class _Paused:
+    """The stop flag `run_work` polls: set once the driver asked this unit of work (`token`) to pause."""
+
+    def __init__(self, paused: set[str], token: str) -> None:
+        self.paused, self.token = paused, token
+
+    def is_set(self) -> bool:
+        return self.token in self.paused
+
+
+def _checkpoint_bytes(path: str | None, seen: list[tuple[int, int] | None]) -> bytes | None:
+    """The checkpoint at `path` if it changed since `seen[0]` (its mtime and size), else None."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp == seen[0]:
+            return None
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    seen[0] = stamp
+    return data
+
+
+class _Worker:
+    """One worker slot on the cluster: keeps trainers, runs units of work, takes pause requests."""
+
+    def __init__(self, threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+        self.trainers: dict[str, Trainer] = {}
+        self.paused: set[str] = set()
+        self.scratch = tempfile.mkdtemp(prefix="tunelab-ray-")
+
+    def ping(self) -> str:
+        """This worker's node id (also proves the actor started)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def sees(self, path: str, token: str) -> bool:
+        """Whether the file `path` holds `token` here (the artifact folder is shared with the driver)."""
+        try:
+            return Path(path).read_text() == token
+        except OSError:
+            return False
+
+    def pause(self, token: str) -> None:
+        """Ask the unit of work `token` to pause at the end of its epoch (before it starts: at its first)."""
+        self.paused.add(token)
+
+    def _trainer(self, key: str, refs: list[Any]) -> Trainer:
+        import ray
+
+        if key not in self.trainers:
+            if len(self.trainers) >= TRAINERS_KEPT:
+                self.trainers.pop(next(iter(self.trainers)))
+            self.trainers[key] = ray.get(refs[0])
+        return self.trainers[key]
+
+    def run(self, token: str, work: Work, key: str, refs: list[Any], routine: Any, shared: bool,
+            blob: bytes | None) -> Iterator[tuple[str, Any, Any, bytes | None]]:
+        """Train `work`: yield `("epoch", trial_id, EpochResult, bytes)` per epoch, then `("end", Outcome, _, bytes)`.
+
+        With `shared=False` the unit of work runs on a scratch copy of its checkpoint (`blob`), and
+        each new checkpoint it writes travels back as bytes (None when unchanged).
+        """
+        trainer = self._trainer(key, refs)
+        local, path = work, work.checkpoint
+        if not shared:
+            path = os.path.join(self.scratch, Path(work.checkpoint).name) if work.checkpoint else None
+            if path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                if blob is not None:
+                    Path(path).write_bytes(blob)
+            local = replace(work, checkpoint=path)
+        seen: list[tuple[int, int] | None] = [None]
+        if not shared and path is not None and blob is not None:
+            _checkpoint_bytes(path, seen)  # the copy the driver already has
+        messages: queue.Queue = queue.Queue()
+
+        def send(trial_id: int, epoch: Any) -> None:
+            messages.put(("epoch", trial_id, epoch, None if shared else _checkpoint_bytes(path, seen)))
+
+        def train() -> None:
+            try:
+                outcome = run_work(trainer, local, send, _Paused(self.paused, token), routine).portable()
+            except BaseException as err:  # run_work records errors itself; this is a last resort
+                outcome = Outcome(local, error=f"{type(err).__name__}: {err}")
+            messages.put(("end", outcome, None, None if shared else _checkpoint_bytes(path, seen)))
+
+        thread = threading.Thread(target=train, name=f"tunelab-trial-{work.number}", daemon=True)
+        thread.start()
+        try:
+            while True:
+                message = messages.get()
+                yield message
+                if message[0] == "end":
+                    break
+            thread.join()
+        finally:
+            self.paused.discard(token)
+            if not shared and path is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+
+
+@dataclass
+class _Slot:
+    actor: Any
+    starting: Any = None
+    since: float = 0.0
+    node: str | None = None
+    sees: dict[str, bool] | None = None
+    token: str | None = None
+    work: Work | None = None
+    shared: bool = True
+    generator: Any = None
+    pause_sent: bool = False
+
+
+_LOST_ERRORS = (
+    "ActorDiedError",
+    "ActorUnavailableError",
+    "RayActorError",
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "LocalRayletDiedError",
+)
+
+
+class RayExecutor:
+    """Trains units of work on a Ray cluster: one actor per worker slot, the driver the only database writer.
+
+    Args:
+        n_workers: Worker slots (actors), i.e. trials trained at once.
+        address: None starts a Ray instance on this machine (or uses the one `ray.init` already
+            connected this process to); `"auto"` joins the cluster this machine belongs to;
+            `"host:port"` (the head's GCS port) or `"ray://host:10001"` joins that cluster.
+        resources: What each worker slot reserves: `num_cpus` (default 1; also its torch
+            threads), `num_gpus` (fractions share a GPU), `memory` (bytes), or custom resources.
+        shared_artifacts: Whether workers see the study's artifact folder (a shared filesystem).
+            None (default) checks each worker with a probe file; False always copies checkpoints
+            through the object store.
+        init_kwargs: Extra `ray.init` arguments (e.g. `runtime_env`, `num_cpus` of a local instance).
+
+    Raises:
+        ConfigError: Ray is not installed, the address cannot be reached, or no node of the
+            cluster has the resources one worker slot asks for.
+    """
+
+    def __init__(
+        self,
+        n_workers: int = 1,
+        *,
+        address: str | None = None,
+        resources: Mapping[str, float] | None = None,
+        shared_artifacts: bool | None = None,
+        init_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
+            raise ConfigError(f"n_workers must be an int >= 1, got {n_workers!r}")
+        if address is not None and not isinstance(address, str):
+            raise ConfigError(f"ray_address must be None, 'auto' or 'host:port', got {address!r}")
+        if shared_artifacts not in (None, True, False):
+            raise ConfigError(f"shared_artifacts must be None, True or False, got {shared_artifacts!r}")
+        self.capacity = n_workers
+        self.resources = check_resources(resources)
+        self.shared_artifacts = shared_artifacts
+        ray = import_ray()
+        self._ray = ray
+        self._owns_ray = False
+        if not ray.is_initialized():
+            if address is not None:
+                check_address(address)
+            kwargs = {"include_dashboard": False, "log_to_driver": False, **dict(init_kwargs or {})}
+            try:
+                ray.init(address=address, **kwargs)
+            except ConnectionError as err:
+                raise ConfigError(f"cannot join a Ray cluster at {address!r} ({err}); start one with `ray start "
+                                  f"--head`, or pass ray_address=None to start Ray on this machine") from err
+            self._owns_ray = True
+        self._check_cluster()
+        self._pause = Flag()
+        self._trainers: dict[int, tuple[Trainer, str, Any]] = {}
+        self._actor_class = ray.remote(_Worker)
+        self._slots = [_Slot(actor=self._new_actor()) for _ in range(self.capacity)]
+        self.started_s = self._await_actors()
+
+    # ------------------------------------------------------------------ cluster
+    def _check_cluster(self) -> None:
+        nodes = [n.get("Resources", {}) for n in self._ray.nodes() if n.get("Alive")]
+        slots = self._fitting_slots()
+        if slots == 0:
+            have = "; ".join(", ".join(f"{k}={v:g}" for k, v in sorted(n.items()) if not k.startswith("node:"))
+                             for n in nodes) or "no live node"
+            raise ConfigError(
+                f"no node of the Ray cluster has the resources one worker slot asks for ({self.resources}); the "
+                f"nodes have: {have}. Ask for less (resources={{'num_cpus': 1}}), or add a node that has them"
+            )
+        if slots < self.capacity:
+            warnings.warn(f"the Ray cluster fits {slots} worker slots of {self.resources} at once, fewer than "
+                          f"n_workers={self.capacity}: trains {slots} trials at once", stacklevel=3)
+            self.capacity = slots
+
+    def _new_actor(self) -> Any:
+        r = self.resources
+        custom = {k: v for k, v in r.items() if k not in STANDARD_RESOURCES}
+        options: dict[str, Any] = {"num_cpus": r["num_cpus"], "max_concurrency": 2, "max_restarts": 0,
+                                   "max_task_retries": 0}
+        if r.get("num_gpus"):
+            options["num_gpus"] = r["num_gpus"]
+        if r.get("memory"):
+            options["memory"] = r["memory"]
+        if custom:
+            options["resources"] = custom
+        threads = max(1, math.floor(r["num_cpus"]))
+        return self._actor_class.options(**options).remote(threads)
+
+    def _await_actors(self) -> float:
+        """Wait until every actor has started; seconds it took."""
+        t0 = time.monotonic()
+        pings = [s.actor.ping.remote() for s in self._slots]
+        for slot, node in zip(self._slots, self._ray.get(pings), strict=True):
+            slot.node = node
+        return time.monotonic() - t0
+
+    def _replace(self, slot: _Slot) -> None:
+        """Give the slot a fresh actor (its old one died, or its node did); it starts while work goes on."""
+        with contextlib.suppress(Exception):
+            self._ray.kill(slot.actor, no_restart=True)
+        slot.actor, slot.node, slot.sees = self._new_actor(), None, None
+        slot.starting, slot.since = slot.actor.ping.remote(), time.monotonic()
+
+    def _check_starting(self) -> list[Outcome]:
+        """Note replacement actors that started; give up slots whose actor the shrunk cluster cannot place."""
+        lost = []
+        for slot in [s for s in self._slots if s.starting is not None]:
+            if self._ray.wait([slot.starting], timeout=0)[0]:
+                with contextlib.suppress(Exception):
+                    slot.node = self._ray.get(slot.starting)
+                slot.starting = None
+            elif time.monotonic() - slot.since > ACTOR_START_S and self._fitting_slots() < len(self._slots):
+                if slot.work is not None:
+                    lost.append(Outcome(slot.work, error="no node of the Ray cluster could take its worker slot "
+                                                         "any more", lost=True))
+                    self._finish_slot(slot)
+                self._drop(slot)
+        return lost
+
+    # ------------------------------------------------------------------ protocol
+    @property
+    def busy(self) -> int:
+        """Units of work submitted and not yet returned."""
+        return sum(s.work is not None for s in self._slots)
+
+    def _trainer_ref(self, trainer: Trainer) -> tuple[str, Any]:
+        entry = self._trainers.get(id(trainer))
+        if entry is None or entry[0] is not trainer:
+            entry = (trainer, uuid.uuid4().hex, self._ray.put(trainer))
+            if len(self._trainers) >= TRAINERS_KEPT:  # a comparison moves on from study to study; free the old
+                self._trainers.pop(next(iter(self._trainers)))
+            self._trainers[id(trainer)] = entry
+        return entry[1], entry[2]
+
+    def _shared(self, slot: _Slot, folder: str) -> bool:
+        """Whether `slot`'s worker sees `folder` (the driver writes a probe file there and asks)."""
+        if self.shared_artifacts is not None:
+            return self.shared_artifacts
+        slot.sees = slot.sees or {}
+        if folder not in slot.sees:
+            token = uuid.uuid4().hex
+            probe = Path(folder) / f".tunelab-ray-probe-{token}"
+            try:
+                probe.write_text(token)
+                slot.sees[folder] = bool(self._ray.get(slot.actor.sees.remote(str(probe), token)))
+            except OSError:
+                slot.sees[folder] = False
+            finally:
+                with contextlib.suppress(OSError):
+                    probe.unlink()
+        return slot.sees[folder]
+
+    def submit(self, work: Work, trainer: Trainer) -> None:
+        """Start `work` on a free worker slot."""
+        free = [s for s in self._slots if s.work is None]
+        slot = next((s for s in free if s.starting is None), free[0] if free else None)  # a started actor first
+        if slot is None:
+            raise RuntimeError("submit with every worker slot busy; wait for an outcome first")
+        if self.busy == 0:
+            self._pause.clear()
+        key, ref = self._trainer_ref(trainer)
+        shared = True if work.checkpoint is None else self._shared(slot, str(Path(work.checkpoint).parent))
+        blob = None
+        if not shared and work.checkpoint is not None:
+            with contextlib.suppress(FileNotFoundError):
+                blob = Path(work.checkpoint).read_bytes()
+        slot.token, slot.work, slot.shared, slot.pause_sent = uuid.uuid4().hex, work, shared, False
+        slot.generator = slot.actor.run.options(num_returns="streaming").remote(
+            slot.token, work, key, [ref], resolve_routine(work.routine), shared, blob)
+
+    def pause(self) -> None:
+        """Pause the running units of work at the end of their epoch (safe in a signal handler)."""
+        self._pause.set()
+
+    def _forward_pause(self) -> None:
+        if not self._pause.is_set():
+            return
+        for slot in self._slots:
+            if slot.work is not None and not slot.pause_sent:
+                slot.actor.pause.remote(slot.token)
+                slot.pause_sent = True
+
+    def _store_checkpoint(self, work: Work, blob: bytes | None) -> str | None:
+        """Write checkpoint bytes that came back from a worker into the artifact folder; the error, if any."""
+        if blob is None or work.checkpoint is None:
+            return None
+        path = Path(work.checkpoint)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        try:
+            tmp.write_bytes(blob)
+            os.replace(tmp, path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return f"the checkpoint from the Ray worker could not be written to {str(path)!r}: {err}"
+        return None
+
+    def _next_message(self, slot: _Slot) -> Outcome | tuple[int, Any] | None:
+        """Read one message of `slot`'s running unit of work: an epoch, its outcome, or None (nothing yet)."""
+        work = slot.work
+        try:
+            ref = next(slot.generator)
+            kind, a, b, blob = self._ray.get(ref)
+        except StopIteration:
+            return self._lost(slot, "the Ray worker ended the unit of work without an outcome")
+        except Exception as err:
+            if type(err).__name__ in _LOST_ERRORS or any(c.__name__ in _LOST_ERRORS for c in type(err).__mro__):
+                return self._lost(slot, f"the Ray worker died ({type(err).__name__}: {str(err).splitlines()[0]})")
+            self._finish_slot(slot)
+            return Outcome(work, error=f"{type(err).__name__}: {err}")
+        if kind == "epoch":
+            if not slot.shared:
+                self._store_checkpoint(work, blob)
+            return a, b
+        outcome: Outcome = a
+        problem = None if slot.shared else self._store_checkpoint(work, blob)
+        outcome = replace(outcome, work=work)
+        if problem is not None and outcome.result is not None and outcome.result.checkpoint_error is None:
+            outcome = replace(outcome, result=replace(outcome.result, checkpoint_error=problem))
+        self._finish_slot(slot)
+        return outcome
+
+    def _finish_slot(self, slot: _Slot) -> None:
+        slot.work, slot.generator, slot.token, slot.pause_sent = None, None, None, False
+
+    def _lost(self, slot: _Slot, why: str) -> Outcome:
+        outcome = Outcome(slot.work, error=why, lost=True)
+        self._finish_slot(slot)
+        if self._fitting_slots() < len(self._slots):  # its node is gone (as far as Ray knows yet): the cluster shrank
+            self._drop(slot)
+        else:
+            self._replace(slot)
+        return outcome
+
+    def _fitting_slots(self) -> int:
+        """Worker slots the live nodes of the cluster can hold."""
+        return sum(_slots_on(n.get("Resources", {}), self.resources) for n in self._ray.nodes() if n.get("Alive"))
+
+    def _drop(self, slot: _Slot) -> None:
+        """Give up a worker slot the cluster cannot hold any more (its node left); the executor shrinks."""
+        with contextlib.suppress(Exception):
+            self._ray.kill(slot.actor, no_restart=True)
+        self._slots.remove(slot)
+        self.capacity = len(self._slots)
+        warnings.warn(f"a node of the Ray cluster left: {self.capacity} worker slots remain", stacklevel=2)
+
+    def wait(self, on_epoch: EpochCallback, timeout: float | None = None) -> list[Outcome]:
+        """Relay epoch results until a unit of work has ended (or `timeout` passed); return the ended ones."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._forward_pause()
+            dropped = self._check_starting()
+            if dropped:
+                return dropped
+            running = {s.generator: s for s in self._slots if s.work is not None}
+            if not running:
+                return []
+            ready, _ = self._ray.wait(list(running), num_returns=1, timeout=0.1)
+            outcomes: list[Outcome] = []
+            while ready:
+                for generator in ready:
+                    message = self._next_message(running[generator])
+                    if isinstance(message, Outcome):
+                        outcomes.append(message)
+                    elif message is not None:
+                        on_epoch(*message)
+                running = {s.generator: s for s in self._slots if s.work is not None}
+                ready = self._ray.wait(list(running), num_returns=len(running), timeout=0)[0] if running else []
+            if outcomes:
+                return outcomes
+            if deadline is not None and time.monotonic() >= deadline:
+                return []
+
+    def close(self) -> None:
+        """End the actors (and the Ray instance this executor started)."""
+        for slot in self._slots:
+            with contextlib.suppress(Exception):
+                self._ray.kill(slot.actor, no_restart=True)
+        self._slots = []
+        self._trainers.clear()
+        if self._owns_ray and self._ray.is_initialized():
+            self._ray.shutdown()

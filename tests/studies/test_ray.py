@@ -1,0 +1,303 @@
+"""The Ray executor on a real local Ray cluster (started once for this module, stopped afterwards)."""
+
+import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'tunelab[ray]' (CI installs it)")
+
+import search  # noqa: E402
+import spaces  # noqa: E402
+import studies  # noqa: E402
+import trainers  # noqa: E402
+from search.routines import routines  # noqa: E402
+from studies.executors.ray_cluster import RayExecutor  # noqa: E402
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """`ray start --head --num-cpus 2` on a free port, this process connected to it; stopped at the end."""
+    port = _free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # token auth rejects a client that joins by address
+    temp = tmp_path_factory.mktemp("ray")
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--port",
+         str(port), "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    try:
+        while True:  # the head's port opens once it serves (a state; pytest's timeout guards a hang)
+            if head.poll() is not None:
+                raise RuntimeError("ray start --head exited")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
+        yield f"127.0.0.1:{port}"
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        head.send_signal(signal.SIGTERM)
+        head.wait(120)
+        if previous is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = previous
+
+
+def _space():
+    return spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(8, 64, log=True), depth=1)
+
+
+def _trainer(epochs):
+    return trainers.Trainer(trainers.workloads.mnist1d(n_train=256, max_epochs=epochs), epochs=epochs, seed=0)
+
+
+def _study(tmp_path, name, epochs=2, strategy=None):
+    return studies.create(name, f"sqlite:///{tmp_path / 'ray.db'}", space=_space(), trainer=_trainer(epochs),
+                          strategy=strategy or search.Random(seed=3))
+
+
+def _same(a, b):
+    """The trials of two studies hold the same configs, values and curves, bit for bit."""
+    assert [t.config for t in a.trials] == [t.config for t in b.trials]
+    assert [t.value for t in a.trials] == [t.value for t in b.trials]
+    assert [t.curve for t in a.trials] == [t.curve for t in b.trials]
+
+
+@pytest.fixture
+def gate(tmp_path):
+    """Hold every run of the "train" routine at the end of epoch `at` until the test releases it.
+
+    A run writes `at-<pid>-<n>` (holding the worker's pid) when it reaches the gate and waits there
+    until `<folder>/go` exists. The wrapper is a closure, so Ray ships it to the workers by value.
+    """
+    base = routines.get("train")
+    folder = tmp_path / "gate"
+    folder.mkdir()
+
+    def install(at):
+        def run(trainer, config, *, report=None, **kwargs):
+            def hook(epoch):
+                if epoch.epoch == at and not (folder / "go").exists():
+                    marker = folder / f"at-{os.getpid()}-{time.monotonic_ns()}"
+                    marker.write_text(str(os.getpid()))
+                    while not (folder / "go").exists():
+                        time.sleep(0.02)
+                return report(epoch)
+
+            return base.run(trainer, config, report=hook, **kwargs)
+
+        routines.register("train", dataclasses.replace(base, run=run), replace=True)
+        return folder
+
+    yield install
+    routines.register("train", base, replace=True)
+
+
+def _wait_for(predicate):
+    while not predicate():  # a state, bounded only by pytest's hang guard
+        time.sleep(0.05)
+
+
+def test_a_study_on_ray_equals_the_in_process_study_bit_for_bit(tmp_path, ray_cluster):
+    local = _study(tmp_path, "local")
+    local.optimize(trials=4, progress=False)
+    on_ray = _study(tmp_path, "ray")
+    on_ray.optimize(trials=4, n_workers=2, executor="ray", progress=False)
+    assert [t.state for t in on_ray.trials] == ["complete"] * 4
+    _same(on_ray, local)
+    assert on_ray.optuna.trials[0].user_attrs["device"] == "cpu"  # the device the worker trained on
+
+
+def test_ctrl_c_pauses_the_clusters_trials_and_checkpoints_travel_without_a_shared_folder(tmp_path, ray_cluster, gate):
+    reference = _study(tmp_path, "reference", epochs=3)
+    reference.optimize(trials=2, progress=False)
+    study = _study(tmp_path, "paused", epochs=3)
+    executor = RayExecutor(2, shared_artifacts=False)  # workers write scratch copies; bytes come back
+    folder = gate(1)
+
+    def interrupt():
+        _wait_for(lambda: len(list(folder.glob("at-*"))) == 2)  # both trials hold at the end of epoch 1
+        os.kill(os.getpid(), signal.SIGINT)
+        _wait_for(lambda: all(s.pause_sent for s in executor._slots if s.work is not None))
+        ray.get([s.actor.pause.remote(s.token) for s in executor._slots if s.work is not None])  # arrived
+        (folder / "go").touch()
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            study.optimize(trials=2, executor=executor, progress=False, checkpoint_seconds=0, flush_seconds=0)
+    finally:
+        thread.join()
+    paused = study.trials
+    assert [t.state for t in paused] == ["paused", "paused"]
+    assert [len(t.curve) for t in paused] == [1, 1]
+    for t in paused:  # written by the driver from the bytes the workers sent back
+        assert study.checkpoint(t.number) is not None and Path(study.checkpoint(t.number)).exists()
+    study.optimize(trials=2, executor=executor, progress=False)
+    executor.close()
+    _same(study, reference)
+
+
+def test_a_killed_ray_worker_is_replaced_and_its_trial_continues_from_its_checkpoint(tmp_path, ray_cluster, gate):
+    reference = _study(tmp_path, "reference", epochs=4)
+    reference.optimize(trials=3, progress=False)
+    study = _study(tmp_path, "killed", epochs=4)
+    folder = gate(2)
+
+    def kill():
+        _wait_for(lambda: len(list(folder.glob("at-*"))) >= 1)
+        victim = int(next(iter(folder.glob("at-*"))).read_text())
+        (folder / "go").touch()  # the other worker goes on; the victim dies at its gate
+        os.kill(victim, signal.SIGKILL)
+
+    thread = threading.Thread(target=kill)
+    thread.start()
+    try:
+        study.optimize(trials=3, n_workers=2, executor="ray", progress=False, checkpoint_seconds=0, flush_seconds=0)
+    finally:
+        thread.join()
+    trials = study.trials
+    assert [t.state for t in trials] == ["complete"] * 3  # none lost, none re-queued, no fourth trial
+    _same(study, reference)
+
+
+def test_a_darts_search_and_its_retraining_run_on_ray(tmp_path, ray_cluster):
+    fixed = spaces.Space(optimizer=spaces.Fixed("adamw"), schedule=spaces.Fixed("cosine"),
+                         **{"adamw.lr": spaces.Fixed(3e-3), "adamw.weight_decay": spaces.Fixed(1e-4)})
+    space = fixed | spaces.cells(dim=1, channels=4, cells_per_stage=1)
+    study = studies.create("darts", f"sqlite:///{tmp_path / 'd.db'}", space=space, trainer=_trainer(2),
+                           strategy=search.Darts(seed=0, epochs=2, pt_interval=1, batch_size=32, channels=4))
+    study.optimize(trials=3, executor="ray", progress=False)
+    search_trial, retrained = study.trials
+    assert search_trial.routine == "darts" and search_trial.state == "complete"
+    assert "genotype" in search_trial.results and len(search_trial.curve) == search_trial.epochs > 2
+    assert retrained.routine == "train" and retrained.state == "complete"
+    assert study.best.number == retrained.number
+
+
+def test_bad_ray_input_names_the_problem_and_the_fix(tmp_path, ray_cluster, monkeypatch):
+    study = _study(tmp_path, "bad")
+    with pytest.raises(studies.ConfigError, match="no node of the Ray cluster has the resources"):
+        study.optimize(trials=1, executor="ray", resources={"num_gpus": 1}, progress=False)
+    with pytest.raises(studies.ConfigError, match="resources"):
+        study.optimize(trials=1, executor="ray", resources={"num_cpus": -1}, progress=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a process that has not joined a cluster
+    with _closed_port() as port, pytest.raises(studies.ConfigError, match="cannot reach a Ray cluster"):
+        study.optimize(trials=1, executor="ray", ray_address=f"127.0.0.1:{port}", progress=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as where Ray is not installed
+    with pytest.raises(studies.ConfigError, match=r"pip install 'tunelab\[ray\]'"):
+        study.optimize(trials=1, executor="ray", progress=False)
+    assert study.trials == []
+
+
+class _closed_port:
+    """A local port nothing listens on, while the context lasts."""
+
+    def __enter__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        return self.sock.getsockname()[1]
+
+    def __exit__(self, *exc):
+        self.sock.close()
+
+
+NODE_SCRIPT = '''
+import dataclasses, json, os, sys, threading, time
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+import search, spaces, studies, trainers
+from search.routines import routines
+
+folder = Path(sys.argv[1])
+space = spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(8, 64, log=True), depth=1)
+
+
+def make(name):
+    trainer = trainers.Trainer(trainers.workloads.mnist1d(n_train=256, max_epochs=4), epochs=4, seed=0)
+    return studies.create(name, f"sqlite:///{folder / 'n.db'}", space=space, trainer=trainer,
+                          strategy=search.Random(seed=3))
+
+
+reference = make("reference")
+reference.optimize(trials=3, progress=False)
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+doomed = cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+ray.init(address=cluster.address, log_to_driver=False)
+base = routines.get("train")
+
+
+def run(trainer, config, *, report=None, **kwargs):  # holds every first run at epoch 2 until "go"
+    def hook(epoch):
+        if epoch.epoch == 2 and not (folder / "go").exists():
+            node = ray.get_runtime_context().get_node_id()
+            (folder / f"at-{node}-{time.monotonic_ns()}").touch()
+            while not (folder / "go").exists():
+                time.sleep(0.02)
+        return report(epoch)
+
+    return base.run(trainer, config, report=hook, **kwargs)
+
+
+routines.register("train", dataclasses.replace(base, run=run), replace=True)
+
+
+def remove_node():
+    while not list(folder.glob(f"at-{doomed.node_id}-*")):
+        time.sleep(0.05)
+    cluster.remove_node(doomed)  # the node leaves while its trial holds at epoch 2
+    (folder / "go").touch()
+
+
+thread = threading.Thread(target=remove_node)
+thread.start()
+study = make("two-nodes")
+study.optimize(trials=3, n_workers=2, executor="ray", progress=False, checkpoint_seconds=0, flush_seconds=0)
+thread.join()
+print(json.dumps({
+    "states": [t.state for t in study.trials],
+    "same": [(t.config, t.value, t.curve) for t in study.trials]
+    == [(t.config, t.value, t.curve) for t in reference.trials],
+}))
+ray.shutdown()
+cluster.shutdown()
+'''
+
+
+def test_a_node_that_leaves_mid_trial_loses_no_trial_and_the_executor_shrinks(tmp_path):
+    """Two 1-CPU nodes (ray.cluster_utils.Cluster, in a process of its own); one is removed mid-trial."""
+    import json
+
+    script = tmp_path / "nodes.py"
+    script.write_text(NODE_SCRIPT)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["states"] == ["complete"] * 3  # none lost or repeated; the lost one continued on the other node
+    assert result["same"]  # from its checkpoint: the values of an uninterrupted run, bit for bit
