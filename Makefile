@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench bench-search bench-driver bench-freeze-thaw bench-nas clean
+.PHONY: demo test test-slow lint bench bench-search bench-driver bench-freeze-thaw bench-nas bench-ray clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ bench-freeze-thaw: $(BIN)/.installed
 
 bench-nas: $(BIN)/.installed
 	$(BIN)/python benchmarks/nas.py --seeds 5 --trials 40 --epochs 4 --jobs 2
+
+bench-ray: $(BIN)/.installed
+	$(BIN)/python benchmarks/ray_executor.py --trials 20 --epochs 5 --workers 2
 
 clean:
 	rm -rf $(VENV) build *.egg-info
