@@ -2,7 +2,8 @@
 
 The blocks run as written, on small data and short budgets: MNIST-1D with 256 training
 examples, trainers of at most 2 epochs, `optimize` capped at 2 trials (or 6 epochs), a DARTS
-search of one epoch, and a comparison of one problem, two optimizers and one trial per arm.
+search of one epoch, and a comparison of one problem, two optimizers and one trial per arm. The
+Ray block joins the test session's Ray cluster (`ray_cluster`).
 Names a block uses but the README leaves to the reader (`workload`, `space`, `my_workload`,
 `MyOpt`, `MyNet`, `SepConv`) are defined by a small prelude.
 """
@@ -49,7 +50,7 @@ class SepConv(nn.Module):
 
 
 @pytest.fixture
-def fast(monkeypatch, tmp_path):
+def fast(monkeypatch, tmp_path, ray_cluster):
     """Small data and short budgets for every study and trainer the README builds."""
     monkeypatch.chdir(tmp_path)
     mnist1d, digits = trainers.workloads.mnist1d, trainers.workloads.digits
@@ -63,6 +64,8 @@ def fast(monkeypatch, tmp_path):
     optimize = studies.Study.optimize
 
     def short_optimize(self, trials=None, epochs=None, **kw):
+        if ray_cluster is None and kw.get("executor") == "ray":  # Ray is not installed here: the local pool
+            kw["executor"] = "local"
         return optimize(self, trials=None if trials is None else min(trials, 2),
                         epochs=None if epochs is None else min(epochs, 6), **kw)
 

@@ -23,46 +23,6 @@ from search.routines import routines  # noqa: E402
 from studies.executors.ray_cluster import RayExecutor  # noqa: E402
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """`ray start --head --num-cpus 2` on a free port, this process connected to it; stopped at the end."""
-    port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # token auth rejects a client that joins by address
-    temp = tmp_path_factory.mktemp("ray")
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--port",
-         str(port), "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    try:
-        while True:  # the head's port opens once it serves (a state; pytest's timeout guards a hang)
-            if head.poll() is not None:
-                raise RuntimeError("ray start --head exited")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
-        yield f"127.0.0.1:{port}"
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        head.send_signal(signal.SIGTERM)
-        head.wait(120)
-        if previous is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = previous
-
-
 def _space():
     return spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(8, 64, log=True), depth=1)
 
@@ -136,18 +96,22 @@ def test_ctrl_c_pauses_the_clusters_trials_and_checkpoints_travel_without_a_shar
     folder = gate(1)
 
     def interrupt():
-        _wait_for(lambda: len(list(folder.glob("at-*"))) == 2)  # both trials hold at the end of epoch 1
+        _wait_for(lambda: len(list(folder.glob("at-*"))) == 2 or ended.is_set())  # both trials hold at epoch 1
+        if ended.is_set():
+            return
         os.kill(os.getpid(), signal.SIGINT)
         _wait_for(lambda: all(s.pause_sent for s in executor._slots if s.work is not None))
         ray.get([s.actor.pause.remote(s.token) for s in executor._slots if s.work is not None])  # arrived
         (folder / "go").touch()
 
+    ended = threading.Event()
     thread = threading.Thread(target=interrupt)
     thread.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             study.optimize(trials=2, executor=executor, progress=False, checkpoint_seconds=0, flush_seconds=0)
     finally:
+        ended.set()  # a study that ended without reaching the gate fails its assertions instead of hanging
         thread.join()
     paused = study.trials
     assert [t.state for t in paused] == ["paused", "paused"]
@@ -167,16 +131,20 @@ def test_a_killed_ray_worker_is_replaced_and_its_trial_continues_from_its_checkp
     folder = gate(2)
 
     def kill():
-        _wait_for(lambda: len(list(folder.glob("at-*"))) >= 1)
+        _wait_for(lambda: len(list(folder.glob("at-*"))) >= 1 or ended.is_set())
+        if ended.is_set():
+            return
         victim = int(next(iter(folder.glob("at-*"))).read_text())
         (folder / "go").touch()  # the other worker goes on; the victim dies at its gate
         os.kill(victim, signal.SIGKILL)
 
+    ended = threading.Event()
     thread = threading.Thread(target=kill)
     thread.start()
     try:
         study.optimize(trials=3, n_workers=2, executor="ray", progress=False, checkpoint_seconds=0, flush_seconds=0)
     finally:
+        ended.set()  # a study that ended without reaching the gate fails its assertions instead of hanging
         thread.join()
     trials = study.trials
     assert [t.state for t in trials] == ["complete"] * 3  # none lost, none re-queued, no fourth trial
