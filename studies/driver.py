@@ -33,7 +33,7 @@ from spaces.errors import CheckpointError
 from studies import _batch
 from studies._batch import TrialWrite, drop_steps_after, write_trial
 from studies.errors import BudgetError, StorageError, TrialError, TunelabError
-from studies.executors import Executor, Outcome, Work, open_executor
+from studies.executors import Executor, Outcome, Unit, Work, open_executor, works_of
 from studies.lock import LIVE, StudyLock, gone, make_owner
 from studies.records import (
     CHECKPOINT,
@@ -58,7 +58,7 @@ from studies.records import (
     state_of,
     stored_metrics,
 )
-from trainers import EpochResult, load_checkpoint
+from trainers import EpochResult, TensorSplit, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -227,8 +227,11 @@ class Driver:
         keep_checkpoints: str = "best",
         max_retries: int = 0,
         executor_options: Mapping[str, Any] | None = None,
+        population: int = 1,
     ) -> None:
         self.study = study
+        self.population = population
+        self.held: list[Unit] = []  # units formed from one gathering of requests, waiting for a free slot
         self.max_retries = max_retries
         self.storage = study._storage
         self.budget = budget
@@ -806,6 +809,43 @@ class Driver:
             self.recover()
             return self._next_work()
 
+    def next_unit(self, populations: bool) -> Unit | None:
+        """The next unit of work: one work, or up to `population` "train" works of one architecture.
+
+        With `population` > 1 the strategy is asked for up to that many starts at once (each
+        created trial is pending in the history of the next ask), and those that share an
+        architecture and have a vectorised optimizer form one unit. The other units formed from
+        the same asks are held and submitted first, as slots free up.
+        """
+        if self.held:
+            return self.held.pop(0)
+        first = self.next_work()
+        if first is None or not populations or self.population <= 1 or self._group_key(first) is None:
+            return first
+        works = [first]
+        while len(works) < self.population:
+            work = self.next_work()
+            if work is None:
+                break
+            works.append(work)
+        groups: dict[Any, list[Work]] = {}
+        for work in works:
+            groups.setdefault(self._group_key(work) or ("alone", work.trial_id), []).append(work)
+        units: list[Unit] = [tuple(g) if len(g) > 1 else g[0] for g in groups.values()]
+        self.held = units[1:]
+        return units[0]
+
+    def _group_key(self, work: Work) -> Any:
+        """What works must share to train as one population, or None if `work` trains alone."""
+        from trainers.population import architecture, why_not_vectorised
+
+        trainer = self.study.trainer
+        if work.routine != "train" or why_not_vectorised(work.config) is not None:
+            return None
+        if not isinstance(trainer.workload.train, TensorSplit):
+            return None
+        return architecture(work.config, trainer)
+
     def _next_work(self) -> Work | None:
         for row in sorted(self.rows.values(), key=lambda r: r.number):
             if row.trial_id in self.in_flight:
@@ -1009,11 +1049,11 @@ class Driver:
         try:
             while True:
                 while executor.busy < executor.capacity:
-                    work = self.next_work()
-                    if work is None:
+                    unit = self.next_unit(getattr(executor, "populations", False))
+                    if unit is None:
                         break
-                    executor.submit(work, trainer)
-                    self.started += 1
+                    executor.submit(unit, trainer)
+                    self.started += len(works_of(unit))
                 if executor.busy == 0:
                     break
                 if self.stop.is_set():  # Ctrl-C, or a study that must stop: running work pauses at its epoch end

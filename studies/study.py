@@ -248,6 +248,7 @@ class Study:
         flush_seconds: float = 2.0,
         keep_checkpoints: str = "best",
         max_retries: int = 0,
+        population: int = 1,
     ) -> TrialRecord | None:
         """Run the study until its budget (a total for the study, over all calls) is spent.
 
@@ -280,6 +281,11 @@ class Study:
             max_retries: Run a trial that raised again, up to this many times, from its last
                 checkpoint (from scratch without one), as Ray Tune's `FailureConfig(max_failures)`;
                 0 (the default) records it failed at once. Out-of-memory errors are retried too.
+            population: Ask the strategy for up to this many trials at once and train those that
+                share an architecture (every `model.*` value and the batch size) and have a
+                vectorised optimizer (sgd, adam, adamw, nadam, lion) as one vectorised model
+                (`trainers.Population`) on one worker; each is still its own trial. 1 (the
+                default) trains one trial per unit of work. Local executors only.
 
         Returns:
             The best trial so far (None if none has completed).
@@ -311,6 +317,13 @@ class Study:
             executor_options = {"ray_address": ray_address, "resources": resources}
         if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
             raise ConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if not isinstance(population, int) or isinstance(population, bool) or population < 1:
+            raise ConfigError(f"population must be an int >= 1 (trials of one architecture trained at once), got "
+                              f"{population!r}")
+        takes_populations = executor != "ray" if isinstance(executor, str) else getattr(executor, "populations", False)
+        if population > 1 and not takes_populations:
+            warnings.warn("population applies to the local executors in this release: on Ray every trial trains "
+                          "on its own", stacklevel=2)
         if not isinstance(max_failures, int) or max_failures < 1:
             raise ConfigError(f"max_failures must be an int >= 1, got {max_failures!r}")
         if keep_checkpoints not in ("best", "all", "none"):
@@ -338,6 +351,7 @@ class Study:
             keep_checkpoints=keep_checkpoints,
             max_retries=max_retries,
             executor_options=executor_options,
+            population=population,
         ).run()
         return self.best
 

@@ -1,4 +1,4 @@
-"""How one configuration is trained: `Workload`, `Trainer`, checkpoints and built-in workloads.
+"""How configurations are trained: `Workload`, `Trainer`, `Population`, checkpoints and built-in workloads.
 
 The pieces the gradient-based strategies reuse are public: `batches` (device-ready batch
 iterators), `evaluate`, `make_step` (one optimisation step per optimizer style),
@@ -10,6 +10,7 @@ from __future__ import annotations
 from trainers import workloads
 from trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, run_rng, save_checkpoint
 from trainers.data import batches, to_device
+from trainers.population import Member, Population
 from trainers.steps import frozen_bn_stats, make_step
 from trainers.trainer import (
     DECISIONS,
@@ -27,6 +28,8 @@ from trainers.workload import TensorSplit, Workload
 __all__ = [
     "DECISIONS",
     "EpochResult",
+    "Member",
+    "Population",
     "RunControl",
     "TensorSplit",
     "TrainResult",

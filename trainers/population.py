@@ -345,8 +345,8 @@ class _Stack:
             n += int(y.shape[0])
         if n == 0:
             return [(math.nan, math.nan)] * k
-        values = torch.stack([loss_sum, metric_sum]).div(n).tolist()
-        return list(zip(values[0], values[1], strict=True))
+        values = torch.stack([loss_sum, metric_sum]).tolist()  # one host sync; divided as `evaluate` divides
+        return [(a / n, b / n) for a, b in zip(values[0], values[1], strict=True)]
 
     # ------------------------------------------------------------------ training
     def _lrs(self, steps: int) -> torch.Tensor:

@@ -17,10 +17,14 @@ from studies.executors.base import (
     Executor,
     Flag,
     Outcome,
+    Unit,
     Work,
     is_out_of_memory,
     resolve_routine,
+    run_population,
+    run_unit,
     run_work,
+    works_of,
 )
 from studies.executors.local import LocalExecutor
 from studies.executors.pool import ProcessExecutor, die_with_parent
@@ -66,10 +70,14 @@ __all__ = [
     "Outcome",
     "ProcessExecutor",
     "RayExecutor",
+    "Unit",
     "Work",
     "die_with_parent",
     "is_out_of_memory",
     "open_executor",
     "resolve_routine",
+    "run_population",
+    "run_unit",
     "run_work",
+    "works_of",
 ]

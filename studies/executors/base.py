@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,6 +60,13 @@ class Outcome:
 
 
 EpochCallback = Callable[[int, EpochResult], None]
+Unit = Work | tuple[Work, ...]
+"""What `Executor.submit` takes: one unit of work, or several "train" works of one architecture (a population)."""
+
+
+def works_of(unit: Unit) -> tuple[Work, ...]:
+    """The works of a unit, in order."""
+    return (unit,) if isinstance(unit, Work) else tuple(unit)
 
 
 @runtime_checkable
@@ -73,14 +80,19 @@ class Executor(Protocol):
     """
 
     capacity: int
+    populations: bool  # whether `submit` takes a population (several works trained as one unit)
 
     @property
     def busy(self) -> int:
         """Units of work submitted and not yet returned by `wait`."""
         ...
 
-    def submit(self, work: Work, trainer: Trainer) -> None:
-        """Start (or queue) `work` on `trainer`; the caller keeps `busy < capacity`."""
+    def submit(self, work: Unit, trainer: Trainer) -> None:
+        """Start (or queue) a unit of work on `trainer`; the caller keeps `busy < capacity`.
+
+        A tuple of works (only where `populations` is True) is one unit: its members train
+        together (`run_unit`) and each comes back as its own `Outcome`.
+        """
         ...
 
     def wait(self, on_epoch: EpochCallback, timeout: float | None = None) -> list[Outcome]:
@@ -191,3 +203,41 @@ def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], No
                        restarted=restarted)
 
 
+
+
+def run_population(trainer: Trainer, works: Sequence[Work], send: Callable[[int, EpochResult], None],
+                   stop: Any) -> list[Outcome]:
+    """Train "train" works of one architecture together (`trainers.Population`); one `Outcome` per member.
+
+    A member checkpoint that cannot be read (or belongs to another run) makes every member run
+    alone through `run_work`, which restarts that one run from scratch.
+    """
+    from trainers.population import Member, Population
+
+    def report(i: int, epoch: EpochResult) -> str | None:
+        send(works[i].trial_id, epoch)
+        return "pause" if stop.is_set() else None
+
+    members = [Member(w.config, seed=w.seed, until_epoch=w.until_epoch, checkpoint=w.checkpoint) for w in works]
+    try:
+        results = Population(trainer).fit(members, report=report, checkpoint_seconds=works[0].checkpoint_seconds)
+    except CheckpointError:  # raised before anything trained: let each member recover on its own
+        return [run_work(trainer, w, send, stop) for w in works]
+    except Exception as err:
+        error = f"out of memory: {err}" if is_out_of_memory(err) else f"{type(err).__name__}: {err}"
+        text = traceback.format_exc()
+        if is_out_of_memory(err) and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        return [Outcome(w, error=f"{error} (in a population of {len(works)})", traceback=text) for w in works]
+    device = str(trainer.device)
+    return [Outcome(w, result=r, device=device) for w, r in zip(works, results, strict=True)]
+
+
+def run_unit(trainer: Trainer, unit: Unit, send: Callable[[int, EpochResult], None], stop: Any,
+             routine: Routine | None = None) -> list[Outcome]:
+    """Run a unit of work: one work through its routine, or a population; one `Outcome` per work."""
+    works = works_of(unit)
+    if len(works) == 1:
+        return [run_work(trainer, works[0], send, stop, routine if routine is not None else
+                         resolve_routine(works[0].routine))]
+    return run_population(trainer, works, send, stop)

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from studies.executors.base import EpochCallback, Flag, Outcome, Work, resolve_routine, run_work
+from studies.executors.base import EpochCallback, Flag, Outcome, Unit, run_unit
 from trainers import Trainer
 
 
 class LocalExecutor:
     """Trains one unit of work at a time in the driver's process (`n_workers=1`)."""
 
+    populations = True
+
     def __init__(self) -> None:
         self.capacity = 1
-        self._queue: list[tuple[Work, Trainer]] = []
+        self._queue: list[tuple[Unit, Trainer]] = []
         self._pause = Flag()
 
     @property
@@ -19,8 +21,8 @@ class LocalExecutor:
         """Units of work submitted and not yet returned."""
         return len(self._queue)
 
-    def submit(self, work: Work, trainer: Trainer) -> None:
-        """Queue `work`; it runs in the next `wait`."""
+    def submit(self, work: Unit, trainer: Trainer) -> None:
+        """Queue a unit of work; it runs in the next `wait`."""
         if not self._queue:
             self._pause.clear()
         self._queue.append((work, trainer))
@@ -28,7 +30,7 @@ class LocalExecutor:
     def wait(self, on_epoch: EpochCallback, timeout: float | None = None) -> list[Outcome]:
         """Run the next unit of work to its end (`timeout` does not apply: the work runs here)."""
         work, trainer = self._queue.pop(0)
-        return [run_work(trainer, work, on_epoch, self._pause, resolve_routine(work.routine))]
+        return run_unit(trainer, work, on_epoch, self._pause)
 
     def pause(self) -> None:
         """Pause the running unit of work at the end of its epoch (safe in a signal handler)."""

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from search.routines import Routine
-from studies.executors.base import EpochCallback, Flag, Outcome, Work, resolve_routine, run_work
+from studies.executors.base import EpochCallback, Flag, Outcome, Unit, resolve_routine, run_unit, works_of
 from trainers import Trainer
 
 PARENT_POLL_S = 0.5
@@ -73,10 +73,10 @@ def _trainer(key: str, blob: bytes) -> Trainer:
     return cache[key]
 
 
-def _worker_run(work: Work, key: str, blob: bytes, routine: Routine | None = None) -> Outcome:
+def _worker_run(unit: Unit, key: str, blob: bytes, routine: Routine | None = None) -> list[Outcome]:
     events = _WORKER["events"]
-    outcome = run_work(_trainer(key, blob), work, lambda tid, e: events.put((tid, e)), _WORKER["stop"], routine)
-    return outcome.portable()
+    outcomes = run_unit(_trainer(key, blob), unit, lambda tid, e: events.put((tid, e)), _WORKER["stop"], routine)
+    return [o.portable() for o in outcomes]
 
 
 class ProcessExecutor:
@@ -89,6 +89,8 @@ class ProcessExecutor:
     and a fresh pool takes over.
     """
 
+    populations = True
+
     def __init__(self, n_workers: int) -> None:
         self.capacity = n_workers
         self._ctx = multiprocessing.get_context("spawn")
@@ -97,7 +99,7 @@ class ProcessExecutor:
         self._pause = Flag()
         self._threads = max(1, (os.cpu_count() or 1) // n_workers)
         self._pool = self._new_pool()
-        self._futures: dict[Future, Work] = {}
+        self._futures: dict[Future, Unit] = {}
         self._blobs: dict[int, tuple[Trainer, str, bytes]] = {}
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -122,13 +124,14 @@ class ProcessExecutor:
             self._blobs[id(trainer)] = entry
         return entry[1], entry[2]
 
-    def submit(self, work: Work, trainer: Trainer) -> None:
-        """Start `work` on a free worker."""
+    def submit(self, work: Unit, trainer: Trainer) -> None:
+        """Start a unit of work (one work, or a population) on a free worker."""
         if not self._futures:
             self._pause.clear()
             self._stop_mp.clear()
         key, blob = self._blob(trainer)
-        self._futures[self._pool.submit(_worker_run, work, key, blob, resolve_routine(work.routine))] = work
+        routine = resolve_routine(works_of(work)[0].routine)
+        self._futures[self._pool.submit(_worker_run, work, key, blob, routine)] = work
 
     def pause(self) -> None:
         """Pause the running units of work at the end of their epoch (safe in a signal handler)."""
@@ -158,15 +161,16 @@ class ProcessExecutor:
             self._drain(on_epoch, 0.0)
             outcomes, broken = [], False
             for fut in done:
-                work = self._futures.pop(fut)
+                unit = self._futures.pop(fut)
                 try:
-                    outcomes.append(fut.result())
+                    outcomes.extend(fut.result())
                 except BrokenProcessPool as err:
                     broken = True
-                    outcomes.append(Outcome(work, error=f"worker process died: {err}", lost=True))
+                    outcomes.extend(Outcome(w, error=f"worker process died: {err}", lost=True) for w in works_of(unit))
             if broken:  # every other unit of work of a broken pool is lost too; start a fresh pool
-                for fut, work in list(self._futures.items()):
-                    outcomes.append(Outcome(work, error="worker process died (the pool broke)", lost=True))
+                for fut, unit in list(self._futures.items()):
+                    outcomes.extend(Outcome(w, error="worker process died (the pool broke)", lost=True)
+                                    for w in works_of(unit))
                     del self._futures[fut]
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()

@@ -267,6 +267,8 @@ class RayExecutor:
             cluster has the resources one worker slot asks for.
     """
 
+    populations = False  # a unit of work is one trial here; populations train on the local executors
+
     def __init__(
         self,
         n_workers: int = 1,
@@ -400,7 +402,9 @@ class RayExecutor:
         return slot.sees[folder]
 
     def submit(self, work: Work, trainer: Trainer) -> None:
-        """Start `work` on a free worker slot."""
+        """Start `work` on a free worker slot (one trial: this executor takes no populations)."""
+        if not isinstance(work, Work):
+            raise TypeError("RayExecutor trains one trial per unit of work (populations=False)")
         free = [s for s in self._slots if s.work is None]
         slot = next((s for s in free if s.starting is None), free[0] if free else None)  # a started actor first
         if slot is None:

@@ -219,7 +219,8 @@ def test_mf_kill_then_resume_gives_the_same_next_request(tmp_path, mf_trainer, k
         before.kind, before.config, before.trial, before.epochs, before.until_epoch)
 
 
-@pytest.mark.parametrize("key", list(MULTI_FIDELITY))
+@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.slow) if k == "freeze_thaw" else k
+                                 for k in MULTI_FIDELITY])  # freeze-thaw's GP fits make it ~20 s: in the slow set
 def test_mf_stopped_and_continued_study_runs_like_an_uninterrupted_one(tmp_path, mf_trainer, key):
     whole = run_mf(tmp_path, "whole", MULTI_FIDELITY[key](2), mf_trainer, epochs=24, db="w.db")
     url = f"sqlite:///{tmp_path / 'p.db'}"

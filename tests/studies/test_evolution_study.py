@@ -8,6 +8,7 @@ import textwrap
 
 import numpy as np
 import optuna
+import pytest
 from conftest import small_space
 from freezing import FREEZE, run_until_frozen
 
@@ -89,6 +90,7 @@ def population(url, what="number"):
     return [getattr(t, what) for t in study.strategy.members(study.history())]
 
 
+@pytest.mark.slow  # about 20 s: three study processes
 def test_population_after_a_sigkill_and_resume_equals_the_population_before(tmp_path):
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)

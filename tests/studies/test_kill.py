@@ -52,7 +52,8 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    ("checkpoint_seconds", "path"), [(0.0, "continued from its checkpoint"), (1000.0, "re-queued")]
+    ("checkpoint_seconds", "path"),
+    [(0.0, "continued from its checkpoint"), pytest.param(1000.0, "re-queued", marks=pytest.mark.slow)],
 )
 def test_sigkill_mid_trial_then_resume(tmp_path, reference, checkpoint_seconds, path):
     script = tmp_path / "s.py"

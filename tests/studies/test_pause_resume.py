@@ -116,6 +116,7 @@ SCRIPT = FREEZE + textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # about 20 s: three study processes
 def test_sigkill_a_freeze_thaw_study_then_resume_continues_every_paused_trial(tmp_path):
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)
