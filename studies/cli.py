@@ -242,15 +242,27 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--executor`, `--ray-address` and `--population` of the commands that train."""
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="where trials train: local (this machine) or ray (a Ray cluster; pip install "
+                             "'tunelab[ray]')")
+    parser.add_argument("--ray-address", dest="ray_address", default=None,
+                        help="with --executor ray: 'auto' or host:port of a running cluster (default: start Ray here)")
+    parser.add_argument("--population", type=int, default=1,
+                        help="train up to this many trials of one architecture at once, as one vectorised model")
+
+
 def _executor(args: argparse.Namespace) -> dict[str, Any]:
-    """`optimize`'s executor arguments from `--executor` and `--ray-address`."""
+    """`optimize`'s executor arguments from `--executor`, `--ray-address` and `--population`."""
+    extra = {"population": args.population} if args.population != 1 else {}
     if args.executor != "ray":
         if args.ray_address is not None:
             import studies
 
             raise studies.ConfigError("--ray-address needs --executor ray")
-        return {}
-    return {"executor": "ray", "ray_address": args.ray_address}
+        return extra
+    return {"executor": "ray", "ray_address": args.ray_address, **extra}
 
 
 def safe_name(name: str) -> str:
@@ -314,11 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="full runs of budget (multi-fidelity strategies get trials x epochs epochs)")
     demo.add_argument("--epochs", type=int, default=15, help="epochs per trial")
     demo.add_argument("--workers", type=int, default=1)
-    demo.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help="where trials train: local (this machine) or ray (a Ray cluster; pip install "
-                             "'tunelab[ray]')")
-    demo.add_argument("--ray-address", dest="ray_address", default=None,
-                        help="with --executor ray: 'auto' or host:port of a running cluster (default: start Ray here)")
+    _add_executor_arguments(demo)
     demo.add_argument("--device", default="auto")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--quiet", action="store_true")
@@ -344,11 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="your workload, for a study on your own data: a function (importable from the working "
                         "directory) that returns the same trainers.Workload the study was created with")
     resume.add_argument("--workers", type=int, default=1)
-    resume.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help="where trials train: local (this machine) or ray (a Ray cluster; pip install "
-                             "'tunelab[ray]')")
-    resume.add_argument("--ray-address", dest="ray_address", default=None,
-                        help="with --executor ray: 'auto' or host:port of a running cluster (default: start Ray here)")
+    _add_executor_arguments(resume)
     resume.add_argument("--device", default="auto")
     resume.add_argument("--quiet", action="store_true")
     resume.set_defaults(func=_resume)
@@ -384,11 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--out", default=None, help="report folder (default <name>-report)")
     cmp_.add_argument("--report-only", action="store_true", help="write the report of a stored comparison")
     cmp_.add_argument("--workers", type=int, default=1)
-    cmp_.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help="where trials train: local (this machine) or ray (a Ray cluster; pip install "
-                             "'tunelab[ray]')")
-    cmp_.add_argument("--ray-address", dest="ray_address", default=None,
-                        help="with --executor ray: 'auto' or host:port of a running cluster (default: start Ray here)")
+    _add_executor_arguments(cmp_)
     cmp_.add_argument("--device", default="auto")
     cmp_.add_argument("--quiet", action="store_true")
     cmp_.set_defaults(func=_compare)

@@ -170,6 +170,7 @@ def compare(
     executor: str | Executor = "local",
     ray_address: str | None = None,
     resources: Mapping[str, float] | None = None,
+    population: int = 1,
 ) -> Comparison:
     """Compare optimizers under equal tuning budgets, and return the `Comparison`.
 
@@ -202,6 +203,8 @@ def compare(
             serves every study of the comparison: its workers start once, not once per study.
         ray_address: With executor="ray": None starts Ray here, "auto" or "host:port" joins a cluster.
         resources: With executor="ray": what each trial reserves (default one CPU).
+        population: Trials of one architecture trained at once as one vectorised model (see
+            `Study.optimize`); the tuning trials of an arm and its reruns share one.
 
     Returns:
         The `Comparison` (complete unless interrupted; rerun the call to finish it).
@@ -216,7 +219,7 @@ def compare(
                                    strategy=strategy, seeds=seeds, reruns=reruns, storage=storage, name=name,
                                    equalize=equalize, one_shot=one_shot, device=device)
     comparison.run(n_workers=n_workers, progress=progress, executor=executor, ray_address=ray_address,
-                   resources=resources)
+                   resources=resources, population=population)
     return comparison
 
 
@@ -435,11 +438,13 @@ class Comparison:
 
     # ------------------------------------------------------------------ running
     def run(self, *, n_workers: int = 1, progress: bool = True, executor: str | Executor = "local",
-            ray_address: str | None = None, resources: Mapping[str, float] | None = None) -> bool:
+            ray_address: str | None = None, resources: Mapping[str, float] | None = None,
+            population: int = 1) -> bool:
         """Tune every arm, then rerun its selected configuration; skip what is already done.
 
         One executor (`executor`, `n_workers`, `ray_address`, `resources` as in `Study.optimize`)
-        trains the trials of every study; an `Executor` instance given is left open.
+        trains the trials of every study; an `Executor` instance given is left open. `population`
+        is `Study.optimize`'s.
 
         Returns:
             True when everything is done; False when interrupted (Ctrl-C paused a study), or
@@ -452,12 +457,12 @@ class Comparison:
                 raise ConfigError("ray_address and resources apply to executor='ray' only")
             opened = open_executor(executor, n_workers, **options)
             try:
-                return self._run(opened, progress)
+                return self._run(opened, progress, population)
             finally:
                 opened.close()
-        return self._run(executor, progress)
+        return self._run(executor, progress, population)
 
-    def _run(self, executor: Executor, progress: bool) -> bool:
+    def _run(self, executor: Executor, progress: bool, population: int = 1) -> bool:
         jobs = [(arm, s) for arm in self.arms() for s in self.seeds]
         complete = True
         for i, (arm, s) in enumerate(jobs, start=1):
@@ -465,7 +470,7 @@ class Comparison:
             t0 = time.monotonic()
             where = f"[{i}/{len(jobs)}] {arm.problem} {arm.optimizer} {arm.schedule} seed {s}"
             tuning = self._tuning_study(arm, s)
-            if _all_failed(tuning, self.budget, executor, f"{where}, tuning" if progress else None):
+            if _all_failed(tuning, self.budget, executor, f"{where}, tuning" if progress else None, population):
                 complete = False
                 continue
             if _interrupted(tuning):
@@ -479,7 +484,8 @@ class Comparison:
                 continue
             runs = self._runs_study(arm, s, best.config)
             n_runs = self.reruns * (2 if self.one_shot else 1)
-            if _all_failed(runs, {"trials": n_runs}, executor, f"{where}, reruns" if progress else None):
+            if _all_failed(runs, {"trials": n_runs}, executor, f"{where}, reruns" if progress else None,
+                           population):
                 complete = False
                 continue
             if _interrupted(runs):
@@ -755,10 +761,11 @@ def _ordered(records: Sequence[TrialRecord]) -> list[TrialRecord]:
     return sorted((t for t in records if t.number not in retried), key=lambda t: root(t.number))
 
 
-def _all_failed(study: Study, budget: Mapping[str, int], executor: Executor, say: str | None) -> bool:
+def _all_failed(study: Study, budget: Mapping[str, int], executor: Executor, say: str | None,
+                population: int = 1) -> bool:
     """Run `study` to `budget` on `executor`; True (after printing why, after `say`) when every trial failed."""
     try:
-        study.optimize(**budget, executor=executor, progress=False)
+        study.optimize(**budget, executor=executor, progress=False, population=population)
     except TrialError as err:
         if say is not None:
             print(f"{say}: {err}")

@@ -31,7 +31,7 @@ from search.routines import is_comparable, routines
 from spaces import ConfigError, model_size, optimizer_spec
 from spaces.errors import CheckpointError
 from studies import _batch
-from studies._batch import TrialWrite, drop_steps_after, write_trial
+from studies._batch import TrialValues, TrialWrite, drop_steps_after, write_trial, write_trials
 from studies.errors import BudgetError, StorageError, TrialError, TunelabError
 from studies.executors import Executor, Outcome, Unit, Work, open_executor, works_of
 from studies.lock import LIVE, StudyLock, gone, make_owner
@@ -441,18 +441,28 @@ class Driver:
 
     def flush(self, row: Row, **user_attrs: Any) -> None:
         """Write the epochs of `row` not yet in the database (and `user_attrs`), in one transaction."""
-        values: dict[int, float] = {}
-        new_values: dict[int, float] = {}
-        for i in range(row.flushed, row.epochs):
-            v = row.metrics["val_metric"][i]
-            if v is not None:
-                (values if i + 1 <= row.stored_steps else new_values)[i + 1] = float(v)
-        if row.flushed < row.epochs:
-            user_attrs = {METRICS: row.metrics, "epochs": row.epochs, **user_attrs}
-        write_trial(self.storage, row.trial_id, values=values, new_values=new_values, user_attrs=user_attrs)
-        row.stored_steps = max(row.stored_steps, *new_values, 0) if new_values else row.stored_steps
-        row.flushed = row.epochs
-        row.last_flush = time.monotonic()
+        self.flush_many([row], user_attrs)
+
+    def flush_many(self, rows: list[Row], user_attrs: Mapping[str, Any] | None = None) -> None:
+        """Write the unwritten epochs of several rows in one transaction (`user_attrs` go to each)."""
+        items = []
+        for row in rows:
+            values: dict[int, float] = {}
+            new_values: dict[int, float] = {}
+            for i in range(row.flushed, row.epochs):
+                v = row.metrics["val_metric"][i]
+                if v is not None:
+                    (values if i + 1 <= row.stored_steps else new_values)[i + 1] = float(v)
+            attrs = dict(user_attrs or {})
+            if row.flushed < row.epochs:
+                attrs = {METRICS: row.metrics, "epochs": row.epochs, **attrs}
+            items.append(TrialValues(row.trial_id, values, new_values, attrs))
+            row.stored_steps = max(row.stored_steps, *new_values, 0) if new_values else row.stored_steps
+        write_trials(self.storage, items)
+        now = time.monotonic()
+        for row in rows:
+            row.flushed = row.epochs
+            row.last_flush = now
 
     def on_epoch(self, trial_id: int, epoch: EpochResult) -> None:
         """Mirror one epoch result; write it when the trial's last write is `flush_seconds` old."""
@@ -466,7 +476,10 @@ class Driver:
             row.flushed = min(row.flushed, keep)
         self._append(row, epoch)
         if time.monotonic() - row.last_flush >= self.flush_seconds:
-            self.flush(row)
+            # every running trial with unwritten epochs goes in the same transaction: the members of a
+            # population report together, so a population costs one write per flush, not one per member
+            due = [r for tid in self.in_flight if (r := self.rows[tid]).flushed < r.epochs and r is not row]
+            self.flush_many([row, *due])
         if self._bar is not None and self.budget.unit == "epochs" and self._bar.n < (self._bar.total or 0):
             self._bar.update(1)
 
