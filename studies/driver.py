@@ -457,10 +457,10 @@ class Driver:
             if row.flushed < row.epochs:
                 attrs = {METRICS: row.metrics, "epochs": row.epochs, **attrs}
             items.append(TrialValues(row.trial_id, values, new_values, attrs))
-            row.stored_steps = max(row.stored_steps, *new_values, 0) if new_values else row.stored_steps
         write_trials(self.storage, items)
         now = time.monotonic()
-        for row in rows:
+        for row, item in zip(rows, items, strict=True):  # the mirror follows only what was committed
+            row.stored_steps = max(row.stored_steps, *item.new_values) if item.new_values else row.stored_steps
             row.flushed = row.epochs
             row.last_flush = now
 
