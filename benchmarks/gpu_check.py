@@ -1,7 +1,8 @@
 """The CUDA path in one short run (under 5 minutes on one GPU), results in one JSON file.
 
 1. Plain trainer vs a hand-written loop on CUDA (`benchmarks/trainer_speed.py`'s pairing): median
-   epoch time of `Trainer.fit` and of the plain loop, MLP and CNN, fp32 and bf16 autocast.
+   epoch time of `Trainer.fit` and of the plain loop, MLP and CNN, fp32 and bf16 autocast (the
+   plain loop always runs in fp32, so a bf16 row measures what autocast gains).
 2. Population throughput: trials per second of K = 1, 8, 32, 128 members of the width-128 MLP
    (5 epochs) against sequential `Trainer.fit` of up to 8 of the same configs; peak GPU memory
    of each population (`torch.cuda.max_memory_allocated`).
@@ -53,7 +54,8 @@ def trainer_vs_loop(device: torch.device, epochs: int, rounds: int) -> list[dict
                 a, b = paired_epochs(config, trainer, r)
                 t_tr += a
                 t_pl += b
-            rows.append({"model": name, "precision": precision, "trainer_s_per_epoch": statistics.median(t_tr),
+            rows.append({"model": name, "precision": precision, "plain_precision": "fp32",
+                         "trainer_s_per_epoch": statistics.median(t_tr),
                          "plain_s_per_epoch": statistics.median(t_pl),
                          "ratio": statistics.median(t_tr) / statistics.median(t_pl)})
             print(rows[-1], flush=True)
