@@ -1,0 +1,150 @@
+"""Record learning-curve tables with tunelab's own trainer, for replay benchmarks (never run in CI).
+
+A table is every configuration of a grid space trained to the end, with every metric of every
+epoch, its seconds and gradient evaluations, and its test metric; a few configurations are also
+trained on two more seeds, so seed noise is known. A recording is a tunelab study (an `Enqueue`
+of the grid, in an SQLite database under `benchmarks/tables/`), so a killed recording continues
+where it stopped when the same command runs again. Configurations of one architecture are
+queued together and trained as populations (`optimize(population=16)`).
+
+    python benchmarks/record_tables.py record mnist1d_mlp      # about an hour on 2 cores
+    python benchmarks/record_tables.py export mnist1d_mlp      # -> benchmarks/tables/mnist1d_mlp.json.gz
+
+Tables:
+    mnist1d_mlp: MNIST-1D, 20 epochs, 2,880 configurations of 9 hyperparameters: optimizer (SGD,
+        AdamW, NAdam, SAM with an SGD or AdamW base), learning rate (6 values), weight decay,
+        momentum or beta1, schedule (constant, cosine), MLP width (64, 256), depth (1-3),
+        dropout (0, 0.2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import itertools
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import search
+import spaces
+import studies
+import trainers
+from spaces import Categorical, Fixed
+
+FOLDER = Path(__file__).resolve().parent / "tables"
+SEEDS_CONFIGS = 5  # configurations also trained on seeds 1 and 2
+
+LR_SGD = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+LR_ADAM = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+SGD = {"lr": LR_SGD, "momentum": (0.5, 0.9), "weight_decay": (1e-5, 1e-3)}
+ADAM = {"lr": LR_ADAM, "beta1": (0.8, 0.9), "weight_decay": (1e-4, 1e-1)}
+MODEL = {"width": (64, 256), "depth": (1, 2, 3), "dropout": (0.0, 0.2)}
+SCHEDULES = ("constant", "cosine")
+
+
+def mnist1d_mlp_space() -> spaces.Space:
+    """The grid of the mnist1d_mlp table as a tunelab space (every parameter categorical or fixed)."""
+    grid: dict[str, Any] = {"sgd.nesterov": Fixed(False), "sam.rho": Fixed(0.05), "sam.sgd.nesterov": Fixed(False)}
+    for prefix, values in (("sgd", SGD), ("adamw", ADAM), ("nadam", ADAM), ("sam.sgd", SGD), ("sam.adamw", ADAM)):
+        grid.update({f"{prefix}.{k}": Categorical(v) for k, v in values.items()})
+    optimizers = spaces.optimizers(["sgd", "adamw", "nadam", "sam"]).replace(**grid)
+    model = spaces.mlp(**{k: Categorical(v) for k, v in MODEL.items()}, activation="relu")
+    return optimizers | spaces.schedules(list(SCHEDULES)) | model
+
+
+def mnist1d_mlp_configs() -> list[dict[str, Any]]:
+    """Every configuration of the grid, those of one architecture (and vectorised optimizer) together."""
+    def product(prefix: str, values: dict[str, tuple]) -> list[dict[str, Any]]:
+        keys = list(values)
+        return [{f"{prefix}.{k}": v for k, v in zip(keys, combo, strict=True)}
+                for combo in itertools.product(*(values[k] for k in keys))]
+
+    optimizer_parts = (
+        [{"optimizer": "sgd", "sgd.nesterov": False, **p} for p in product("sgd", SGD)]
+        + [{"optimizer": "adamw", **p} for p in product("adamw", ADAM)]
+        + [{"optimizer": "nadam", **p} for p in product("nadam", ADAM)]
+        + [{"optimizer": "sam", "sam.rho": 0.05, "sam.base": "sgd", "sam.sgd.nesterov": False, **p}
+           for p in product("sam.sgd", SGD)]
+        + [{"optimizer": "sam", "sam.rho": 0.05, "sam.base": "adamw", **p} for p in product("sam.adamw", ADAM)]
+    )
+    names = [f"model.{k}" for k in MODEL]
+    models = [{"model": "mlp", "model.activation": "relu", **dict(zip(names, combo, strict=True))}
+              for combo in itertools.product(*MODEL.values())]
+    configs = [{**o, "schedule": s, **m} for m in models for o in optimizer_parts for s in SCHEDULES]
+    configs.sort(key=lambda c: (tuple(c[k] for k in sorted(c) if k.startswith("model")), c["optimizer"] == "sam"))
+    return configs
+
+
+TABLES = {"mnist1d_mlp": (mnist1d_mlp_space, mnist1d_mlp_configs, trainers.workloads.mnist1d, 20)}
+
+
+def _study(table: str, create: bool) -> studies.Study:
+    space_fn, configs_fn, workload_fn, epochs = TABLES[table]
+    url = f"sqlite:///{FOLDER / f'{table}.db'}"
+    if not create:
+        return studies.load(table, url)
+    configs = configs_fn()
+    rng = np.random.default_rng(0)
+    again = [configs[i] for i in sorted(rng.choice(len(configs), SEEDS_CONFIGS, replace=False))]
+    queue = configs + [c for c in again for _ in (1, 2)]
+    seeds = [0] * len(configs) + [s for _ in again for s in (1, 2)]
+    trainer = trainers.Trainer(workload_fn(), epochs=epochs, seed=0)
+    return studies.create(table, url, space=space_fn(), trainer=trainer, strategy=search.Enqueue(queue, seeds=seeds),
+                          load_if_exists=True)
+
+
+def record(table: str, workers: int, population: int) -> None:
+    FOLDER.mkdir(parents=True, exist_ok=True)
+    study = _study(table, create=True)
+    n = len(study.strategy.configs)
+    t0 = time.time()
+    study.optimize(trials=n, n_workers=workers, population=population, keep_checkpoints="none",
+                   checkpoint_seconds=120)
+    manifest = FOLDER / f"{table}.manifest.json"
+    old = json.loads(manifest.read_text()) if manifest.exists() else {"wall_s": 0.0}
+    manifest.write_text(json.dumps({
+        "table": table, "command": f"python benchmarks/record_tables.py record {table} --workers {workers} "
+                                   f"--population {population}",
+        "configs": n, "wall_s": old["wall_s"] + time.time() - t0, "machine": platform.platform(),
+        "cpu_count": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
+        "packages": subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True,
+                                   text=True).stdout.split(),
+    }, indent=1))
+
+
+def export(table: str) -> Path:
+    """Write the table (JSON lines, gzip) from the recording study; returns its path."""
+    study = _study(table, create=False)
+    out = FOLDER / f"{table}.json.gz"
+    with gzip.open(out, "wt") as f:
+        for t in study.trials:
+            if t.state != "complete":
+                continue
+            f.write(json.dumps({"config": t.config, "seed": t.seed, "metrics": t.metrics, "test_metric": t.test_metric,
+                                "seconds": t.seconds, "grad_evals": t.grad_evals}) + "\n")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("action", choices=("record", "export"))
+    parser.add_argument("table", choices=sorted(TABLES))
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--population", type=int, default=16)
+    args = parser.parse_args()
+    if args.action == "record":
+        record(args.table, args.workers, args.population)
+    else:
+        print(export(args.table))
+
+
+if __name__ == "__main__":
+    main()
