@@ -285,7 +285,8 @@ class Study:
                 share an architecture (every `model.*` value and the batch size) and have a
                 vectorised optimizer (sgd, adam, adamw, nadam, lion) as one vectorised model
                 (`trainers.Population`) on one worker; each is still its own trial. 1 (the
-                default) trains one trial per unit of work. Local executors only.
+                default) trains one trial per unit of work. Every built-in executor takes populations
+                (on Ray, a population trains on one actor).
 
         Returns:
             The best trial so far (None if none has completed).
@@ -320,10 +321,9 @@ class Study:
         if not isinstance(population, int) or isinstance(population, bool) or population < 1:
             raise ConfigError(f"population must be an int >= 1 (trials of one architecture trained at once), got "
                               f"{population!r}")
-        takes_populations = executor != "ray" if isinstance(executor, str) else getattr(executor, "populations", False)
-        if population > 1 and not takes_populations:
-            warnings.warn("population applies to the local executors in this release: on Ray every trial trains "
-                          "on its own", stacklevel=2)
+        if population > 1 and not isinstance(executor, str) and not getattr(executor, "populations", False):
+            warnings.warn(f"population={population} but {type(executor).__name__} trains one trial per unit of work: "
+                          f"every trial trains on its own", stacklevel=2)
         if not isinstance(max_failures, int) or max_failures < 1:
             raise ConfigError(f"max_failures must be an int >= 1, got {max_failures!r}")
         if keep_checkpoints not in ("best", "all", "none"):

@@ -38,19 +38,19 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from spaces import ConfigError
-from studies.executors.base import EpochCallback, Flag, Outcome, Work, resolve_routine, run_work
+from studies.executors.base import EpochCallback, Flag, Outcome, Unit, Work, resolve_routine, run_unit, works_of
 from trainers import Trainer
 
 INSTALL_HINT = "pip install 'tunelab[ray]'"
 CONNECT_TIMEOUT_S = 5.0
 STANDARD_RESOURCES = ("num_cpus", "num_gpus", "memory")
 TRAINERS_KEPT = 4  # trainers an executor (and each actor) keeps at once
-ACTOR_START_S = 60.0  # a replacement actor not placed by then, on a cluster that shrank, gives its slot up
+SHRINK_CHECK_S = 1.0  # while a replacement actor starts, how often the driver asks whether the cluster still holds it
 
 
 def import_ray() -> Any:
@@ -173,52 +173,66 @@ class _Worker:
             self.trainers[key] = ray.get(refs[0])
         return self.trainers[key]
 
-    def run(self, token: str, work: Work, key: str, refs: list[Any], routine: Any, shared: bool,
-            blob: bytes | None) -> Iterator[tuple[str, Any, Any, bytes | None]]:
-        """Train `work`: yield `("epoch", trial_id, EpochResult, bytes)` per epoch, then `("end", Outcome, _, bytes)`.
+    def run(self, token: str, work: Unit, key: str, refs: list[Any], routine: Any, shared: bool,
+            blobs: dict[int, bytes]) -> Iterator[tuple[str, Any, Any, bytes | None]]:
+        """Train a unit of work (one work, or a population): its epochs, then one outcome per work.
 
-        With `shared=False` the unit of work runs on a scratch copy of its checkpoint (`blob`), and
-        each new checkpoint it writes travels back as bytes (None when unchanged).
+        Yields `("epoch", trial_id, EpochResult, bytes)` after every epoch of each of its works, and
+        `("end", Outcome, None, bytes)` once per work. With `shared=False` each work runs on a
+        scratch copy of its checkpoint (`blobs[trial_id]`), and each new checkpoint it writes
+        travels back as bytes (None when unchanged).
         """
         trainer = self._trainer(key, refs)
-        local, path = work, work.checkpoint
+        works = works_of(work)
+        paths: dict[int, str | None] = {w.trial_id: w.checkpoint for w in works}
+        local = list(works)
         if not shared:
-            path = os.path.join(self.scratch, Path(work.checkpoint).name) if work.checkpoint else None
-            if path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                if blob is not None:
-                    Path(path).write_bytes(blob)
-            local = replace(work, checkpoint=path)
-        seen: list[tuple[int, int] | None] = [None]
-        if not shared and path is not None and blob is not None:
-            _checkpoint_bytes(path, seen)  # the copy the driver already has
+            for i, w in enumerate(works):
+                path = os.path.join(self.scratch, Path(w.checkpoint).name) if w.checkpoint else None
+                paths[w.trial_id] = path
+                if path is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(path)
+                    if w.trial_id in blobs:
+                        Path(path).write_bytes(blobs[w.trial_id])
+                local[i] = replace(w, checkpoint=path)
+        seen: dict[int, list[tuple[int, int] | None]] = {w.trial_id: [None] for w in works}
+        if not shared:
+            for tid in blobs:  # the copies the driver already has
+                _checkpoint_bytes(paths.get(tid), seen[tid])
         messages: queue.Queue = queue.Queue()
 
+        def changed(trial_id: int) -> bytes | None:
+            return None if shared else _checkpoint_bytes(paths.get(trial_id), seen[trial_id])
+
         def send(trial_id: int, epoch: Any) -> None:
-            messages.put(("epoch", trial_id, epoch, None if shared else _checkpoint_bytes(path, seen)))
+            messages.put(("epoch", trial_id, epoch, changed(trial_id)))
 
         def train() -> None:
+            unit: Unit = local[0] if isinstance(work, Work) else tuple(local)
             try:
-                outcome = run_work(trainer, local, send, _Paused(self.paused, token), routine).portable()
+                outcomes = [o.portable() for o in run_unit(trainer, unit, send, _Paused(self.paused, token), routine)]
             except BaseException as err:  # run_work records errors itself; this is a last resort
-                outcome = Outcome(local, error=f"{type(err).__name__}: {err}")
-            messages.put(("end", outcome, None, None if shared else _checkpoint_bytes(path, seen)))
+                outcomes = [Outcome(w, error=f"{type(err).__name__}: {err}") for w in local]
+            for outcome in outcomes:
+                messages.put(("end", outcome, None, changed(outcome.work.trial_id)))
 
-        thread = threading.Thread(target=train, name=f"tunelab-trial-{work.number}", daemon=True)
+        thread = threading.Thread(target=train, name=f"tunelab-unit-{works[0].number}", daemon=True)
         thread.start()
         try:
-            while True:
+            ended = 0
+            while ended < len(works):
                 message = messages.get()
                 yield message
-                if message[0] == "end":
-                    break
+                ended += message[0] == "end"
             thread.join()
         finally:
             self.paused.discard(token)
-            if not shared and path is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
+            if not shared:
+                for path in paths.values():
+                    if path is not None:
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(path)
 
 
 @dataclass
@@ -229,7 +243,8 @@ class _Slot:
     node: str | None = None
     sees: dict[str, bool] | None = None
     token: str | None = None
-    work: Work | None = None
+    work: Unit | None = None
+    pending: dict[int, Work] = field(default_factory=dict)  # the unit's works that have not ended yet
     shared: bool = True
     generator: Any = None
     pause_sent: bool = False
@@ -267,7 +282,7 @@ class RayExecutor:
             cluster has the resources one worker slot asks for.
     """
 
-    populations = False  # a unit of work is one trial here; populations train on the local executors
+    populations = True  # a population is one unit of work on one actor, as on the local executors
 
     def __init__(
         self,
@@ -360,12 +375,14 @@ class RayExecutor:
                 with contextlib.suppress(Exception):
                     slot.node = self._ray.get(slot.starting)
                 slot.starting = None
-            elif time.monotonic() - slot.since > ACTOR_START_S and self._fitting_slots() < len(self._slots):
-                if slot.work is not None:
-                    lost.append(Outcome(slot.work, error="no node of the Ray cluster could take its worker slot "
-                                                         "any more", lost=True))
-                    self._finish_slot(slot)
-                self._drop(slot)
+            elif time.monotonic() - slot.since >= SHRINK_CHECK_S:
+                slot.since = time.monotonic()  # ask the cluster at most once a second per starting slot
+                if self._fitting_slots() < len(self._slots):
+                    if slot.work is not None:
+                        lost += [Outcome(w, error="no node of the Ray cluster could take its worker slot any more",
+                                         lost=True) for w in slot.pending.values()]
+                        self._finish_slot(slot)
+                    self._drop(slot)
         return lost
 
     # ------------------------------------------------------------------ protocol
@@ -401,10 +418,8 @@ class RayExecutor:
                     probe.unlink()
         return slot.sees[folder]
 
-    def submit(self, work: Work, trainer: Trainer) -> None:
-        """Start `work` on a free worker slot (one trial: this executor takes no populations)."""
-        if not isinstance(work, Work):
-            raise TypeError("RayExecutor trains one trial per unit of work (populations=False)")
+    def submit(self, work: Unit, trainer: Trainer) -> None:
+        """Start a unit of work (one work, or a population) on a free worker slot."""
         free = [s for s in self._slots if s.work is None]
         slot = next((s for s in free if s.starting is None), free[0] if free else None)  # a started actor first
         if slot is None:
@@ -412,14 +427,19 @@ class RayExecutor:
         if self.busy == 0:
             self._pause.clear()
         key, ref = self._trainer_ref(trainer)
-        shared = True if work.checkpoint is None else self._shared(slot, str(Path(work.checkpoint).parent))
-        blob = None
-        if not shared and work.checkpoint is not None:
-            with contextlib.suppress(FileNotFoundError):
-                blob = Path(work.checkpoint).read_bytes()
+        works = works_of(work)
+        folder = next((str(Path(w.checkpoint).parent) for w in works if w.checkpoint is not None), None)
+        shared = True if folder is None else self._shared(slot, folder)
+        blobs: dict[int, bytes] = {}
+        if not shared:
+            for w in works:
+                if w.checkpoint is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        blobs[w.trial_id] = Path(w.checkpoint).read_bytes()
         slot.token, slot.work, slot.shared, slot.pause_sent = uuid.uuid4().hex, work, shared, False
+        slot.pending = {w.trial_id: w for w in works}
         slot.generator = slot.actor.run.options(num_returns="streaming").remote(
-            slot.token, work, key, [ref], resolve_routine(work.routine), shared, blob)
+            slot.token, work, key, [ref], resolve_routine(works[0].routine), shared, blobs)
 
     def pause(self) -> None:
         """Pause the running units of work at the end of their epoch (safe in a signal handler)."""
@@ -448,9 +468,8 @@ class RayExecutor:
             return f"the checkpoint from the Ray worker could not be written to {str(path)!r}: {err}"
         return None
 
-    def _next_message(self, slot: _Slot) -> Outcome | tuple[int, Any] | None:
-        """Read one message of `slot`'s running unit of work: an epoch, its outcome, or None (nothing yet)."""
-        work = slot.work
+    def _next_message(self, slot: _Slot) -> list[Outcome] | tuple[int, Any]:
+        """Read one message of `slot`'s running unit of work: an epoch, or the outcomes it ends with."""
         try:
             ref = next(slot.generator)
             kind, a, b, blob = self._ray.get(ref)
@@ -459,31 +478,35 @@ class RayExecutor:
         except Exception as err:
             if type(err).__name__ in _LOST_ERRORS or any(c.__name__ in _LOST_ERRORS for c in type(err).__mro__):
                 return self._lost(slot, f"the Ray worker died ({type(err).__name__}: {str(err).splitlines()[0]})")
+            outcomes = [Outcome(w, error=f"{type(err).__name__}: {err}") for w in slot.pending.values()]
             self._finish_slot(slot)
-            return Outcome(work, error=f"{type(err).__name__}: {err}")
+            return outcomes
         if kind == "epoch":
-            if not slot.shared:
-                self._store_checkpoint(work, blob)
+            if not slot.shared and a in slot.pending:
+                self._store_checkpoint(slot.pending[a], blob)
             return a, b
         outcome: Outcome = a
+        work = slot.pending.pop(outcome.work.trial_id, outcome.work)
         problem = None if slot.shared else self._store_checkpoint(work, blob)
         outcome = replace(outcome, work=work)
         if problem is not None and outcome.result is not None and outcome.result.checkpoint_error is None:
             outcome = replace(outcome, result=replace(outcome.result, checkpoint_error=problem))
-        self._finish_slot(slot)
-        return outcome
+        if not slot.pending:
+            self._finish_slot(slot)
+        return [outcome]
 
     def _finish_slot(self, slot: _Slot) -> None:
         slot.work, slot.generator, slot.token, slot.pause_sent = None, None, None, False
+        slot.pending = {}
 
-    def _lost(self, slot: _Slot, why: str) -> Outcome:
-        outcome = Outcome(slot.work, error=why, lost=True)
+    def _lost(self, slot: _Slot, why: str) -> list[Outcome]:
+        outcomes = [Outcome(w, error=why, lost=True) for w in slot.pending.values()]
         self._finish_slot(slot)
         if self._fitting_slots() < len(self._slots):  # its node is gone (as far as Ray knows yet): the cluster shrank
             self._drop(slot)
         else:
             self._replace(slot)
-        return outcome
+        return outcomes
 
     def _fitting_slots(self) -> int:
         """Worker slots the live nodes of the cluster can hold."""
@@ -513,9 +536,9 @@ class RayExecutor:
             while ready:
                 for generator in ready:
                     message = self._next_message(running[generator])
-                    if isinstance(message, Outcome):
-                        outcomes.append(message)
-                    elif message is not None:
+                    if isinstance(message, list):
+                        outcomes += message
+                    else:
                         on_epoch(*message)
                 running = {s.generator: s for s in self._slots if s.work is not None}
                 ready = self._ray.wait(list(running), num_returns=len(running), timeout=0)[0] if running else []

@@ -169,6 +169,30 @@ def test_a_darts_search_and_its_retraining_run_on_ray(tmp_path, ray_cluster):
     assert study.best.number == retrained.number
 
 
+def test_populations_train_on_ray_and_their_checkpoints_travel(tmp_path, ray_cluster):
+    """A population is one unit of work on one actor; with no shared folder every member's checkpoint comes back."""
+    space = spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=16, depth=1, dropout=0.0, activation="relu")
+
+    def make(name):
+        return studies.create(name, f"sqlite:///{tmp_path / 'pop.db'}", space=space, trainer=_trainer(2),
+                              strategy=search.Random(seed=3))
+
+    local = make("local")
+    local.optimize(trials=6, population=3, progress=False)
+    executor = RayExecutor(2, shared_artifacts=False)
+    try:
+        on_ray = make("ray")
+        on_ray.optimize(trials=6, population=3, executor=executor, progress=False, keep_checkpoints="all",
+                        checkpoint_seconds=0)
+    finally:
+        executor.close()
+    assert [t.config for t in on_ray.trials] == [t.config for t in local.trials]
+    assert [t.state for t in on_ray.trials] == ["complete"] * 6
+    assert all(abs(a.value - b.value) <= 0.02 for a, b in zip(on_ray.trials, local.trials, strict=True))
+    for t in on_ray.trials:  # written by the driver from the bytes each member's worker sent back
+        assert Path(on_ray.checkpoint(t.number)).exists()
+
+
 def test_bad_ray_input_names_the_problem_and_the_fix(tmp_path, ray_cluster, monkeypatch):
     study = _study(tmp_path, "bad")
     with pytest.raises(studies.ConfigError, match="no node of the Ray cluster has the resources"):
