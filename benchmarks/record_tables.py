@@ -139,7 +139,12 @@ def main() -> None:
     parser.add_argument("table", choices=sorted(TABLES))
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--population", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of this process (1 leaves a core free: two processes that each use "
+                             "every core slow each other down many times over)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.action == "record":
         record(args.table, args.workers, args.population)
     else:

@@ -106,3 +106,15 @@ def test_a_population_killed_mid_epoch_resumes_with_no_trial_lost_or_repeated(tm
     assert [g[0] for g in got] == [w[0] for w in want]  # the same proposals, none lost or repeated
     assert [g[2:] for g in got] == [["complete", 4]] * 8
     assert all(abs(g[1] - w[1]) <= TOL for g, w in zip(got, want, strict=True))
+
+
+def test_the_cli_trains_populations(tmp_path, capsys):
+    from studies.cli import main as cli
+
+    study = _study(tmp_path, "cli")
+    study.optimize(trials=1, progress=False)
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    assert cli(["resume", "--storage", url, "--study", "cli", "--trials", "5", "--population", "4", "--quiet"]) == 0
+    assert [t.state for t in studies.load("cli", url).trials] == ["complete"] * 5
+    assert cli(["resume", "--storage", url, "--study", "cli", "--trials", "6", "--population", "0", "--quiet"]) == 2
+    assert "population must be an int >= 1" in capsys.readouterr().err
