@@ -7,8 +7,11 @@ of the grid, in an SQLite database under `benchmarks/tables/`), so a killed reco
 where it stopped when the same command runs again. Configurations of one architecture are
 queued together and trained as populations (`optimize(population=16)`).
 
-    python benchmarks/record_tables.py record mnist1d_mlp      # about an hour on 2 cores
-    python benchmarks/record_tables.py export mnist1d_mlp      # -> benchmarks/tables/mnist1d_mlp.json.gz
+    python benchmarks/record_tables.py record mnist1d_mlp --threads 1   # resumable; exports when it stops
+    python benchmarks/record_tables.py export mnist1d_mlp               # -> benchmarks/tables/mnist1d_mlp.json.gz
+
+The committed table file is the durable part of a recording: `record` queues only what it lacks
+(and continues the local recording study when its database is here).
 
 Tables:
     mnist1d_mlp: MNIST-1D, 20 epochs, 2,880 configurations of 9 hyperparameters: optimizer (SGD,
@@ -86,50 +89,87 @@ def mnist1d_mlp_configs() -> list[dict[str, Any]]:
 TABLES = {"mnist1d_mlp": (mnist1d_mlp_space, mnist1d_mlp_configs, trainers.workloads.mnist1d, 20)}
 
 
-def _study(table: str, create: bool) -> studies.Study:
-    space_fn, configs_fn, workload_fn, epochs = TABLES[table]
-    url = f"sqlite:///{FOLDER / f'{table}.db'}"
-    if not create:
-        return studies.load(table, url)
-    configs = configs_fn()
+def _key(config: dict[str, Any], seed: int) -> str:
+    return json.dumps([config, seed], sort_keys=True)
+
+
+def _recorded(table: str) -> dict[str, dict[str, Any]]:
+    """The rows of the committed table file (the durable part of a recording), by configuration and seed."""
+    path = FOLDER / f"{table}.json.gz"
+    if not path.exists():
+        return {}
+    with gzip.open(path, "rt") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    return {_key(r["config"], r["seed"]): r for r in rows}
+
+
+def _queue(table: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """Every (configuration, seed) of the table, in recording order: the grid on seed 0, then a few on seeds 1, 2."""
+    configs = TABLES[table][1]()
     rng = np.random.default_rng(0)
     again = [configs[i] for i in sorted(rng.choice(len(configs), SEEDS_CONFIGS, replace=False))]
-    queue = configs + [c for c in again for _ in (1, 2)]
-    seeds = [0] * len(configs) + [s for _ in again for s in (1, 2)]
+    return configs + [c for c in again for _ in (1, 2)], [0] * len(configs) + [s for _ in again for s in (1, 2)]
+
+
+def _study(table: str, create: bool) -> studies.Study | None:
+    """The recording study: the one in this folder's database, or a new one of what the table file lacks."""
+    space_fn, _, workload_fn, epochs = TABLES[table]
+    db = FOLDER / f"{table}.db"
+    url = f"sqlite:///{db}"
+    if db.exists() or not create:
+        return studies.load(table, url) if db.exists() else None
+    done = _recorded(table)
+    todo = [(c, s) for c, s in zip(*_queue(table), strict=True) if _key(c, s) not in done]
+    if not todo:
+        return None
     trainer = trainers.Trainer(workload_fn(), epochs=epochs, seed=0)
-    return studies.create(table, url, space=space_fn(), trainer=trainer, strategy=search.Enqueue(queue, seeds=seeds),
-                          load_if_exists=True)
+    strategy = search.Enqueue([c for c, _ in todo], seeds=[s for _, s in todo])
+    return studies.create(table, url, space=space_fn(), trainer=trainer, strategy=strategy)
 
 
 def record(table: str, workers: int, population: int) -> None:
+    """Train what the table lacks (continuing this folder's recording study if there is one), then export."""
     FOLDER.mkdir(parents=True, exist_ok=True)
     study = _study(table, create=True)
-    n = len(study.strategy.configs)
     t0 = time.time()
-    study.optimize(trials=n, n_workers=workers, population=population, keep_checkpoints="none",
-                   checkpoint_seconds=120)
+    try:
+        if study is not None:
+            study.optimize(trials=len(study.strategy.configs), n_workers=workers, population=population,
+                           keep_checkpoints="none", checkpoint_seconds=120)
+    finally:
+        export(table, time.time() - t0, f"python benchmarks/record_tables.py record {table} --workers {workers} "
+                                        f"--population {population}")
+
+
+def export(table: str, seconds: float = 0.0, command: str | None = None) -> Path:
+    """Merge the recording study's finished trials into the table file (JSON lines, gzip); update its manifest.
+
+    The table file is what is committed: a recording that stops (or a machine that is lost) continues
+    from it, because `record` only queues the configurations it lacks.
+    """
+    rows = _recorded(table)
+    study = _study(table, create=False)
+    for t in study.trials if study is not None else []:
+        if t.state == "complete":
+            rows[_key(t.config, t.seed)] = {"config": t.config, "seed": t.seed, "metrics": t.metrics,
+                                            "test_metric": t.test_metric, "seconds": t.seconds,
+                                            "grad_evals": t.grad_evals}
+    out = FOLDER / f"{table}.json.gz"
+    with gzip.open(out, "wt") as f:
+        for row in rows.values():
+            f.write(json.dumps(row) + "\n")
     manifest = FOLDER / f"{table}.manifest.json"
-    old = json.loads(manifest.read_text()) if manifest.exists() else {"wall_s": 0.0}
+    old = json.loads(manifest.read_text()) if manifest.exists() else {"wall_s": 0.0, "commands": []}
+    total = len(_queue(table)[0])
     manifest.write_text(json.dumps({
-        "table": table, "command": f"python benchmarks/record_tables.py record {table} --workers {workers} "
-                                   f"--population {population}",
-        "configs": n, "wall_s": old["wall_s"] + time.time() - t0, "machine": platform.platform(),
-        "cpu_count": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__,
+        "table": table, "rows": len(rows), "of": total, "complete": len(rows) == total,
+        "wall_s": old["wall_s"] + seconds, "commands": old["commands"] + ([command] if command else []),
+        "notes": old.get("notes", []),
+        "machine": platform.platform(), "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "torch": torch.__version__,
         "packages": subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True,
                                    text=True).stdout.split(),
     }, indent=1))
-
-
-def export(table: str) -> Path:
-    """Write the table (JSON lines, gzip) from the recording study; returns its path."""
-    study = _study(table, create=False)
-    out = FOLDER / f"{table}.json.gz"
-    with gzip.open(out, "wt") as f:
-        for t in study.trials:
-            if t.state != "complete":
-                continue
-            f.write(json.dumps({"config": t.config, "seed": t.seed, "metrics": t.metrics, "test_metric": t.test_metric,
-                                "seconds": t.seconds, "grad_evals": t.grad_evals}) + "\n")
     return out
 
 
