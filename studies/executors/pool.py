@@ -92,6 +92,14 @@ class ProcessExecutor:
     populations = True
 
     def __init__(self, n_workers: int) -> None:
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            from spaces import ConfigError
+
+            raise ConfigError(
+                "a process pool is being started while a worker process imports your script: with "
+                "n_workers > 1 the workers are spawned and import the main script, so put the code that "
+                "creates and runs the study under `if __name__ == \"__main__\":`"
+            )
         self.capacity = n_workers
         self._ctx = multiprocessing.get_context("spawn")
         self._events = self._ctx.Queue()

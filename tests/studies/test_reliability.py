@@ -294,10 +294,11 @@ POOL = textwrap.dedent(
     import sys
     import search, spaces, studies, trainers
 
-    trainer = trainers.Trainer(trainers.workloads.mnist1d(max_epochs=200), epochs=200, seed=0)
-    space = spaces.optimizers(["adamw"]) | spaces.mlp(width=spaces.Int(16, 64, log=True), depth=1)
-    study = studies.create("pool", sys.argv[1], space=space, trainer=trainer, strategy=search.Random(seed=0))
-    study.optimize(trials=4, n_workers=2, progress=False, checkpoint_seconds=0.0, flush_seconds=0.0)
+    if __name__ == "__main__":  # spawned workers import this script
+        trainer = trainers.Trainer(trainers.workloads.mnist1d(max_epochs=200), epochs=200, seed=0)
+        space = spaces.optimizers(["adamw"]) | spaces.mlp(width=spaces.Int(16, 64, log=True), depth=1)
+        study = studies.create("pool", sys.argv[1], space=space, trainer=trainer, strategy=search.Random(seed=0))
+        study.optimize(trials=4, n_workers=2, progress=False, checkpoint_seconds=0.0, flush_seconds=0.0)
     """
 )
 
