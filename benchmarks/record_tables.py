@@ -138,7 +138,7 @@ def record(table: str, workers: int, population: int) -> None:
                            keep_checkpoints="none", checkpoint_seconds=120)
     finally:
         export(table, time.time() - t0, f"python benchmarks/record_tables.py record {table} --workers {workers} "
-                                        f"--population {population}")
+                                        f"--population {population} --threads {torch.get_num_threads()}")
 
 
 def export(table: str, seconds: float = 0.0, command: str | None = None) -> Path:
