@@ -170,7 +170,6 @@ class Population:
 class _Slot:
     """One member while it trains: its plain run (the source of truth between stacks) and loop state."""
 
-    member: Member
     run: _RunState
     until: int
     batch_size: int
@@ -214,7 +213,6 @@ class _Run:
     def __init__(self, trainer: Trainer, members: list[Member], report: MemberReport | None,
                  checkpoint_seconds: float | None) -> None:
         self.trainer = trainer
-        self.report = report
         self.slots = [self._slot(i, m, report, checkpoint_seconds) for i, m in enumerate(members)]
         self.plan = _mlp_plan(self.slots[0].run.model)
 
@@ -238,7 +236,7 @@ class _Run:
             rng = torch.get_rng_state()
         member_report = None if report is None else (lambda e, i=i: report(i, e))
         control = RunControl(path, until, member_report, checkpoint_seconds, trainer.checkpoint_every)
-        return _Slot(m, run, until, batch_size, total_steps, control, rng)
+        return _Slot(run, until, batch_size, total_steps, control, rng)
 
     # ------------------------------------------------------------------ loop
     def fit(self) -> list[TrainResult]:
