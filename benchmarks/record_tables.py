@@ -39,8 +39,11 @@ import torch
 import search
 import spaces
 import studies
+import studies.tables
 import trainers
 from spaces import Categorical, Fixed
+from spaces.cells import all_genotypes
+from trainers.replay import Curve, ReplayTable, TableHeader
 
 FOLDER = Path(__file__).resolve().parent / "tables"
 SEEDS_CONFIGS = 5  # configurations also trained on seeds 1 and 2
@@ -63,51 +66,106 @@ def mnist1d_mlp_space() -> spaces.Space:
     return optimizers | spaces.schedules(list(SCHEDULES)) | model
 
 
-def mnist1d_mlp_configs() -> list[dict[str, Any]]:
-    """Every configuration of the grid, those of one architecture (and vectorised optimizer) together."""
+def _grid_configs(families: tuple[tuple[str, dict[str, tuple]], ...], model: dict[str, tuple]) -> list[dict[str, Any]]:
+    """Every (optimizer family grid) x schedule x MLP configuration, those of one architecture together.
+
+    A family named `sam.<base>` is SAM over that base optimizer's grid.
+    """
     def product(prefix: str, values: dict[str, tuple]) -> list[dict[str, Any]]:
         keys = list(values)
         return [{f"{prefix}.{k}": v for k, v in zip(keys, combo, strict=True)}
                 for combo in itertools.product(*(values[k] for k in keys))]
 
-    optimizer_parts = (
-        [{"optimizer": "sgd", "sgd.nesterov": False, **p} for p in product("sgd", SGD)]
-        + [{"optimizer": "adamw", **p} for p in product("adamw", ADAM)]
-        + [{"optimizer": "nadam", **p} for p in product("nadam", ADAM)]
-        + [{"optimizer": "sam", "sam.rho": 0.05, "sam.base": "sgd", "sam.sgd.nesterov": False, **p}
-           for p in product("sam.sgd", SGD)]
-        + [{"optimizer": "sam", "sam.rho": 0.05, "sam.base": "adamw", **p} for p in product("sam.adamw", ADAM)]
-    )
-    names = [f"model.{k}" for k in MODEL]
+    fixed = {"sgd": {"optimizer": "sgd", "sgd.nesterov": False},
+             "sam.sgd": {"optimizer": "sam", "sam.rho": 0.05, "sam.base": "sgd", "sam.sgd.nesterov": False},
+             "sam.adamw": {"optimizer": "sam", "sam.rho": 0.05, "sam.base": "adamw"}}
+    optimizer_parts = [{**fixed.get(prefix, {"optimizer": prefix}), **p}
+                       for prefix, values in families for p in product(prefix, values)]
+    names = [f"model.{k}" for k in model]
     models = [{"model": "mlp", "model.activation": "relu", **dict(zip(names, combo, strict=True))}
-              for combo in itertools.product(*MODEL.values())]
+              for combo in itertools.product(*model.values())]
     configs = [{**o, "schedule": s, **m} for m in models for o in optimizer_parts for s in SCHEDULES]
     configs.sort(key=lambda c: (tuple(c[k] for k in sorted(c) if k.startswith("model")), c["optimizer"] == "sam"))
     return configs
 
 
-TABLES = {"mnist1d_mlp": (mnist1d_mlp_space, mnist1d_mlp_configs, trainers.workloads.mnist1d, 20)}
+def mnist1d_mlp_configs() -> list[dict[str, Any]]:
+    """Every configuration of the grid, those of one architecture (and vectorised optimizer) together."""
+    return _grid_configs((("sgd", SGD), ("adamw", ADAM), ("nadam", ADAM), ("sam.sgd", SGD), ("sam.adamw", ADAM)),
+                         MODEL)
+
+
+CELL_GENOTYPES = 320  # of the 5^6 = 15,625: a uniform sample without replacement (seeded)
+CELL_FIXED = {"optimizer": "adamw", "adamw.lr": 3e-3, "adamw.weight_decay": 1e-4, "adamw.beta1": 0.9,
+              "schedule": "cosine", "model": "cells", "model.dim": 1, "model.channels": 16,
+              "model.cells_per_stage": 1}
+
+
+def mnist1d_cells_space() -> spaces.Space:
+    """The 1-D NAS-Bench-201 cell (6 edges x 5 operations) with a fixed AdamW recipe."""
+    fixed = {k: Fixed(v) for k, v in CELL_FIXED.items() if not k.startswith("model")}
+    return spaces.Space(**fixed) | spaces.cells(dim=1, channels=16, cells_per_stage=1)
+
+
+def mnist1d_cells_configs() -> list[dict[str, Any]]:
+    """`CELL_GENOTYPES` genotypes drawn uniformly without replacement (seed 0), in a fixed order."""
+    genotypes = list(all_genotypes())
+    rng = np.random.default_rng(0)
+    picked = sorted(rng.choice(len(genotypes), CELL_GENOTYPES, replace=False))
+    return [{**CELL_FIXED, **genotypes[i].to_config()} for i in picked]
+
+
+DIGITS_SGD = {"lr": LR_SGD, "momentum": (0.5, 0.9), "weight_decay": (1e-5, 1e-3)}
+DIGITS_MODEL = {"width": (32, 128), "depth": (1, 2), "dropout": (0.0, 0.3)}
+
+
+def digits_mlp_space() -> spaces.Space:
+    """scikit-learn digits: SGD, AdamW or NAdam with their grids, two schedules, 8 MLPs (1,152 configurations)."""
+    grid: dict[str, Any] = {"sgd.nesterov": Fixed(False)}
+    for prefix, values in (("sgd", DIGITS_SGD), ("adamw", ADAM), ("nadam", ADAM)):
+        grid.update({f"{prefix}.{k}": Categorical(v) for k, v in values.items()})
+    optimizers = spaces.optimizers(["sgd", "adamw", "nadam"]).replace(**grid)
+    model = spaces.mlp(**{k: Categorical(v) for k, v in DIGITS_MODEL.items()}, activation="relu")
+    return optimizers | spaces.schedules(list(SCHEDULES)) | model
+
+
+def digits_mlp_configs() -> list[dict[str, Any]]:
+    """Every configuration of the digits grid, those of one architecture together."""
+    return _grid_configs((("sgd", DIGITS_SGD), ("adamw", ADAM), ("nadam", ADAM)), DIGITS_MODEL)
+
+
+TABLES = {
+    "mnist1d_mlp": (mnist1d_mlp_space, mnist1d_mlp_configs, trainers.workloads.mnist1d, 20),
+    "mnist1d_cells": (mnist1d_cells_space, mnist1d_cells_configs, trainers.workloads.mnist1d, 10),
+    "digits_mlp": (digits_mlp_space, digits_mlp_configs, trainers.workloads.digits, 20),
+}
+SEEDS_CONFIGS_OF = {"mnist1d_cells": 3}
 
 
 def _key(config: dict[str, Any], seed: int) -> str:
     return json.dumps([config, seed], sort_keys=True)
 
 
-def _recorded(table: str) -> dict[str, dict[str, Any]]:
+def _recorded(table: str) -> dict[str, Curve]:
     """The rows of the committed table file (the durable part of a recording), by configuration and seed."""
     path = FOLDER / f"{table}.json.gz"
     if not path.exists():
         return {}
     with gzip.open(path, "rt") as f:
+        first = json.loads(f.readline())
+    if "tunelab_table" in first:
+        return {_key(c.config, c.seed): c for c in ReplayTable.load(path).curves}
+    with gzip.open(path, "rt") as f:  # the first rows were written before tables had a header
         rows = [json.loads(line) for line in f if line.strip()]
-    return {_key(r["config"], r["seed"]): r for r in rows}
+    return {_key(r["config"], r["seed"]): Curve.from_json(r) for r in rows}
 
 
 def _queue(table: str) -> tuple[list[dict[str, Any]], list[int]]:
     """Every (configuration, seed) of the table, in recording order: the grid on seed 0, then a few on seeds 1, 2."""
     configs = TABLES[table][1]()
     rng = np.random.default_rng(0)
-    again = [configs[i] for i in sorted(rng.choice(len(configs), SEEDS_CONFIGS, replace=False))]
+    n = SEEDS_CONFIGS_OF.get(table, SEEDS_CONFIGS)
+    again = [configs[i] for i in sorted(rng.choice(len(configs), n, replace=False))]
     return configs + [c for c in again for _ in (1, 2)], [0] * len(configs) + [s for _ in again for s in (1, 2)]
 
 
@@ -142,33 +200,36 @@ def record(table: str, workers: int, population: int) -> None:
 
 
 def export(table: str, seconds: float = 0.0, command: str | None = None) -> Path:
-    """Merge the recording study's finished trials into the table file (JSON lines, gzip); update its manifest.
+    """Merge the recording study's full-length curves into the table file; update its manifest.
 
     The table file is what is committed: a recording that stops (or a machine that is lost) continues
     from it, because `record` only queues the configurations it lacks.
     """
+    space_fn, _, workload_fn, epochs = TABLES[table]
     rows = _recorded(table)
     study = _study(table, create=False)
-    for t in study.trials if study is not None else []:
-        if t.state == "complete":
-            rows[_key(t.config, t.seed)] = {"config": t.config, "seed": t.seed, "metrics": t.metrics,
-                                            "test_metric": t.test_metric, "seconds": t.seconds,
-                                            "grad_evals": t.grad_evals}
-    out = FOLDER / f"{table}.json.gz"
-    with gzip.open(out, "wt") as f:
-        for row in rows.values():
-            f.write(json.dumps(row) + "\n")
+    if study is not None:
+        rows.update({_key(c.config, c.seed): c for c in studies.tables.study_curves(study)})
+    trainer = trainers.Trainer(workload_fn(), epochs=epochs, seed=0)
+    w = trainer.workload
+    header = TableHeader(
+        name=table, space=json.loads(space_fn().to_json()), metric=w.metric, direction=w.direction, epochs=epochs,
+        workload={"name": w.name, "task": w.task, "input_shape": list(w.input_shape), "n_outputs": w.n_outputs,
+                  "batch_size": trainer.batch_size, "steps_per_epoch": trainer.steps_per_epoch(trainer.batch_size)},
+        notes=f"recorded by benchmarks/record_tables.py ({TABLES[table][1].__doc__.strip()})")
+    out = ReplayTable(header, list(rows.values())).write(FOLDER / f"{table}.json.gz")
     manifest = FOLDER / f"{table}.manifest.json"
     old = json.loads(manifest.read_text()) if manifest.exists() else {"wall_s": 0.0, "commands": []}
     total = len(_queue(table)[0])
     manifest.write_text(json.dumps({
         "table": table, "rows": len(rows), "of": total, "complete": len(rows) == total,
+        "diverged": sum(c.status == "diverged" for c in rows.values()),
         "wall_s": old["wall_s"] + seconds, "commands": old["commands"] + ([command] if command else []),
         "notes": old.get("notes", []),
         "machine": platform.platform(), "threads": torch.get_num_threads(), "python": platform.python_version(),
         "torch": torch.__version__,
-        "packages": subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True,
-                                   text=True).stdout.split(),
+        "packages": [p for p in subprocess.run([sys.executable, "-m", "pip", "freeze"], capture_output=True,
+                                               text=True).stdout.splitlines() if "==" in p],
     }, indent=1))
     return out
 

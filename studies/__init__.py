@@ -37,6 +37,7 @@ from studies.problems import Problem, problems
 from studies.records import TrialRecord, TrialState
 from studies.storage import DEFAULT_STORAGE, open_storage
 from studies.study import Study, create, load, study_names
+from studies.tables import to_table
 
 
 def __getattr__(name: str) -> object:
@@ -81,4 +82,5 @@ __all__ = [
     "open_storage",
     "problems",
     "study_names",
+    "to_table",
 ]

@@ -378,9 +378,7 @@ class Comparison:
     def trainer(self, arm: Arm, seed: int) -> Trainer:
         """The trainer of `arm`'s tuning study of seed `seed`."""
         base = self.problems[arm.problem].trainer
-        return Trainer(base.workload, epochs=self.epochs(arm), batch_size=base.batch_size, device=base.device,
-                       precision=base.precision, seed=base.seed + seed, compile=base.compile,
-                       checkpoint_every=base.checkpoint_every)
+        return base.derive(epochs=self.epochs(arm), seed=base.seed + seed)
 
     def space(self, arm: Arm) -> Space:
         """The tuned space of `arm`: the problem's fixed model, the family and the schedule."""

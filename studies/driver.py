@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from search import History, Request, TrialView
 from search.routines import is_comparable, routines
-from spaces import ConfigError, model_size, optimizer_spec
+from spaces import ConfigError, optimizer_spec
 from spaces.errors import CheckpointError
 from studies import _batch
 from studies._batch import TrialValues, TrialWrite, drop_steps_after, write_trial, write_trials
@@ -262,6 +262,7 @@ class Driver:
         self.sign = -1.0 if study.direction == "maximize" else 1.0
         self.t0 = time.monotonic()
         self.seconds_before = float(study._study_attrs().get(SECONDS_SPENT, 0.0))
+        self._clock: Callable[[], float] | None = None  # an executor's simulated clock, when it has one
 
     # ------------------------------------------------------------------ views
     def load(self) -> None:
@@ -311,7 +312,9 @@ class Driver:
 
     # ------------------------------------------------------------------ budget
     def elapsed(self) -> float:
-        """Seconds spent in optimize, over all calls."""
+        """Seconds spent in optimize, over all calls (simulated seconds on an executor with a `clock`)."""
+        if self._clock is not None:
+            return self.seconds_before + self._clock() - self.t0
         return self.seconds_before + time.monotonic() - self.t0
 
     def planned_grad_evals(self, config: Mapping[str, Any], epochs: int) -> int:
@@ -417,13 +420,7 @@ class Driver:
 
     def size_attrs(self, config: Mapping[str, Any]) -> dict[str, int]:
         """`{"n_params": ..., "flops": ...}` of the network `config` builds ({} if it cannot be measured)."""
-        w = self.study.trainer.workload
-        try:
-            size = model_size(config, w.input_shape, w.n_outputs)
-        except Exception as exc:  # a size is extra information; the trial itself reports a bad model
-            logger.debug("no size recorded for %s: %s", config, exc)
-            return {}
-        return {"n_params": size.params, "flops": size.flops}
+        return self.study.trainer.size(config)
 
     def claim(self, row: Row) -> None:
         """Mark `row` running, owned by this driver."""
@@ -1052,6 +1049,9 @@ class Driver:
         executor = (open_executor(self.executor_spec, self.n_workers, **self.executor_options) if owned
                     else self.executor_spec)
         self.executor = executor
+        self._clock = getattr(executor, "clock", None)
+        if self._clock is not None:
+            self.t0 = self._clock()
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, self._on_sigint)
@@ -1090,6 +1090,9 @@ class Driver:
                 executor.close()
             self.executor = None
             self.storage.set_study_user_attr(self.study._study_id, SECONDS_SPENT, round(self.elapsed(), 3))
+            if self._clock is not None:  # the next optimize may run elsewhere: carry the simulated seconds over
+                self.seconds_before, self._clock = self.elapsed(), None
+                self.t0 = time.monotonic()
             if self._bar is not None:
                 self._bar.close()
         if self.fatal is not None:

@@ -57,6 +57,11 @@ def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust
     """
     recipe = spec.get("workload") or {}
     factory = recipe.get("factory")
+    if spec.get("replay"):
+        replay = spec["replay"]
+        raise WorkloadError(
+            f"the study replays the table {replay.get('table')!r} (digest {replay.get('digest')}); a table file is "
+            f"opened only where you say: studies.load(name, storage, trainer=trainers.Replay(path_of_the_table))")
     if not factory:
         raise WorkloadError(
             f"the study's workload {recipe.get('name')!r} was built from in-memory data and has no recipe to "

@@ -31,6 +31,7 @@ from studies.recipes import build_trainer, trainer_conflict
 from studies.records import CHECKPOINT, TrialRecord, TrialState, checkpoint_path, record_of
 from studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage
 from trainers import Trainer
+from trainers.replay import Replay
 
 VERSION = "tunelab:version"
 SPACE = "tunelab:space"
@@ -260,12 +261,15 @@ class Study:
         Args:
             trials: Total trials proposed by the strategy.
             epochs: Total epochs trained, summed over trials.
-            seconds: Total wall time in `optimize` (running trials finish after it is reached).
+            seconds: Total wall time in `optimize` (running trials finish after it is reached);
+                simulated seconds with executor="simulated".
             grad_evals: Total gradient evaluations.
             n_workers: Trials trained at once; >1 uses a local process pool (or that many Ray actors).
             executor: "local" (this machine: in process, or a process pool for `n_workers > 1`),
-                "ray" (a Ray cluster: `studies.RayExecutor`), or an `Executor` instance the caller
-                made and will close (to keep one across several studies).
+                "ray" (a Ray cluster: `studies.RayExecutor`), "simulated" (`n_workers` workers on a
+                simulated clock that charges each epoch its reported seconds: for replayed trainers,
+                `trainers.Replay`), or an `Executor` instance the caller made and will close (to
+                keep one across several studies).
             ray_address: With executor="ray": None starts Ray on this machine, "auto" or
                 "host:port" joins a running cluster.
             resources: With executor="ray": what each trial reserves, e.g. `{"num_cpus": 1,
@@ -486,8 +490,11 @@ def create(
     direction = direction or trainer.workload.direction
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
-    _check_fits(space, trainer)
-    _check_trains(space)
+    if isinstance(trainer, Replay):  # nothing is built: the table answers, and must hold what the space proposes
+        trainer.check_space(space)
+    else:
+        _check_fits(space, trainer)
+        _check_trains(space)
     strategy.check(space, trainer)
     st = open_storage(storage)
     recipe = {

@@ -11,6 +11,7 @@ from trainers import workloads
 from trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, run_rng, save_checkpoint
 from trainers.data import batches, to_device
 from trainers.population import Member, Population
+from trainers.replay import Replay, ReplayTable, TableError
 from trainers.steps import frozen_bn_stats, make_step
 from trainers.trainer import (
     DECISIONS,
@@ -30,7 +31,10 @@ __all__ = [
     "EpochResult",
     "Member",
     "Population",
+    "Replay",
+    "ReplayTable",
     "RunControl",
+    "TableError",
     "TensorSplit",
     "TrainResult",
     "Trainer",

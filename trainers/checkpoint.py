@@ -23,12 +23,14 @@ from spaces.errors import CheckpointError
 FORMAT = 1
 
 
-def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path:
+def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any], *, durable: bool = True) -> Path:
     """Write `state` to `path` atomically (temporary file + fsync + rename).
 
     Args:
         path: Target file; its folder is created if missing.
         state: Tensors, numbers, strings, lists and dicts (what `torch.load(weights_only=True)` reads).
+        durable: fsync the file before the rename. Only a replayed run, whose state can be
+            recomputed from its table, turns it off (an fsync costs milliseconds).
 
     Returns:
         The path written.
@@ -40,7 +42,8 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> Path
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **state}, f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

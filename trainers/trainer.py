@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from spaces import build_model, build_optimizer, build_schedule, optimizer_spec
+from spaces import build_model, build_optimizer, build_schedule, model_size, optimizer_spec
 from spaces.errors import CheckpointError, ConfigError
 from trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, run_rng, save_checkpoint
 from trainers.data import batches, to_device
@@ -353,6 +353,21 @@ class Trainer:
         optimizer = build_optimizer(config, model)
         scheduler = build_schedule(config, optimizer, total_steps)
         return model, optimizer, scheduler
+
+    def size(self, config: Mapping[str, Any]) -> dict[str, int]:
+        """`{"n_params": ..., "flops": ...}` of the network `config` builds ({} if it cannot be measured)."""
+        w = self.workload
+        try:
+            size = model_size(config, w.input_shape, w.n_outputs)
+        except Exception:  # a size is extra information; the trial itself reports a bad model
+            return {}
+        return {"n_params": size.params, "flops": size.flops}
+
+    def derive(self, *, epochs: int | None = None, seed: int | None = None) -> Trainer:
+        """This trainer with another run length or seed (everything else the same)."""
+        return Trainer(self.workload, epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,
+                       device=self.device, precision=self.precision, seed=self.seed if seed is None else seed,
+                       compile=self.compile, checkpoint_every=self.checkpoint_every)
 
     def spec(self) -> dict[str, Any]:
         """A JSON-ready description (stored with studies so they can be rebuilt)."""

@@ -28,13 +28,18 @@ from studies.executors.base import (
 )
 from studies.executors.local import LocalExecutor
 from studies.executors.pool import ProcessExecutor, die_with_parent
+from studies.executors.simulated import SimulatedExecutor
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray", "simulated")
 
 
 def open_executor(name: str, n_workers: int, *, ray_address: str | None = None,
                   resources: Mapping[str, float] | None = None, shared_artifacts: bool | None = None) -> Executor:
-    """The executor `name` ("local": in process for one worker, a process pool for more; "ray": a Ray cluster).
+    """The executor `name`: "local", "ray" or "simulated".
+
+    "local" runs in process for one worker and in a process pool for more; "ray" on a Ray
+    cluster; "simulated" on `n_workers` simulated workers with a simulated clock (for replayed
+    trainers).
 
     Raises:
         ConfigError: An unknown name, Ray options without `executor="ray"`, or a Ray problem
@@ -50,6 +55,8 @@ def open_executor(name: str, n_workers: int, *, ray_address: str | None = None,
                                ("shared_artifacts", shared_artifacts)) if v is not None}
     if given:
         raise ConfigError(f"{', '.join(given)} apply to executor='ray' only, but executor={name!r}")
+    if name == "simulated":
+        return SimulatedExecutor(n_workers)
     return LocalExecutor() if n_workers == 1 else ProcessExecutor(n_workers)
 
 
@@ -70,6 +77,7 @@ __all__ = [
     "Outcome",
     "ProcessExecutor",
     "RayExecutor",
+    "SimulatedExecutor",
     "Unit",
     "Work",
     "die_with_parent",

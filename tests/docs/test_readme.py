@@ -53,6 +53,7 @@ class SepConv(nn.Module):
 def fast(monkeypatch, tmp_path, ray_cluster):
     """Small data and short budgets for every study and trainer the README builds."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "benchmarks").symlink_to(README.parent / "benchmarks")  # the README runs from the repository root
     mnist1d, digits = trainers.workloads.mnist1d, trainers.workloads.digits
     monkeypatch.setattr(trainers.workloads, "mnist1d", lambda **kw: mnist1d(**{"n_train": 256, **kw}))
     init = trainers.Trainer.__init__
