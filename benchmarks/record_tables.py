@@ -224,6 +224,8 @@ def export(table: str, seconds: float = 0.0, command: str | None = None) -> Path
     manifest.write_text(json.dumps({
         "table": table, "rows": len(rows), "of": total, "complete": len(rows) == total,
         "diverged": sum(c.status == "diverged" for c in rows.values()),
+        "seeds": {str(seed): sum(c.seed == seed for c in rows.values())
+                  for seed in sorted({c.seed for c in rows.values()})},
         "wall_s": old["wall_s"] + seconds, "commands": old["commands"] + ([command] if command else []),
         "notes": old.get("notes", []),
         "machine": platform.platform(), "threads": torch.get_num_threads(), "python": platform.python_version(),

@@ -43,6 +43,7 @@ sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results" / "replay"
 TABLES = {"mnist1d_mlp": "error", "digits_mlp": "error", "mnist1d_cells": "nearest"}
 BUDGETS = (1, 5, 20)
+SLOW = ("bayesian", "asha", "freeze_thaw")  # decisions that cost seconds (GP fits, the driver's re-reads)
 
 
 def _strategies() -> dict[str, Callable[[int], Any]]:
@@ -141,7 +142,10 @@ def _task(args: tuple[str, str, int]) -> str:
 
 
 def run(tables: list[str], strategies: list[str], seeds: int, jobs: int) -> None:
-    tasks = [(t, s, seed) for seed in range(seeds) for t in tables for s in strategies]
+    # cheap strategies first for every seed, then the ones whose decisions cost seconds: a run cut short
+    # still has every strategy on some seeds and the cheap ones on all
+    tasks = [(t, s, seed) for slow in (False, True) for seed in range(seeds) for t in tables for s in strategies
+             if (s in SLOW) == slow]
     t0 = time.perf_counter()
     if jobs == 1:
         for task in tasks:
@@ -188,27 +192,33 @@ def report() -> dict[str, Any]:
         errors = [r for r in runs if "error" in r]
         runs = [r for r in runs if "error" not in r]
         names = sorted({r["strategy"] for r in runs})
-        seeds = sorted(set.intersection(*({r["seed"] for r in runs if r["strategy"] == n} for n in names)))
         by = {(r["strategy"], r["seed"]): r for r in runs}
-        entry: dict[str, Any] = {"best": best, "median_final": median, "seeds": len(seeds), "strategies": {},
+        own = {n: sorted(s for (m, s) in by if m == n) for n in names}
+        common = sorted(set.intersection(*(set(v) for v in own.values())))  # for ranks and the halves' tau
+        entry: dict[str, Any] = {"best": best, "median_final": median, "seeds_common": len(common), "strategies": {},
                                  "errors": [f"{r['strategy']} seed {r['seed']}: {r['error']}" for r in errors]}
+
+        def regret_of(n: str, s: int, b: int, by: dict = by, ref: tuple = (best, median, sign)) -> float:
+            r = by[(n, s)]
+            return _regret(r["curve"], b * r["epochs_per_run"], *ref)
+
         for b in BUDGETS:
-            regret = np.array([[_regret(by[(n, s)]["curve"], b * by[(n, s)]["epochs_per_run"], best, median, sign)
-                                for s in seeds] for n in names])  # strategies x seeds
-            ranks = np.apply_along_axis(rankdata, 0, regret)
-            half = len(seeds) // 2
-            tau = kendalltau(regret[:, :half].mean(1), regret[:, half:].mean(1)).statistic if half >= 2 else math.nan
+            grid = np.array([[regret_of(n, s, b) for s in common] for n in names])  # strategies x common seeds
+            ranks = np.apply_along_axis(rankdata, 0, grid)
+            half = len(common) // 2
+            tau = (kendalltau(grid[:, :half].mean(1), grid[:, half:].mean(1)).statistic if half >= 2 else math.nan)
             entry.setdefault("kendall_tau", {})[str(b)] = float(tau)
             for i, n in enumerate(names):
-                m, _, lo, hi = mean_interval(regret[i])
-                s = entry["strategies"].setdefault(n, {"regret": {}, "rank": {}})
-                s["regret"][str(b)] = [float(m), float(lo), float(hi)]
-                s["rank"][str(b)] = float(ranks[i].mean())
+                m, _, lo, hi = mean_interval(np.array([regret_of(n, s, b) for s in own[n]]))
+                e = entry["strategies"].setdefault(n, {"regret": {}, "rank": {}, "seeds": len(own[n])})
+                e["regret"][str(b)] = [float(m), float(lo), float(hi)]
+                e["rank"][str(b)] = float(ranks[i].mean())
         for n in names:
-            mine = [by[(n, s)] for s in seeds]
+            mine = [by[(n, s)] for s in own[n]]
             entry["strategies"][n]["trials"] = float(np.mean([r["trials"] for r in mine]))
             entry["strategies"][n]["driver_ms_per_trial"] = float(
                 1000 * np.sum([r["wall_s"] for r in mine]) / np.sum([r["trials"] for r in mine]))
+            entry["strategies"][n]["study_s"] = float(np.mean([r["wall_s"] for r in mine]))
             entry["strategies"][n]["nearest_answers"] = int(np.sum([r.get("nearest_answers", 0) for r in mine]))
         out["tables"][table] = entry
     (HERE / "results" / "replay.json").write_text(json.dumps(out, indent=1))
@@ -235,7 +245,7 @@ def _plot(out: dict[str, Any]) -> None:
         ax.set_xscale("log")
         ax.set_yscale("symlog", linthresh=0.01)
         ax.set_xticks(BUDGETS, [str(b) for b in BUDGETS])
-        ax.set_title(f"{table} ({out['tables'][table]['seeds']} seeds)")
+        ax.set_title(f"{table} ({out['tables'][table]['seeds_common']}+ seeds)")
         ax.set_xlabel("budget (full trainings)")
         ax.set_ylabel("normalised regret (mean, 95% CI)")
     axes[0][-1].legend(fontsize=7, loc="upper right")
@@ -245,17 +255,18 @@ def _plot(out: dict[str, Any]) -> None:
 
 def _print(out: dict[str, Any]) -> None:
     for table, entry in out["tables"].items():
-        print(f"\n{table}: {entry['seeds']} seeds, Kendall tau between seed halves "
-              + ", ".join(f"{b}x {entry['kendall_tau'][str(b)]:.2f}" for b in BUDGETS))
-        print("| strategy | " + " | ".join(f"regret @{b}" for b in BUDGETS) + " | rank @5 | rank @20 | trials | "
-              "driver ms/trial |")
-        print("|---|" + "---|" * (len(BUDGETS) + 4))
-        order = sorted(entry["strategies"].items(), key=lambda kv: kv[1]["rank"]["20"])
+        print(f"\n{table}: ranks and Kendall tau on the {entry['seeds_common']} seeds every strategy ran; tau between "
+              "the two halves of them " + ", ".join(f"{b}x {entry['kendall_tau'][str(b)]:.2f}" for b in BUDGETS))
+        print("| strategy | seeds | " + " | ".join(f"regret @{b}x" for b in BUDGETS) + " | rank @5x | rank @20x | "
+              "trials | s / study |")
+        print("|---|---:|" + "---:|" * (len(BUDGETS) + 4))
+        order = sorted(entry["strategies"].items(), key=lambda kv: (kv[1]["rank"]["20"], kv[1]["rank"]["5"]))
         for name, s in order:
             cells = [f"{s['regret'][str(b)][0]:.3f} ({s['regret'][str(b)][1]:.3f}-{s['regret'][str(b)][2]:.3f})"
                      for b in BUDGETS]
-            print(f"| {name} | " + " | ".join(cells) + f" | {s['rank']['5']:.2f} | {s['rank']['20']:.2f} | "
-                  f"{s['trials']:.0f} | {s['driver_ms_per_trial']:.0f} |")
+            shown = name if name in OURS else f"*{name}*"
+            print(f"| {shown} | {s['seeds']} | " + " | ".join(cells) + f" | {s['rank']['5']:.2f} | "
+                  f"{s['rank']['20']:.2f} | {s['trials']:.0f} | {s['study_s']:.1f} |")
         for e in entry["errors"]:
             print(f"  error: {e}")
 

@@ -791,9 +791,16 @@ class Driver:
 
     # ------------------------------------------------------------------ the loop
     def refresh(self) -> None:
-        """Re-read what other drivers of the study changed: trials not finished in the mirror, and new ones."""
+        """Re-read what other drivers of the study changed: trials not finished in the mirror, and new ones.
+
+        Called holding the study lock. Pending and paused trials change only under the lock, so
+        when no other driver held it since this one last did, only the trials other drivers
+        were running (and new ones: none then) can have changed, and only those are read.
+        """
         unfinished = (TrialState.PENDING, TrialState.RUNNING, TrialState.PAUSED)
-        open_ids = {tid for tid, r in self.rows.items() if tid not in self.in_flight and r.state in unfinished}
+        quiet = not self.lock.others_since()
+        open_ids = {tid for tid, r in self.rows.items() if tid not in self.in_flight and r.state in unfinished
+                    and not (quiet and (r.state != TrialState.RUNNING or r.owner == self.owner))}
         last = max(self.rows, default=-1)
         if hasattr(self.storage, "_get_trials"):  # what optuna's own cached storage uses to read incrementally
             trials = self.storage._get_trials(self.study._study_id, None, open_ids, last)

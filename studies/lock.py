@@ -6,6 +6,11 @@ budget (a study total) and the proposal numbering must hold across them. A drive
 holds `StudyLock` while it re-reads the trials others wrote, recovers dead ones, asks its
 strategy and inserts (claims) the new trial; training happens outside the lock.
 
+Each acquisition numbers itself (`seq`, one more than the last holder's), and a release leaves
+the number behind, so a holder knows whether any other driver held the lock since it last
+did (`others_since`): if none did, no trial changed state except those other drivers were
+already running, and the driver need not re-read the rest (`Driver.refresh`).
+
 The lock is one study system attribute, `tunelab:driver_lock`, changed by compare-and-set:
 `UPDATE ... WHERE value_json = <the value just read>` succeeds for exactly one of several
 racing drivers, on SQLite and on any server database, with no table of our own. A holder that
@@ -72,6 +77,9 @@ class StudyLock:
         self.storage, self.study_id, self.owner, self.ttl = storage, study_id, owner, ttl
         self._held: str | None = None
         self._rng = random.Random(owner)
+        self.seq = 0  # the number of this driver's current (or last) acquisition
+        self.previous = -1  # the number of the acquisition before it (by any driver)
+        self._released = -2  # the number of this driver's last acquisition, once released
 
     def _model(self) -> Any:
         from optuna.storages._rdb.models import StudySystemAttributeModel
@@ -80,7 +88,7 @@ class StudyLock:
 
     def _free(self, value: str | None) -> bool:
         holder = json.loads(value) if value else None
-        if not holder:
+        if not holder or not holder.get("owner"):
             return True
         if holder.get("owner") == self.owner:
             return True
@@ -91,11 +99,14 @@ class StudyLock:
         import sqlalchemy as sa
 
         model = self._model()
-        mine = json.dumps({"owner": self.owner, "until": time.time() + self.ttl, "token": uuid.uuid4().hex})
         where = (model.study_id == self.study_id, model.key == LOCK)
         try:
             with self.storage.engine.begin() as conn:
                 current = conn.execute(sa.select(model.value_json).where(*where)).scalar_one_or_none()
+                last = json.loads(current) if current else None
+                previous = int(last.get("seq", 0)) if isinstance(last, dict) else 0
+                mine = json.dumps({"owner": self.owner, "until": time.time() + self.ttl, "token": uuid.uuid4().hex,
+                                   "seq": previous + 1})
                 if current is None:
                     conn.execute(sa.insert(model).values(study_id=self.study_id, key=LOCK, value_json=mine))
                 elif not self._free(current):
@@ -112,7 +123,12 @@ class StudyLock:
                 return False
             raise
         self._held = mine
+        self.seq, self.previous = previous + 1, previous
         return True
+
+    def others_since(self) -> bool:
+        """Whether another driver held the lock between this driver's last release and its current hold."""
+        return self.previous != self._released
 
     def acquire(self) -> None:
         """Wait until the lock is ours (polls with jitter; a dead holder is detected by lease or pid)."""
@@ -130,8 +146,11 @@ class StudyLock:
             return
         model = self._model()
         with self.storage.engine.begin() as conn:
-            conn.execute(sa.update(model).where(model.study_id == self.study_id, model.key == LOCK,
-                                                model.value_json == held).values(value_json=json.dumps(None)))
+            done = conn.execute(sa.update(model).where(model.study_id == self.study_id, model.key == LOCK,
+                                                       model.value_json == held)
+                                .values(value_json=json.dumps({"owner": None, "seq": self.seq})))
+        if done.rowcount == 1:
+            self._released = self.seq
 
     def __enter__(self) -> StudyLock:
         self.acquire()

@@ -156,9 +156,12 @@ class ReplayTable:
             self._index[(key, c.seed)] = c
             self._seeds.setdefault(key, []).append(c.seed)
         if not self.digest:
-            text = json.dumps([self.header.to_json(), [c.to_json() for c in self.curves]], sort_keys=True)
-            self.digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            self.digest = _digest(self._text())
         self._encoded: np.ndarray | None = None
+
+    def _text(self) -> str:
+        """The table as the file holds it (uncompressed): the header line, then one line per run."""
+        return "".join(json.dumps(line) + "\n" for line in (self.header.to_json(), *(c.to_json() for c in self.curves)))
 
     # ------------------------------------------------------------------ files
     @classmethod
@@ -173,9 +176,9 @@ class ReplayTable:
             raise TableError(f"no replay table at {path}; record one (benchmarks/record_tables.py) or write one from a "
                              f"study with studies.to_table(study, path)")
         try:
-            data = path.read_bytes()
             with gzip.open(path, "rt") as f:
-                lines = [json.loads(line) for line in f if line.strip()]
+                text = f.read()
+            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
         except (OSError, ValueError, EOFError) as err:
             raise TableError(f"cannot read the replay table {path}: {err}") from err
         if not lines or not isinstance(lines[0], dict) or lines[0].get("tunelab_table") != TABLE_FORMAT:
@@ -190,17 +193,15 @@ class ReplayTable:
             raise TableError(f"{path} has a malformed header or row: {type(err).__name__}: {err}") from err
         if not curves:
             raise TableError(f"the replay table {path} has no rows")
-        return cls(header, curves, digest=hashlib.sha256(data).hexdigest()[:16])
+        return cls(header, curves, digest=_digest(text))
 
     def write(self, path: str | os.PathLike[str]) -> Path:
         """Write the table (gzip JSON lines, header first; atomically) and return its path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        with gzip.open(tmp, "wt") as f:
-            f.write(json.dumps(self.header.to_json()) + "\n")
-            for c in self.curves:
-                f.write(json.dumps(c.to_json()) + "\n")
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:  # same rows, same bytes
+            f.write(self._text().encode())
         os.replace(tmp, path)
         return path
 
@@ -247,6 +248,11 @@ class ReplayTable:
                              f"configuration is near it") from err
         d = ((self._encoded - x) ** 2).sum(1)
         return configs[int(np.argmin(d))]
+
+
+def _digest(text: str) -> str:
+    """A table's identity: the SHA-256 of its uncompressed text (16 hex digits)."""
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,81 @@
+"""The driver's mirror of a study, re-read incrementally, equals a full read however drivers interleave."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import search
+import spaces
+import studies
+import trainers
+from studies.driver import Budget, Driver, row_of
+from studies.executors import Flag, run_work
+from studies.lock import LIVE
+from trainers.replay import Curve, ReplayTable, TableHeader, table_space
+
+FIELDS = ("state", "epochs", "config", "target", "owner", "paused_by", "superseded", "attrs", "value")
+
+
+def table(n: int = 24, epochs: int = 9) -> ReplayTable:
+    space = spaces.Space(x=spaces.Categorical(tuple(range(n))))
+    rng = np.random.default_rng(0)
+    curves = []
+    for i in range(n):
+        rate = rng.uniform(0.1, 1.0)
+        values = [float(1 - np.exp(-rate * (e + 1))) for e in range(epochs)]
+        curves.append(Curve({"x": i}, 0, tuple(trainers.EpochResult(e + 1, 1.0, 1.0, v, 0.1, 1.0, e + 1)
+                                               for e, v in enumerate(values)), test_metric=values[-1]))
+    header = TableHeader("mirror", json.loads(space.to_json()), "accuracy", "maximize", epochs,
+                         {"name": "mirror", "task": "classification", "input_shape": [2], "n_outputs": 2,
+                          "batch_size": 4, "steps_per_epoch": 1})
+    return ReplayTable(header, curves)
+
+
+def view(row) -> tuple:
+    return tuple(getattr(row, f) for f in FIELDS)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_incremental_mirror_equals_a_full_read_after_random_interleavings(tmp_path, seed):
+    replay = trainers.Replay(table())
+    study = studies.create("mirror", f"sqlite:///{tmp_path / 'm.db'}", space=table_space(replay), trainer=replay,
+                           strategy=search.Hyperband(seed=seed))  # starts, pauses, resumes and retires trials
+    drivers = []
+    for _ in range(2):
+        d = Driver(study, Budget(trials=40), n_workers=2, executor="local", progress=False, checkpoint_seconds=None,
+                   max_failures=3, flush_seconds=0.0)
+        d.load()
+        LIVE.add(d.owner)  # alive as if running: their running trials are theirs, not orphans to recover
+        drivers.append(d)
+    queues: list[list] = [[], []]
+    quiet = 0
+    rng = np.random.default_rng(seed)
+    try:
+        for _ in range(120):
+            i = int(rng.integers(2))
+            d, queue = drivers[i], queues[i]
+            if queue and (len(queue) == 2 or rng.random() < 0.5):
+                work = queue.pop(int(rng.integers(len(queue))))
+                d.finish(run_work(replay, work, d.on_epoch, Flag()))
+            else:
+                work = d.next_work()
+                if work is not None:
+                    queue.append(work)
+            full = {t._trial_id: row_of(t) for t in study._frozen_trials()}
+            for d in drivers:
+                if rng.random() < 0.5:  # a driver may hold the lock several times in a row (then it reads less)
+                    continue
+                with d.lock:
+                    quiet += not d.lock.others_since()
+                    d.refresh()
+                mirror = {tid: r for tid, r in d.rows.items() if tid not in d.in_flight}
+                assert {tid: view(r) for tid, r in mirror.items()} == {
+                    tid: view(r) for tid, r in full.items() if tid not in d.in_flight}
+        assert len(full) > 10 and any(r.state.value == "paused" for r in full.values())
+        assert quiet > 10  # the incremental path (no other driver since) was taken
+    finally:
+        for d in drivers:
+            LIVE.discard(d.owner)
