@@ -123,7 +123,8 @@ class TrialView:
         attrs: What the strategy stored with the request that created it.
         routine: The routine that trained it ("train" for the standard loop).
         results: What its routine learned (`TrainResult.attrs`: a DARTS genotype, ...); empty
-            for "train" and before the run ends or pauses.
+            for "train" (except a replay's `{"replay": {"nearest": ...}}` label) and before the
+            run ends or pauses.
     """
 
     number: int

@@ -180,7 +180,7 @@ def row_of(trial: Any) -> Row:
     sa, ua = trial.system_attrs, trial.user_attrs
     metrics = stored_metrics(trial)
     routine = str(sa.get(ROUTINE) or "train")
-    results = ua.get(routine) if routine != "train" else None
+    results = ua.get(routine)
     return Row(
         trial_id=trial._trial_id,
         number=trial.number,
@@ -553,7 +553,7 @@ class Driver:
                     state, error = OTS.FAIL, f"paused, but {result.checkpoint_error}"
         if outcome.restarted is not None:
             ua["restarted"] = outcome.restarted
-        if result is not None and result.attrs and row.routine != "train":
+        if result is not None and result.attrs:  # a routine's findings; for "train", a replay's nearest-answer label
             row.results = dict(result.attrs)
             ua[row.routine] = row.results
             warning = row.results.get("warning")

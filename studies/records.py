@@ -103,7 +103,8 @@ class TrialRecord:
         routine: The routine that trained it: "train" (the standard loop), "darts", ...
         results: What its routine learned (`TrainResult.attrs`, stored as the user attribute
             named after the routine): a DARTS search's alphas, genotype and selection scores.
-            Empty for "train".
+            Empty for "train", except a replay answered from its nearest recorded
+            configuration: `{"replay": {"nearest": <config>}}`.
     """
 
     number: int
@@ -194,7 +195,7 @@ def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
         value = curve[-1]
     params = dict(trial.params)
     routine = str(sa.get(ROUTINE) or "train")
-    results = ua.get(routine) if routine != "train" else None
+    results = ua.get(routine)
     if order is not None:
         params = {k: params[k] for k in order if k in params} | {k: v for k, v in params.items() if k not in order}
     return TrialRecord(

@@ -84,7 +84,8 @@ class TrainResult:
             file, and `checkpoint` then names an older checkpoint or None.
         attrs: What a routine learned that is not a config value (DARTS alphas and genotype, an
             STN hyperparameter schedule), JSON-ready; studies store it as the trial's user
-            attribute named after the routine. Empty for the standard loop.
+            attribute named after the routine. Empty for the standard loop (a replay answered
+            by a nearest recorded configuration says so here: `{"replay": {"nearest": ...}}`).
     """
 
     status: Status

@@ -139,7 +139,7 @@ def test_bad_input_is_named(recorded, tmp_path):
         replay.evaluate(torch.nn.Linear(2, 2))
 
 
-def test_nearest_answers_are_labelled(recorded):
+def test_nearest_answers_are_labelled(recorded, tmp_path):
     _, path = recorded
     full = ReplayTable.load(path)
     wide_only = ReplayTable(full.header, [c for c in full.curves if c.config["model.width"] == 16])
@@ -151,6 +151,11 @@ def test_nearest_answers_are_labelled(recorded):
     assert tuple(result.epochs) == wide_only.get(near, 0).epochs
     with pytest.raises(TableError, match="outside the table's space"):
         replay.fit({**narrow, "model.width": 15})
+    study = studies.create("near", f"sqlite:///{tmp_path / 'n.db'}", space=table_space(replay), trainer=replay,
+                           strategy=search.Enqueue([narrow, {**narrow, "model.width": 16}]))
+    study.optimize(trials=2, progress=False)
+    labels = [t.results.get("replay") for t in study.trials]
+    assert labels == [{"nearest": {**narrow, "model.width": 16}}, None]  # the stored results say which was a surrogate
 
 
 def test_reopening_a_replayed_study_needs_the_table_from_the_caller(recorded, tmp_path):
