@@ -173,8 +173,8 @@ def _reference(table: str) -> tuple[float, float, str]:
 
 def _regret(curve: list[float | None], at: int, best: float, median: float, sign: float) -> float:
     found = curve[min(at, len(curve)) - 1] if curve else None
-    if found is None:
-        return 1.0 if best == median else max(0.0, (best - median) / (best - median))
+    if found is None:  # nothing finite seen yet: a median configuration's regret
+        return 1.0
     return max(0.0, (best - sign * found) / (best - median))
 
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from spaces import ConfigError, Registry, Space
+from spaces.space import config_key
 from spaces.trust import Trust, check, resolve
 
 RequestKind = Literal["start", "resume"]
@@ -318,12 +319,3 @@ class Strategy(abc.ABC):
 def seen_configs(trials: Sequence[TrialView]) -> set[str]:
     """Canonical keys of the configs in `trials` (to avoid proposing a duplicate)."""
     return {config_key(t.config) for t in trials}
-
-
-def config_key(config: Mapping[str, Any]) -> str:
-    """A hashable, order-independent key of a config (floats rounded to 12 significant digits)."""
-    parts = []
-    for k in sorted(config):
-        v = config[k]
-        parts.append(f"{k}={float(v):.12g}" if isinstance(v, float) else f"{k}={v!r}")
-    return "|".join(parts)

@@ -25,7 +25,7 @@ from spaces.params import Categorical, Fixed, Float, Int, Param
 from spaces.registry import Registry
 from spaces.schedules import Multiplier, ScheduleSpec, build_schedule, schedule_multiplier, schedules
 from spaces.size import ModelSize, model_size, param_count
-from spaces.space import Choice, Config, Entry, Slot, Space, as_rng, branch
+from spaces.space import Choice, Config, Entry, Slot, Space, as_rng, branch, config_key
 
 __all__ = [
     "DEFAULT_OPS",
@@ -67,6 +67,7 @@ __all__ = [
     "cells",
     "cnn",
     "cnn_network",
+    "config_key",
     "genotype",
     "mlp",
     "mlp_network",

@@ -33,6 +33,17 @@ from spaces.errors import ConfigError, SpaceError
 from spaces.params import Categorical, Fixed, Float, Int, Param, Value, as_param, param_from_json
 
 Config = dict[str, Value]
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A hashable, order-independent key of a config (floats rounded to 12 significant digits)."""
+    parts = []
+    for k in sorted(config):
+        v = config[k]
+        parts.append(f"{k}={float(v):.12g}" if isinstance(v, float) else f"{k}={v!r}")
+    return "|".join(parts)
+
+
 SeedLike = int | np.random.Generator | None
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from spaces.errors import ConfigError
+from spaces.space import config_key
 from studies.records import TrialState
-from trainers.replay import METRICS, Curve, ReplayTable, TableHeader, row_key
+from trainers.replay import METRICS, Curve, ReplayTable, TableHeader
 from trainers.trainer import EpochResult
 
 
@@ -34,7 +35,7 @@ def study_curves(study: Any) -> list[Curve]:
                             int(m["grad_evals"][i] or 0)) for i in range(n)]
         seed = int(t.seed if t.seed is not None else 0)
         status = "diverged" if diverged else "complete"
-        out[(row_key(t.config), seed)] = Curve(dict(t.config), seed, tuple(rows), status, t.test_metric, t.n_params,
+        out[(config_key(t.config), seed)] = Curve(dict(t.config), seed, tuple(rows), status, t.test_metric, t.n_params,
                                                t.flops)
     return list(out.values())
 
@@ -79,13 +80,13 @@ def to_table(study: Any, path: str | os.PathLike[str], *, name: str | None = Non
         TableError: `merge` finds an unreadable table.
     """
     header = table_header(study, name, notes)
-    curves = {(row_key(c.config), c.seed): c for c in study_curves(study)}
+    curves = {(config_key(c.config), c.seed): c for c in study_curves(study)}
     if merge and Path(path).exists():
         old = ReplayTable.load(path)
         if old.header.space != header.space:
             raise ConfigError(f"the table at {path} holds another space than the study {study.name!r}; write to a new "
                               f"file")
-        curves = {**{(row_key(c.config), c.seed): c for c in old.curves}, **curves}
+        curves = {**{(config_key(c.config), c.seed): c for c in old.curves}, **curves}
     return ReplayTable(header, list(curves.values())).write(path)
 
 

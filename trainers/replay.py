@@ -23,6 +23,7 @@ writes one from any study; `benchmarks/record_tables.py` records the shipped one
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -37,8 +38,10 @@ import numpy as np
 import torch
 
 from spaces.errors import CheckpointError, ConfigError
+from spaces.space import Space, config_key
 from trainers.checkpoint import load_checkpoint, save_checkpoint
 from trainers.trainer import Decision, EpochResult, RunControl, Status, Trainer, TrainResult, best_metric
+from trainers.workload import TaskMetric
 
 TABLE_FORMAT = 1
 METRICS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
@@ -47,15 +50,6 @@ OUTSIDE = ("error", "nearest")
 
 class TableError(ConfigError):
     """A replay table cannot be read, or a configuration is not in it."""
-
-
-def row_key(config: Mapping[str, Any]) -> str:
-    """An order-independent key of a configuration (floats to 12 significant digits), as tables index rows."""
-    parts = []
-    for k in sorted(config):
-        v = config[k]
-        parts.append(f"{k}={float(v):.12g}" if isinstance(v, float) else f"{k}={v!r}")
-    return "|".join(parts)
 
 
 @dataclass(frozen=True)
@@ -152,7 +146,7 @@ class ReplayTable:
 
     def __post_init__(self) -> None:
         for c in self.curves:
-            key = row_key(c.config)
+            key = config_key(c.config)
             self._index[(key, c.seed)] = c
             self._seeds.setdefault(key, []).append(c.seed)
         if not self.digest:
@@ -213,7 +207,7 @@ class ReplayTable:
         """Every recorded configuration, once (in table order)."""
         seen, out = set(), []
         for c in self.curves:
-            key = row_key(c.config)
+            key = config_key(c.config)
             if key not in seen:
                 seen.add(key)
                 out.append(c.config)
@@ -221,28 +215,33 @@ class ReplayTable:
 
     def seeds(self, config: Mapping[str, Any]) -> list[int]:
         """The seeds `config` was recorded on ([] if it was not)."""
-        return list(self._seeds.get(row_key(config), []))
+        return list(self._seeds.get(config_key(config), []))
 
     def get(self, config: Mapping[str, Any], seed: int) -> Curve | None:
         """The run of `config` on `seed`, or None."""
-        return self._index.get((row_key(config), int(seed)))
+        return self._index.get((config_key(config), int(seed)))
 
     def finals(self, seed: int | None = None) -> np.ndarray:
         """Final validation metric of every configuration (on `seed`, or its first recorded seed); NaN if diverged."""
         out = []
         for config in self.configs():
-            key = row_key(config)
+            key = config_key(config)
             s = seed if seed is not None and seed in self._seeds[key] else self._seeds[key][0]
             out.append(self._index[(key, s)].final if self._index[(key, s)].status == "complete" else math.nan)
         return np.asarray(out, dtype=float)
 
-    def nearest(self, config: Mapping[str, Any], space: Any) -> dict[str, Any]:
-        """The recorded configuration nearest to `config` in `space`'s encoding (Euclidean; first on ties)."""
+    @functools.cached_property
+    def space(self) -> Space:
+        """The space of the table's configurations."""
+        return Space.from_json(json.dumps(self.header.space))
+
+    def nearest(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The recorded configuration nearest to `config` in the table space's encoding (Euclidean; first on ties)."""
         configs = self.configs()
         if self._encoded is None:
-            self._encoded = np.stack([space.encode(c) for c in configs])
+            self._encoded = np.stack([self.space.encode(c) for c in configs])
         try:
-            x = space.encode(config)
+            x = self.space.encode(config)
         except (ValueError, KeyError) as err:
             raise TableError(f"the configuration {dict(config)} is outside the table's space ({err}), so no recorded "
                              f"configuration is near it") from err
@@ -256,7 +255,7 @@ def _digest(text: str) -> str:
 
 
 @dataclass(frozen=True)
-class ReplayWorkload:
+class ReplayWorkload(TaskMetric):
     """What a replayed trainer tells callers about the recorded workload (it holds no data).
 
     Attributes mirror `trainers.Workload`'s: `train`, `val` and `test` are None, since nothing
@@ -274,20 +273,6 @@ class ReplayWorkload:
     val: None = None
     test: None = None
     recipe: None = None
-
-    @property
-    def metric(self) -> str:
-        """The selection metric."""
-        return "accuracy" if self.task == "classification" else "mse"
-
-    @property
-    def direction(self) -> str:
-        """"maximize" (accuracy) or "minimize" (mse)."""
-        return "maximize" if self.task == "classification" else "minimize"
-
-    def better(self, a: float, b: float) -> bool:
-        """Whether metric value `a` is better than `b`."""
-        return a > b if self.direction == "maximize" else a < b
 
     def fingerprint(self) -> dict[str, Any]:
         """The table's digest: replays of other tables are other data."""
@@ -405,7 +390,7 @@ class Replay(Trainer):
 
     def _find(self, config: Mapping[str, Any], seed: int, quiet: bool = False) -> tuple[Curve, dict | None] | None:
         table = self.table
-        key = row_key(config)
+        key = config_key(config)
         recorded = table._seeds.get(key)
         nearest = None
         if recorded is None:
@@ -415,11 +400,8 @@ class Replay(Trainer):
                 raise TableError(f"the configuration {dict(config)} is not in the replay table "
                                  f"{table.header.name!r} ({len(table._seeds)} configurations); propose from the "
                                  f"table's space, or use Replay(..., outside='nearest') for a surrogate answer")
-            from spaces import Space
-
-            space = Space.from_json(json.dumps(table.header.space))
-            nearest = table.nearest(config, space)
-            key = row_key(nearest)
+            nearest = table.nearest(config)
+            key = config_key(nearest)
             recorded = table._seeds[key]
         if seed not in recorded:
             if self.seeds == "exact":
@@ -497,13 +479,10 @@ class Replay(Trainer):
     split = batches = evaluate = build = generator = _no_data  # type: ignore[assignment]
 
 
-def table_space(replay: Replay | ReplayTable) -> Any:
-    """The space of a table's configurations (`spaces.Space`), for a study that replays it."""
-    from spaces import Space
-
-    table = replay.table if isinstance(replay, Replay) else replay
-    return Space.from_json(json.dumps(table.header.space))
+def table_space(replay: Replay | ReplayTable) -> Space:
+    """The space of a table's configurations, for a study that replays it."""
+    return (replay.table if isinstance(replay, Replay) else replay).space
 
 
-__all__ = ["METRICS", "Curve", "Replay", "ReplayTable", "ReplayWorkload", "TableError", "TableHeader", "row_key",
+__all__ = ["METRICS", "Curve", "Replay", "ReplayTable", "ReplayWorkload", "TableError", "TableHeader",
            "table_space"]

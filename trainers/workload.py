@@ -68,7 +68,30 @@ def _as_tensor(a: Any, name: str) -> torch.Tensor:
         raise WorkloadError(f"{name} must be a tensor or array, got {type(a).__name__} ({exc})") from None
 
 
-class Workload:
+class TaskMetric:
+    """The selection metric of a task ("classification" or "regression") and its direction.
+
+    Shared by `Workload` and by a replayed trainer's `trainers.replay.ReplayWorkload`.
+    """
+
+    task: str
+
+    @property
+    def metric(self) -> str:
+        """Name of the selection metric: "accuracy" or "mse"."""
+        return "accuracy" if self.task == "classification" else "mse"
+
+    @property
+    def direction(self) -> str:
+        """Either "maximize" (accuracy) or "minimize" (mse)."""
+        return "maximize" if self.task == "classification" else "minimize"
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether metric value `a` is better than `b` in this workload's direction."""
+        return a > b if self.direction == "maximize" else a < b
+
+
+class Workload(TaskMetric):
     """Data, loss and metric of a training problem.
 
     Args:
@@ -157,16 +180,6 @@ class Workload:
         return 1 if y.ndim == 1 else int(math.prod(y.shape[1:]))
 
     # ------------------------------------------------------------------ task
-    @property
-    def metric(self) -> str:
-        """Name of the selection metric: "accuracy" or "mse"."""
-        return "accuracy" if self.task == "classification" else "mse"
-
-    @property
-    def direction(self) -> str:
-        """Either "maximize" (accuracy) or "minimize" (mse)."""
-        return "maximize" if self.task == "classification" else "minimize"
-
     def loss(self, outputs: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Training loss: cross-entropy on logits, or mean squared error."""
         if self.task == "classification":
@@ -179,10 +192,6 @@ class Workload:
         if self.task == "classification":
             return (outputs.argmax(1) == y).sum()
         return self.loss(outputs, y, reduction="sum")
-
-    def better(self, a: float, b: float) -> bool:
-        """Whether metric value `a` is better than `b` in this workload's direction."""
-        return a > b if self.direction == "maximize" else a < b
 
     def __repr__(self) -> str:
         sizes = ", ".join(
