@@ -40,7 +40,7 @@ def rungs(max_epochs: int, eta: int = 3, low: int = 1) -> list[int]:
 
 
 class Peer:
-    """Base: worst-loss bookkeeping and the next rung of a resumed run."""
+    """Base: worst-loss bookkeeping and run ids."""
 
     def __init__(self, params: dict[str, list[Any]], max_epochs: int, seed: int) -> None:
         self.params, self.max_epochs, self.seed = params, max_epochs, seed
@@ -59,7 +59,35 @@ class Peer:
         return self.next_id - 1
 
 
-class OptunaPeer(Peer):
+class RungPeer(Peer):
+    """A peer that decides at rungs: a run trains to the first rung, then on rung by rung while the peer keeps it."""
+
+    def __init__(self, params: dict[str, list[Any]], max_epochs: int, seed: int) -> None:
+        super().__init__(params, max_epochs, seed)
+        self.trials: dict[int, Any] = {}
+        self.reported: dict[int, int] = {}  # epochs of each run the peer has been told
+        self.queue: list[dict[str, Any]] = []
+        self.rungs = rungs(max_epochs)
+
+    def start(self, i: int) -> tuple[Any, dict[str, Any]]:
+        """The peer's new trial (as run `i`) and its configuration."""
+        raise NotImplementedError
+
+    def ask(self) -> dict[str, Any]:
+        if self.queue:
+            return self.queue.pop(0)
+        i = self.new_id()
+        trial, config = self.start(i)
+        self.trials[i], self.reported[i] = trial, 0
+        return {"kind": "start", "id": i, "config": config, "epochs": self.rungs[0]}
+
+    def go_on(self, i: int, epochs: int) -> None:
+        """Queue run `i`, told up to `epochs`, to continue to its next rung."""
+        self.reported[i] = epochs
+        self.queue.append({"kind": "resume", "id": i, "epochs": next(r for r in self.rungs if r > epochs)})
+
+
+class OptunaPeer(RungPeer):
     def __init__(self, params: dict[str, list[Any]], max_epochs: int, seed: int) -> None:
         import optuna
 
@@ -67,20 +95,12 @@ class OptunaPeer(Peer):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.optuna = optuna
         pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs, reduction_factor=3)
-        self.study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
-        self.trials: dict[int, Any] = {}
-        self.reported: dict[int, int] = {}
-        self.queue: list[dict[str, Any]] = []
-        self.rungs = rungs(max_epochs)
+        self.study = optuna.create_study(study_name=f"peer-{seed}", sampler=optuna.samplers.TPESampler(seed=seed),
+                                         pruner=pruner)
 
-    def ask(self) -> dict[str, Any]:
-        if self.queue:
-            return self.queue.pop(0)
+    def start(self, i: int) -> tuple[Any, dict[str, Any]]:
         trial = self.study.ask()
-        config = {k: trial.suggest_categorical(k, v) for k, v in self.params.items()}
-        i = self.new_id()
-        self.trials[i], self.reported[i] = trial, 0
-        return {"kind": "start", "id": i, "config": config, "epochs": self.rungs[0]}
+        return trial, {k: trial.suggest_categorical(k, v) for k, v in self.params.items()}
 
     def tell(self, i: int, curve: list[float | None], failed: bool) -> None:
         trial = self.trials[i]
@@ -89,14 +109,12 @@ class OptunaPeer(Peer):
             return
         for step in range(self.reported[i], len(curve)):
             trial.report(float(curve[step]), step + 1)
-        self.reported[i] = len(curve)
         if len(curve) >= self.max_epochs:
             self.study.tell(trial, self.loss_of(curve, False))
         elif trial.should_prune():
             self.study.tell(trial, state=self.optuna.trial.TrialState.PRUNED)
         else:
-            nxt = next(r for r in self.rungs if r > len(curve))
-            self.queue.append({"kind": "resume", "id": i, "epochs": nxt})
+            self.go_on(i, len(curve))
 
 
 class NevergradPeer(Peer):
@@ -183,7 +201,7 @@ class SmacPeer(Peer):
         self.smac.tell(self.infos.pop(i), TrialValue(cost=self.loss_of(curve, failed), time=float(len(curve))))
 
 
-class SyneTunePeer(Peer):
+class SyneTunePeer(RungPeer):
     def __init__(self, params: dict[str, list[Any]], max_epochs: int, seed: int) -> None:
         from syne_tune.config_space import choice
         from syne_tune.optimizer.baselines import ASHA
@@ -192,23 +210,14 @@ class SyneTunePeer(Peer):
         space = {k: choice([json.dumps(c) for c in v]) for k, v in params.items()}
         self.asha = ASHA(space, metric="loss", time_attr="epoch", max_t=max_epochs, do_minimize=True,
                          random_seed=seed, grace_period=1, reduction_factor=3)
-        self.trials: dict[int, Any] = {}
-        self.reported: dict[int, int] = {}
-        self.queue: list[dict[str, Any]] = []
-        self.rungs = rungs(max_epochs)
 
-    def ask(self) -> dict[str, Any]:
+    def start(self, i: int) -> tuple[Any, dict[str, Any]]:
         from syne_tune.backend.trial_status import Trial
 
-        if self.queue:
-            return self.queue.pop(0)
         suggestion = self.asha.suggest()
-        i = self.new_id()
         trial = Trial(trial_id=i, config=suggestion.config, creation_time=None)
         self.asha.on_trial_add(trial)
-        self.trials[i], self.reported[i] = trial, 0
-        config = {k: json.loads(v) for k, v in suggestion.config.items() if k in self.params}
-        return {"kind": "start", "id": i, "config": config, "epochs": self.rungs[0]}
+        return trial, {k: json.loads(v) for k, v in suggestion.config.items() if k in self.params}
 
     def tell(self, i: int, curve: list[float | None], failed: bool) -> None:
         trial = self.trials[i]
@@ -220,8 +229,7 @@ class SyneTunePeer(Peer):
             action = self.asha.on_trial_result(trial, {"epoch": step + 1, "loss": loss})
             if str(action).lower().endswith("stop"):
                 return  # stopped by ASHA, or at max_t
-        self.reported[i] = len(curve)
-        self.queue.append({"kind": "resume", "id": i, "epochs": next(r for r in self.rungs if r > len(curve))})
+        self.go_on(i, len(curve))
 
 
 PEERS = {"optuna": OptunaPeer, "nevergrad": NevergradPeer, "dehb": DehbPeer, "smac": SmacPeer,

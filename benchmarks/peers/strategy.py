@@ -14,6 +14,7 @@ it is not registered as a loadable strategy).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -82,8 +83,10 @@ class PeerStrategy(search.Strategy):
             else:
                 raise ConfigError(f"the peer relay sends categorical spaces only; {name} is {p!r}")
         self._fixed = fixed
+        # a fixed string hash: Optuna's Hyperband pruner assigns brackets by hash(study name, trial number)
+        env = {**os.environ, "PYTHONHASHSEED": str(self.seed)}
         self._proc = subprocess.Popen([str(peer_python(self.peer)), str(HERE / "server.py")], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, text=True, bufsize=1)
+                                      stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
         self.version = self._call({"op": "init", "peer": self.peer, "params": params,
                                    "max_epochs": history.max_epochs, "seed": self.seed})["version"]
 
