@@ -43,7 +43,8 @@ sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results" / "replay"
 TABLES = {"mnist1d_mlp": "error", "digits_mlp": "error", "mnist1d_cells": "nearest"}
 BUDGETS = (1, 5, 20)
-SLOW = ("bayesian", "asha", "freeze_thaw")  # decisions that cost seconds (GP fits, the driver's re-reads)
+# decisions that cost seconds (GP fits, networks trained, the driver's re-reads)
+SLOW = ("bayesian", "asha", "freeze_thaw", "freeze_thaw_swersky", "freeze_thaw_power_law", "freeze_thaw_deep_kernel")
 
 
 def _strategies() -> dict[str, Callable[[int], Any]]:
@@ -54,7 +55,10 @@ def _strategies() -> dict[str, Callable[[int], Any]]:
         "quasi_random": lambda s: search.Random(seed=s, quasi="sobol"),
         "bayesian": lambda s: search.Bayesian(seed=s),
         "tpe": lambda s: search.OptunaSampler("tpe", seed=s),
-        "freeze_thaw": lambda s: search.FreezeThaw(seed=s),
+        "freeze_thaw": lambda s: search.FreezeThaw(seed=s),  # the default surrogate
+        "freeze_thaw_swersky": lambda s: search.FreezeThaw(seed=s, surrogate="swersky"),
+        "freeze_thaw_power_law": lambda s: search.FreezeThaw(seed=s, surrogate="power_law", increment=1),
+        "freeze_thaw_deep_kernel": lambda s: search.FreezeThaw(seed=s, surrogate="deep_kernel"),
         "hyperband": lambda s: search.Hyperband(seed=s),
         "asha": lambda s: search.ASHA(seed=s),
         "evolution": lambda s: search.Evolution(seed=s),
@@ -178,6 +182,29 @@ def _regret(curve: list[float | None], at: int, best: float, median: float, sign
     return max(0.0, (best - sign * found) / (best - median))
 
 
+def _reach_random(by: dict, name: str, seeds: list[int], sign: float) -> dict[str, float]:
+    """Epochs `name` needs to reach Random's final result on the same seed, as a share of the budget.
+
+    Returns the median share over seeds (inf where never reached) and the share of seeds reached
+    within a fifth of the budget.
+    """
+    shares = []
+    for s in seeds:
+        rand = by.get(("random", s))
+        if rand is None or not rand["curve"]:
+            continue
+        budget = max(BUDGETS) * rand["epochs_per_run"]
+        target = rand["curve"][min(budget, len(rand["curve"])) - 1]
+        curve = by[(name, s)]["curve"]
+        hit = next((i + 1 for i, v in enumerate(curve) if v is not None and target is not None
+                    and sign * v >= sign * target - 1e-12), None)
+        shares.append(hit / budget if hit is not None else math.inf)
+    if not shares:
+        return {}
+    return {"median_share": float(np.median(shares)), "within_fifth": float(np.mean([x <= 0.2 for x in shares])),
+            "seeds": len(shares)}
+
+
 def report() -> dict[str, Any]:
     from scipy.stats import kendalltau, rankdata
 
@@ -194,7 +221,11 @@ def report() -> dict[str, Any]:
         names = sorted({r["strategy"] for r in runs})
         by = {(r["strategy"], r["seed"]): r for r in runs}
         own = {n: sorted(s for (m, s) in by if m == n) for n in names}
-        common = sorted(set.intersection(*(set(v) for v in own.values())))  # for ranks and the halves' tau
+        # ranks and the halves' tau: among the strategies that ran the most seeds, on their common seeds
+        # (a strategy run on fewer seeds, such as a surrogate under selection, gets regrets but no rank)
+        most = max(len(v) for v in own.values())
+        ranked = [n for n in names if len(own[n]) == most]
+        common = sorted(set.intersection(*(set(own[n]) for n in ranked)))
         entry: dict[str, Any] = {"best": best, "median_final": median, "seeds_common": len(common), "strategies": {},
                                  "errors": [f"{r['strategy']} seed {r['seed']}: {r['error']}" for r in errors]}
 
@@ -203,18 +234,19 @@ def report() -> dict[str, Any]:
             return _regret(r["curve"], b * r["epochs_per_run"], *ref)
 
         for b in BUDGETS:
-            grid = np.array([[regret_of(n, s, b) for s in common] for n in names])  # strategies x common seeds
+            grid = np.array([[regret_of(n, s, b) for s in common] for n in ranked])  # strategies x common seeds
             ranks = np.apply_along_axis(rankdata, 0, grid)
             half = len(common) // 2
             tau = (kendalltau(grid[:, :half].mean(1), grid[:, half:].mean(1)).statistic if half >= 2 else math.nan)
             entry.setdefault("kendall_tau", {})[str(b)] = float(tau)
-            for i, n in enumerate(names):
+            for n in names:
                 m, _, lo, hi = mean_interval(np.array([regret_of(n, s, b) for s in own[n]]))
                 e = entry["strategies"].setdefault(n, {"regret": {}, "rank": {}, "seeds": len(own[n])})
                 e["regret"][str(b)] = [float(m), float(lo), float(hi)]
-                e["rank"][str(b)] = float(ranks[i].mean())
+                e["rank"][str(b)] = float(ranks[ranked.index(n)].mean()) if n in ranked else math.nan
         for n in names:
             mine = [by[(n, s)] for s in own[n]]
+            entry["strategies"][n]["reach_random"] = _reach_random(by, n, own[n], sign)
             entry["strategies"][n]["trials"] = float(np.mean([r["trials"] for r in mine]))
             entry["strategies"][n]["driver_ms_per_trial"] = float(
                 1000 * np.sum([r["wall_s"] for r in mine]) / np.sum([r["trials"] for r in mine]))
@@ -258,15 +290,18 @@ def _print(out: dict[str, Any]) -> None:
         print(f"\n{table}: ranks and Kendall tau on the {entry['seeds_common']} seeds every strategy ran; tau between "
               "the two halves of them " + ", ".join(f"{b}x {entry['kendall_tau'][str(b)]:.2f}" for b in BUDGETS))
         print("| strategy | seeds | " + " | ".join(f"regret @{b}x" for b in BUDGETS) + " | rank @5x | rank @20x | "
-              "trials | s / study |")
-        print("|---|---:|" + "---:|" * (len(BUDGETS) + 4))
-        order = sorted(entry["strategies"].items(), key=lambda kv: (kv[1]["rank"]["20"], kv[1]["rank"]["5"]))
+              "trials | s / study | reaches Random's final: median share of budget, seeds within 1/5 |")
+        print("|---|---:|" + "---:|" * (len(BUDGETS) + 5))
+        order = sorted(entry["strategies"].items(), key=lambda kv: (math.isnan(kv[1]["rank"]["20"]),
+                                                                   kv[1]["rank"]["20"], kv[1]["regret"]["20"][0]))
         for name, s in order:
             cells = [f"{s['regret'][str(b)][0]:.3f} ({s['regret'][str(b)][1]:.3f}-{s['regret'][str(b)][2]:.3f})"
                      for b in BUDGETS]
             shown = name if name in OURS else f"*{name}*"
+            reach = s.get("reach_random") or {}
+            reached = (f"{reach['median_share']:.2f}, {100 * reach['within_fifth']:.0f}%" if reach else "-")
             print(f"| {shown} | {s['seeds']} | " + " | ".join(cells) + f" | {s['rank']['5']:.2f} | "
-                  f"{s['rank']['20']:.2f} | {s['trials']:.0f} | {s['study_s']:.1f} |")
+                  f"{s['rank']['20']:.2f} | {s['trials']:.0f} | {s['study_s']:.1f} | {reached} |")
         for e in entry["errors"]:
             print(f"  error: {e}")
 

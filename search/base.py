@@ -126,6 +126,7 @@ class TrialView:
         results: What its routine learned (`TrainResult.attrs`: a DARTS genotype, ...); empty
             for "train" (except a replay's `{"replay": {"nearest": ...}}` label) and before the
             run ends or pauses.
+        seconds: Training seconds recorded so far (the sum of its epochs' times).
     """
 
     number: int
@@ -139,6 +140,7 @@ class TrialView:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     routine: str = "train"
     results: Mapping[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if self.state not in STATES:

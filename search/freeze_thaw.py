@@ -1,11 +1,21 @@
 """`search.FreezeThaw`: freeze-thaw Bayesian optimisation over learning curves.
 
-The surrogate is Swersky, Snoek & Adams, "Freeze-Thaw Bayesian Optimization" (arXiv:1406.3896,
-2014): a GP over configurations for the asymptote of each learning curve and an
-exponential-decay GP over epochs for each curve (`search.curves.FreezeThawGP`). Training runs
-in small increments (one epoch by default): at every decision the strategy either starts a new
-configuration or thaws a paused trial from its checkpoint for one more increment, then the trial
-pauses again.
+Training runs in small increments (one epoch by default): at every decision the strategy either
+starts a new configuration or thaws a paused trial from its checkpoint for one more increment,
+then the trial pauses again. The learning-curve surrogate is one of:
+
+- `surrogate="power_law"` (the default): Deep Power Laws, Kadra, Janowski, Wistuba & Grabocka,
+  "Scaling Laws for Hyperparameter Optimization", NeurIPS 2023 (`search.power_laws`): an ensemble
+  of networks maps each configuration to its own power law `alpha + beta * b^-gamma`, so the
+  model can learn that some configurations keep improving while others have levelled off.
+- `surrogate="deep_kernel"`: DyHPO's deep-kernel GP over (configuration, budget, curve so far),
+  Wistuba, Kadra & Grabocka, NeurIPS 2022 (`search.deep_kernel`).
+- `surrogate="swersky"`: Swersky, Snoek & Adams, "Freeze-Thaw Bayesian Optimization"
+  (arXiv:1406.3896, 2014): a GP over configurations for the asymptote of each learning curve and
+  an exponential-decay GP over epochs for each curve (`search.curves.FreezeThawGP`), whose decay
+  shape every configuration shares.
+
+The default was chosen by measurement on the replay tables (README, "Freeze-thaw surrogates").
 
 The decision uses MFPI-random, the acquisition of Rakotoarison, Adriaensen, Mallik, Garibov,
 Bergman & Hutter, "In-Context Freeze-Thaw Bayesian Optimization for Hyperparameter
@@ -23,11 +33,19 @@ Failures do not poison the model: non-finite values are never fitted; a trial th
 diverged contributes its finite prefix plus one observation equal to the worst value seen,
 at the epoch where it broke, so its region looks bad without wrecking the kernel's scale.
 
-Fitting the hyperparameters (L-BFGS, ~1 s) at every one-epoch decision would cost more than
-the epochs on small workloads, so the strategy refits only when the number of observed epochs
-has grown by `refit_growth` since the last fit, and otherwise conditions on the data with the
-last fitted hyperparameters. Those are stored with the request (`Request.attrs`), so a resumed
-study reads them back and decides exactly as one that never stopped.
+Fitting a surrogate from scratch (~0.5 s) at every one-epoch decision would cost more than the
+epochs on small workloads, so the strategy fits from scratch only when the number of observed
+epochs has grown by `refit_growth` since the last fit, and otherwise adapts the last fit to the
+current data: Swersky's GP conditions on it with the last fitted hyperparameters, the power laws
+train `refine_steps` more Adam steps, the deep kernel takes the exact GP posterior. What a fresh
+process needs to rebuild the last fit is stored with the request (`Request.attrs`: Swersky's
+hyperparameters, or the networks' training snapshot: which trials, how many epochs of each), so
+a resumed study decides exactly as one that never stopped.
+
+Cost: each request records the process time of its decision. With `increment="auto"` a
+decision buys enough epochs that deciding costs at most 5% of the training it buys
+(`FreezeThaw.step`); the default, one epoch per decision, is the most sample-efficient and is
+reproducible bit for bit from the seed.
 
 Retention (`retire`): a paused trial whose probability of beating the best value seen, at the
 end of its run, is below `retire_below`, or that ranks below the `keep_paused` most promising
@@ -38,6 +56,7 @@ holds the best value seen is never retired.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -51,10 +70,14 @@ from spaces import ConfigError
 
 HYPER = "ft_hyper"
 FIT_AT = "ft_fit_at"
+SNAPSHOT = "ft_snapshot"
+SURROGATES = ("swersky", "power_law", "deep_kernel")
+COST = "ft_cost_s"  # [epochs observed when deciding, process seconds the decision took]
+AUTO_SHARE = 0.05  # increment="auto": a decision costs at most this share of the training it buys
 
 
 class FreezeThaw(Strategy):
-    """Freeze-thaw BO: Swersky et al. 2014's learning-curve GP with ifBO's MFPI-random acquisition.
+    """Freeze-thaw BO: a learning-curve surrogate (Deep Power Laws by default) with ifBO's MFPI-random acquisition.
 
     Args:
         seed: Seed of every random choice.
@@ -63,12 +86,16 @@ class FreezeThaw(Strategy):
             parameters).
         initial_epochs: Epochs of each initial configuration (default: a quarter of the run), so
             the model sees how curves bend before it extrapolates one-epoch curves.
-        increment: Epochs trained per decision.
-        candidates: New random configurations scored at each decision.
-        refit_growth: Refit the hyperparameters when the observed epochs have grown by this factor.
+        increment: Epochs trained per decision, or "auto": enough that a decision costs at most 5%
+            of the training it buys (see `step`; timing-dependent, so not reproducible bit for bit).
+        candidates: New random configurations scored at each decision (drawn from a pool of
+            8 times as many Sobol points, built once).
+        refit_growth: Fit the surrogate from scratch when the observed epochs have grown by this factor.
         retire_below: Retire paused trials whose chance of beating the best value seen is below this.
         keep_paused: Most paused trials (checkpoints) kept; the least promising beyond it are retired.
-        fit_maxiter: L-BFGS iterations of a hyperparameter fit.
+        fit_maxiter: L-BFGS iterations of a hyperparameter fit (surrogate "swersky").
+        surrogate: "power_law" (Deep Power Laws), "deep_kernel" (DyHPO) or "swersky" (Swersky 2014).
+        refine_steps: Adam steps that adapt the power laws to the current data at each decision.
 
     Raises:
         ConfigError: Settings out of range.
@@ -81,19 +108,27 @@ class FreezeThaw(Strategy):
         seed: int = 0,
         n_initial: int | None = None,
         initial_epochs: int | None = None,
-        increment: int = 1,
+        increment: int | str = 1,
         candidates: int = 256,
         refit_growth: float = 1.25,
         retire_below: float = 1e-3,
         keep_paused: int = 64,
         fit_maxiter: int = 50,
+        surrogate: str = "power_law",
+        refine_steps: int = 20,
     ) -> None:
         super().__init__(seed)
+        if surrogate not in SURROGATES:
+            raise ConfigError(f"FreezeThaw(surrogate=...) must be one of {SURROGATES}, got {surrogate!r}")
+        if not isinstance(refine_steps, int) or isinstance(refine_steps, bool) or refine_steps < 0:
+            raise ConfigError(f"FreezeThaw(refine_steps=...) must be an int >= 0, got {refine_steps!r}")
         for key, value, low in (("n_initial", n_initial, 1), ("initial_epochs", initial_epochs, 1),
-                                ("increment", increment, 1), ("candidates", candidates, 1),
+                                ("candidates", candidates, 1),
                                 ("keep_paused", keep_paused, 1), ("fit_maxiter", fit_maxiter, 1)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
                 raise ConfigError(f"FreezeThaw({key}=...) must be an int >= {low}, got {value!r}")
+        if increment != "auto" and (not isinstance(increment, int) or isinstance(increment, bool) or increment < 1):
+            raise ConfigError(f'FreezeThaw(increment=...) must be an int >= 1 or "auto", got {increment!r}')
         if not isinstance(refit_growth, (int, float)) or refit_growth < 1.0:
             raise ConfigError(f"FreezeThaw(refit_growth=...) must be a number >= 1, got {refit_growth!r}")
         if not isinstance(retire_below, (int, float)) or not 0.0 <= retire_below < 1.0:
@@ -106,7 +141,11 @@ class FreezeThaw(Strategy):
         self.retire_below = float(retire_below)
         self.keep_paused = keep_paused
         self.fit_maxiter = fit_maxiter
+        self.surrogate = surrogate
+        self.refine_steps = refine_steps
         self._cache: tuple[Any, Any] | None = None
+        self._base: tuple[Any, Any] | None = None
+        self._candidates: tuple[Any, Any] | None = None  # (snapshot key, the surrogate fitted from scratch on it)
 
     # ------------------------------------------------------------------ data
     @staticmethod
@@ -124,11 +163,7 @@ class FreezeThaw(Strategy):
         worst = max(finite) if finite else 1.0
         trials, curves = [], []
         for t in history.trials:
-            prefix: list[float] = []
-            for v in t.curve:
-                if not math.isfinite(v):
-                    break
-                prefix.append(float(v))
+            prefix = _finite_prefix(t)
             broken = t.state == "failed" or len(prefix) < len(t.curve)
             if broken and len(prefix) < history.max_epochs:
                 prefix.append(worst)
@@ -137,7 +172,7 @@ class FreezeThaw(Strategy):
                 curves.append(prefix)
         return trials, curves
 
-    def _model(self, history: History) -> tuple[FreezeThawGP, list[TrialView], dict[str, Any]] | None:
+    def _model(self, history: History) -> tuple[Any, list[TrialView], dict[str, Any]] | None:
         """The surrogate fitted to `history` (cached for the last history seen), or None if too little data."""
         key = self._key(history)
         if self._cache is not None and self._cache[0] == key:
@@ -146,30 +181,124 @@ class FreezeThaw(Strategy):
         if len(trials) < 2:
             return None
         X = np.stack([history.space.encode(t.config) for t in trials])
+        fit = self._swersky if self.surrogate == "swersky" else self._neural
+        made = fit(history, trials, X, curves)
+        out = None if made is None else (made[0], trials, made[1])
+        self._cache = (key, out)
+        return out
+
+    def _swersky(self, history: History, trials: list[TrialView], X: np.ndarray, curves: list[list[float]]
+                 ) -> tuple[FreezeThawGP, dict[str, Any]]:
+        """Swersky's GP: hyperparameters refitted on growth and stored with the request, else reused."""
         n_obs = sum(len(c) for c in curves)
         last = max((t for t in history.trials if HYPER in t.attrs), key=lambda t: t.attrs[FIT_AT], default=None)
         model = FreezeThawGP(fit_maxiter=self.fit_maxiter)
         if last is not None and n_obs < self.refit_growth * last.attrs[FIT_AT]:
             model.fit(X, curves, init=last.attrs[HYPER], optimize=False)
-            info: dict[str, Any] = {}
+            return model, {}
+        model.fit(X, curves, init=last.attrs[HYPER] if last is not None else None)
+        return model, {HYPER: model.state(), FIT_AT: n_obs}
+
+    def _neural(self, history: History, trials: list[TrialView], X: np.ndarray, curves: list[list[float]]
+                ) -> tuple[Any, dict[str, Any]] | None:
+        """Deep Power Laws or DyHPO's deep kernel: trained from scratch on a snapshot, refined on the present.
+
+        A fit from scratch happens when the observed epochs have grown by `refit_growth`; its
+        training data (which trials, how many epochs of each, the imputed worst value) are stored
+        with the request as a snapshot, so after a restart the same fit is rebuilt from the
+        database. Every decision then adapts that fit to the current data: `refine_steps` more
+        Adam steps for the power laws, the exact GP posterior for the deep kernel.
+        """
+        n_obs = sum(len(c) for c in curves)
+        last = max((t for t in history.trials if SNAPSHOT in t.attrs), key=lambda t: t.attrs[FIT_AT], default=None)
+        info: dict[str, Any] = {}
+        if last is None or n_obs >= self.refit_growth * last.attrs[FIT_AT]:
+            durable = [(t, c) for t, c in zip(trials, curves, strict=True) if t.state != "running"]
+            finite = [v for t in history.trials for v in t.curve if math.isfinite(v)]
+            snap = {"trials": [[t.number, len(c)] for t, c in durable], "worst": max(finite) if finite else 1.0,
+                    "fit_at": n_obs}
+            info = {SNAPSHOT: snap, FIT_AT: n_obs}
         else:
-            model.fit(X, curves, init=last.attrs[HYPER] if last is not None else None)
-            info = {HYPER: model.state(), FIT_AT: n_obs}
-        out = (model, trials, info)
-        self._cache = (key, out)
-        return out
+            snap = last.attrs[SNAPSHOT]
+        base = self._fit_snapshot(history, snap)
+        if base is None:
+            return None
+        if self.surrogate == "power_law":
+            return base.refine(X, curves, self.refine_steps), info
+        return base.condition(X, curves), info
+
+    def _fit_snapshot(self, history: History, snap: dict[str, Any]) -> Any:
+        """The surrogate trained from scratch on a snapshot's data (cached: one fit per snapshot per process)."""
+        from search.deep_kernel import DeepKernelCurves
+        from search.power_laws import PowerLawEnsemble
+
+        key = (self.surrogate, repr(snap))
+        if self._base is not None and self._base[0] == key:
+            return self._base[1]
+        by_number = {t.number: t for t in history.trials}
+        X, curves = [], []
+        for number, n in snap["trials"]:
+            t = by_number.get(number)
+            if t is None:
+                continue
+            prefix = _finite_prefix(t)[:n]
+            if len(prefix) < n:  # the trial had broken by then: its imputed last value
+                prefix.append(float(snap["worst"]))
+            X.append(history.space.encode(t.config))
+            curves.append(prefix)
+        if len(curves) < 2:
+            return None
+        seed = int(np.random.SeedSequence([self.seed, int(snap["fit_at"])]).generate_state(1)[0])
+        kind = PowerLawEnsemble if self.surrogate == "power_law" else DeepKernelCurves
+        model = kind(history.max_epochs, seed=seed).fit(np.stack(X), curves)
+        self._base = (key, model)
+        return model
 
     # ------------------------------------------------------------------ decisions
+    def _pool(self, space: Any) -> tuple[list[dict[str, Any]], np.ndarray]:
+        """The new-configuration candidates: `8 * candidates` scrambled Sobol points, built once per space."""
+        if self._candidates is not None and self._candidates[0] == space:
+            return self._candidates[1]
+        enc = MixedEncoding(space)
+        units = qmc.Sobol(d=max(enc.dim, 1), scramble=True, rng=np.random.default_rng(self.seed))
+        configs = [enc.from_unit(u[: enc.dim]) for u in units.random(8 * self.candidates)]
+        pool = (configs, np.stack([space.encode(c) for c in configs]))
+        self._candidates = (space, pool)
+        return pool
+
+    def step(self, history: History) -> int:
+        """Epochs per decision: `increment`, or with "auto" enough that deciding costs <= 5% of the training.
+
+        The "auto" rule: with `c` the median cost of the last 5 decisions (each request stores its
+        own, `ft_cost_s`) and `e` the median seconds per epoch of the trials not running now, a
+        decision buys `ceil(c / (0.05 e))` epochs, rounded up to a power of two, at most the run.
+        Both numbers are read from the study, so a resumed study continues with the same rule.
+        """
+        T = history.max_epochs
+        if self.increment != "auto":
+            return min(int(self.increment), T)
+        costs = sorted((t.attrs[COST][0], t.attrs[COST][1]) for t in history.trials if COST in t.attrs)[-5:]
+        per_epoch = [t.seconds / t.epochs for t in history.trials
+                     if t.state != "running" and t.epochs > 0 and t.seconds > 0]
+        if not costs or not per_epoch:
+            return 1
+        need = float(np.median([c for _, c in costs])) / (AUTO_SHARE * float(np.median(per_epoch)))
+        inc = 1
+        while inc < need and inc < T:
+            inc *= 2
+        return min(inc, T)
+
     def ask(self, history: History) -> Request:
         """Start a new configuration or thaw a paused trial, for one increment (MFPI-random)."""
         space, T = history.space, history.max_epochs
         enc = MixedEncoding(space)
         k = len(history.trials)
-        inc = min(self.increment, T)
+        inc = self.step(history)
         if k < self.initial_points(enc.dim):
             config = enc.from_unit(quasi_point("sobol", enc.dim, self.seed, k))
             first = self.initial_epochs if self.initial_epochs is not None else max(inc, T // 4)
             return Request.start(config, epochs=min(first, T), attrs={"phase": "sobol"})
+        started = time.process_time()
         try:
             fitted = self._model(history)
         except Exception as err:  # a degenerate fit must not stop the study
@@ -190,17 +319,19 @@ class FreezeThaw(Strategy):
             mu, var = model.predict_curve([i for i, _ in paused], [min(t.epochs + h, T) for _, t in paused])
             scores += list(norm.logcdf((threshold - mu) / np.sqrt(var)))
             means += list(mu)
-        units = qmc.Sobol(d=max(enc.dim, 1), scramble=True, rng=rng).random(self.candidates)[:, : enc.dim]
-        configs = [enc.from_unit(u) for u in units]
-        mu, var = model.predict_new(np.stack([space.encode(c) for c in configs]), min(h, T))
+        pool, encoded = self._pool(space)
+        pick = np.sort(rng.choice(len(pool), size=min(self.candidates, len(pool)), replace=False))
+        mu, var = model.predict_new(encoded[pick], min(h, T))
         scores += list(norm.logcdf((threshold - mu) / np.sqrt(var)))
         means += list(mu)
         best = min(range(len(scores)), key=lambda j: (-scores[j], means[j]))
-        attrs = {"phase": "mfpi", "horizon": h, **info}
+        observed = sum(t.epochs for t in history.trials)
+        info = {**info, COST: [observed, round(time.process_time() - started, 6)]}
         if best < len(paused):
             t = paused[best][1]
             return Request.resume(t.number, until_epoch=min(t.epochs + inc, T), attrs=info)
-        return Request.start(configs[best - len(paused)], epochs=inc, attrs=attrs)
+        return Request.start(pool[int(pick[best - len(paused)])], epochs=inc,
+                             attrs={"phase": "mfpi", "horizon": h, **info})
 
     def retire(self, history: History) -> list[int]:
         """Paused trials unlikely to beat the best value seen by the end of their run, or beyond `keep_paused`."""
@@ -231,3 +362,13 @@ class FreezeThaw(Strategy):
     def incumbent(trials: list[TrialView]) -> float:
         """The best value seen, at any epoch of any trial (ifBO's f_best)."""
         return min((v for t in trials for v in t.curve if math.isfinite(v)), default=math.inf)
+
+
+def _finite_prefix(t: TrialView) -> list[float]:
+    """A trial's curve up to its first non-finite value."""
+    prefix: list[float] = []
+    for v in t.curve:
+        if not math.isfinite(v):
+            break
+        prefix.append(float(v))
+    return prefix

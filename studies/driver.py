@@ -298,6 +298,7 @@ class Driver:
             attrs=dict(row.attrs),
             routine=row.routine,
             results=dict(row.results),
+            seconds=float(row.seconds),
         )
 
     def history(self) -> History:
