@@ -34,6 +34,7 @@ import trainers
 
 STRATEGIES = {
     "freeze_thaw": lambda seed: search.FreezeThaw(seed=seed),
+    "freeze_thaw_swersky": lambda seed: search.FreezeThaw(seed=seed, surrogate="swersky"),
     "asha": lambda seed: search.ASHA(seed=seed),
     "hyperband": lambda seed: search.Hyperband(seed=seed),
     "random": lambda seed: search.Random(seed=seed),

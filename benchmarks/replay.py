@@ -44,7 +44,7 @@ RESULTS = HERE / "results" / "replay"
 TABLES = {"mnist1d_mlp": "error", "digits_mlp": "error", "mnist1d_cells": "nearest"}
 BUDGETS = (1, 5, 20)
 # decisions that cost seconds (GP fits, networks trained, the driver's re-reads)
-SLOW = ("bayesian", "asha", "freeze_thaw", "freeze_thaw_swersky", "freeze_thaw_power_law", "freeze_thaw_deep_kernel")
+SLOW = ("bayesian", "asha", "freeze_thaw", "freeze_thaw_swersky", "freeze_thaw_deep_kernel")
 
 
 def _strategies() -> dict[str, Callable[[int], Any]]:
@@ -55,9 +55,8 @@ def _strategies() -> dict[str, Callable[[int], Any]]:
         "quasi_random": lambda s: search.Random(seed=s, quasi="sobol"),
         "bayesian": lambda s: search.Bayesian(seed=s),
         "tpe": lambda s: search.OptunaSampler("tpe", seed=s),
-        "freeze_thaw": lambda s: search.FreezeThaw(seed=s),  # the default surrogate
+        "freeze_thaw": lambda s: search.FreezeThaw(seed=s),  # the default: Deep Power Laws
         "freeze_thaw_swersky": lambda s: search.FreezeThaw(seed=s, surrogate="swersky"),
-        "freeze_thaw_power_law": lambda s: search.FreezeThaw(seed=s, surrogate="power_law", increment=1),
         "freeze_thaw_deep_kernel": lambda s: search.FreezeThaw(seed=s, surrogate="deep_kernel"),
         "hyperband": lambda s: search.Hyperband(seed=s),
         "asha": lambda s: search.ASHA(seed=s),

@@ -122,3 +122,22 @@ def test_a_study_reopened_by_a_new_process_decides_as_one_that_never_stopped(tmp
     assert len(snapshots) >= 2  # refits happened after the first run's end as well
     expected = [(t.config, t.curve) for t in whole.history().trials]
     assert [(t.config, t.curve) for t in again.history().trials] == expected
+
+
+def test_only_swersky_retires_on_probability_by_default():
+    """A hopeless paused trial within `keep_paused`: the GP's probability retires it, the ensemble's does not."""
+    space = toy_space()
+    rng = np.random.default_rng(0)
+    trials = []
+    for i in range(8):
+        final = 0.1 if i == 0 else 0.6 + 0.05 * i
+        curve = tuple(final + 0.5 * math.exp(-0.5 * t) for t in range(1, 7))
+        trials.append(TrialView(i, "paused", space.sample(rng), curve=curve, epochs=6, target_epochs=6))
+    history = History(space, tuple(trials), max_epochs=20)
+    assert search.FreezeThaw(seed=0, surrogate="swersky").retire(history)  # far behind: retired on probability
+    assert search.FreezeThaw(seed=0).retire(history) == []  # power laws: only the keep_paused cap applies
+    assert search.FreezeThaw(seed=0, retire_below=0.5).retire(history)  # unless asked to
+    with pytest.raises(studies.ConfigError, match="retire_below"):
+        search.FreezeThaw(retire_below=True)
+    with pytest.raises(studies.ConfigError, match="acquisition"):
+        search.FreezeThaw(acquisition="ucb")

@@ -109,7 +109,7 @@ SCRIPT = FREEZE + textwrap.dedent(
     url = sys.argv[1]
     trainer = freeze_at(trainers.Trainer(trainers.workloads.mnist1d(n_train=1000), epochs=8, seed=0))
     space = spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(16, 64, log=True), depth=1)
-    strategy = search.FreezeThaw(seed=0, n_initial=3, candidates=64, retire_below=0.0)  # paused trials stay paused
+    strategy = search.FreezeThaw(seed=0, n_initial=3, candidates=64)
     study = studies.create("ft", url, space=space, trainer=trainer, strategy=strategy)
     study.optimize(epochs=36, progress=False, flush_seconds=0.0)
     """
