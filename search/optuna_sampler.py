@@ -2,8 +2,10 @@
 
 Optuna's samplers are themselves stateless over a study's storage (they rebuild what they need
 from the trials, `optuna/samplers/_tpe/sampler.py`). This adapter keeps that property: on every
-`ask` it rebuilds an in-memory Optuna study from tunelab's history (finished trials with their
-values, failed ones as FAIL, in-flight ones as RUNNING), asks the sampler for one trial through
+`ask` it brings an in-memory Optuna study in step with tunelab's history (finished trials with
+their values, failed ones as FAIL, in-flight ones as RUNNING; only new and changed trials are
+written, and the study is rebuilt when the history is not an extension of the one it mirrors),
+asks the sampler for one trial through
 Optuna's define-by-run API (so conditional spaces are sampled the way Optuna samples them), and
 stores the sampler's per-trial system attributes with the request so that samplers that keep
 state there (CMA-ES's generation and optimizer) find it again after a resume.
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy
+from search.base import History, Request, Strategy, TrialView
 from spaces import Categorical, ConfigError, Fixed, Float, Int, Space
 from spaces.trust import split_path
 
@@ -122,6 +124,9 @@ class OptunaSampler(Strategy):
                 raise ConfigError("OptunaSampler('cmaes') needs the cmaes package: pip install cmaes") from None
         self._cls = cls
         self.kwargs = dict(kwargs)
+        self._study: Any = None  # the in-memory Optuna study mirroring the history (`_mirror`)
+        self._space: Space | None = None
+        self._signatures: list[tuple] = []
 
     @classmethod
     def stored_imports(cls, args: Mapping[str, Any]) -> list[str]:
@@ -142,40 +147,96 @@ class OptunaSampler(Strategy):
         return self._instance if self._instance is not None else self._cls(seed=seed, **self.kwargs)
 
     def ask(self, history: History) -> Request:
-        """Rebuild an in-memory Optuna study from `history` and ask the sampler for one trial."""
+        """Ask the sampler for one trial, on an in-memory Optuna study that mirrors `history`.
+
+        The mirror is kept between asks and brought up to date incrementally (new trials added,
+        trials that finished since updated), so an ask costs what the sampler costs, not a
+        rebuild of the whole history. It holds exactly the trials a rebuild would (same params,
+        values, curves and system attrs, in the same order), so proposals are the same; whenever
+        it cannot be updated in place (a history that is not an extension of the mirrored one) it
+        is rebuilt.
+        """
         import optuna
-        from optuna.trial import TrialState as OTS
-        from optuna.trial import create_trial
 
         seed = int(np.random.default_rng([self.seed, len(history.trials)]).integers(2**31 - 1))
         level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         try:
-            study = optuna.create_study(direction="minimize", sampler=self.make_sampler(seed))
-            frozen = []
-            for t in history.trials:
-                state = {
-                    "complete": OTS.COMPLETE,
-                    "pruned": OTS.PRUNED,
-                    "failed": OTS.FAIL,
-                }.get(t.state, OTS.RUNNING)
-                value = t.value if state == OTS.COMPLETE and t.value is not None and math.isfinite(t.value) else None
-                if state == OTS.COMPLETE and value is None:
-                    state = OTS.FAIL
-                frozen.append(
-                    create_trial(
-                        state=state,
-                        value=value,
-                        params=dict(t.config),
-                        distributions=history.space.distributions(t.config),
-                        intermediate_values={i + 1: v for i, v in enumerate(t.curve) if math.isfinite(v)},
-                        system_attrs=dict(t.attrs.get("optuna_system_attrs", {})),
-                    )
-                )
-            study.add_trials(frozen)
+            study = self._mirror(history)
+            study.sampler = self.make_sampler(seed)
             trial = study.ask()
             config = suggest(trial, history.space)
-            attrs: Mapping[str, Any] = study.trials[-1].system_attrs
+            attrs: Mapping[str, Any] = study._storage.get_trial_system_attrs(trial._trial_id)
+            # the asked trial stays in the mirror as the proposal it becomes (history's next trial)
+            self._signatures.append(("asked", dict(config)))
         finally:
             optuna.logging.set_verbosity(level)
         return Request.start(config, attrs={"optuna_system_attrs": dict(attrs)} if attrs else None)
+
+    @staticmethod
+    def _frozen(t: TrialView, space: Space) -> Any:
+        """`t` as the Optuna trial the sampler sees (a complete trial without a finite value counts as failed)."""
+        from optuna.trial import TrialState as OTS
+        from optuna.trial import create_trial
+
+        state = {"complete": OTS.COMPLETE, "pruned": OTS.PRUNED, "failed": OTS.FAIL}.get(t.state, OTS.RUNNING)
+        value = t.value if state == OTS.COMPLETE and t.value is not None and math.isfinite(t.value) else None
+        if state == OTS.COMPLETE and value is None:
+            state = OTS.FAIL
+        return create_trial(
+            state=state,
+            value=value,
+            params=dict(t.config),
+            distributions=space.distributions(t.config),
+            intermediate_values={i + 1: v for i, v in enumerate(t.curve) if math.isfinite(v)},
+            system_attrs=dict(t.attrs.get("optuna_system_attrs", {})),
+        )
+
+    @staticmethod
+    def _signature(t: TrialView) -> tuple:
+        return (t.state, t.value, t.curve, t.config)
+
+    def _mirror(self, history: History) -> Any:
+        """The in-memory study holding `history`'s trials, updated in place when it can be."""
+        import optuna
+
+        mirror, signatures = self._study, self._signatures
+        n = len(signatures)
+        trials = history.trials
+        if mirror is not None and self._space == history.space and n <= len(trials):
+            stored = mirror._storage.get_all_trials(mirror._study_id, deepcopy=False)
+            for i in range(n):
+                old, t = signatures[i], trials[i]
+                if old == self._signature(t):
+                    continue
+                new = self._frozen(t, history.space)
+                before = stored[i]
+                if (before.state.is_finished() or before.params != new.params
+                        or any(new.intermediate_values.get(k) != v for k, v in before.intermediate_values.items())):
+                    break  # a finished trial changed, another proposal, or a curve that shrank: rebuild
+                self._replace(mirror, before, new)
+                signatures[i] = self._signature(t)
+            else:
+                if n < len(trials):
+                    mirror.add_trials([self._frozen(t, history.space) for t in trials[n:]])
+                    signatures.extend(self._signature(t) for t in trials[n:])
+                return mirror
+        mirror = optuna.create_study(direction="minimize")
+        mirror.add_trials([self._frozen(t, history.space) for t in trials])
+        self._study, self._space = mirror, history.space
+        self._signatures = [self._signature(t) for t in trials]
+        return mirror
+
+    @staticmethod
+    def _replace(study: Any, old: Any, new: Any) -> None:
+        """Bring the unfinished mirrored trial `old` to `new`'s params, curve, attrs and state."""
+        storage, tid = study._storage, old._trial_id
+        for key, value in new.system_attrs.items():
+            storage.set_trial_system_attr(tid, key, value)
+        for name, dist in new.distributions.items():
+            if name not in old.params:
+                storage.set_trial_param(tid, name, dist.to_internal_repr(new.params[name]), dist)
+        for step, value in new.intermediate_values.items():
+            storage.set_trial_intermediate_value(tid, step, value)
+        if new.state.is_finished():
+            storage.set_trial_state_values(tid, new.state, values=new.values)

@@ -263,6 +263,7 @@ class Driver:
         self.t0 = time.monotonic()
         self.seconds_before = float(study._study_attrs().get(SECONDS_SPENT, 0.0))
         self._clock: Callable[[], float] | None = None  # an executor's simulated clock, when it has one
+        self._kept: set[int] | None = None  # finished trials whose checkpoint may still exist (`_retain`)
 
     # ------------------------------------------------------------------ views
     def load(self) -> None:
@@ -579,20 +580,33 @@ class Driver:
                 if path is not None:
                     self._remove(path)
             else:
-                self._retain()
+                self._retain(row)
         self._track_failure(outcome, row)
         self._announce(row)
 
-    def _retain(self) -> None:
-        """Delete the checkpoints of finished trials that `keep_checkpoints` does not keep."""
+    def _retain(self, row: Row) -> None:
+        """Delete the checkpoints of finished trials that `keep_checkpoints` does not keep.
+
+        Only trials that may still have one are looked at: `row`, which just finished, and the
+        ones kept so far (the best); the first call also looks at every trial finished before this
+        driver started. So a finish costs O(1) file operations, not one per trial of the study.
+        """
         if self.keep_checkpoints == "all":
             return
+        finished = (TrialState.COMPLETE, TrialState.PRUNED)
+        if self._kept is None:
+            self._kept = {tid for tid, r in self.rows.items() if r.state in finished}
+        self._kept.add(row.trial_id)
         best = self.study_best() if self.keep_checkpoints == "best" else None
-        for r in self.rows.values():
-            if r.state in (TrialState.COMPLETE, TrialState.PRUNED) and (best is None or r.number != best[0]):
+        for tid in sorted(self._kept):
+            r = self.rows.get(tid)
+            if r is None or r.state not in finished:
+                self._kept.discard(tid)
+            elif best is None or r.number != best[0]:
                 path = self._checkpoint_path(r)
                 if path is not None:
                     self._remove(path)
+                self._kept.discard(tid)
 
     def _retry(self, row: Row, outcome: Outcome) -> None:
         """Queue an errored trial to run again from its last checkpoint (or from scratch without one)."""

@@ -141,3 +141,29 @@ def test_only_swersky_retires_on_probability_by_default():
         search.FreezeThaw(retire_below=True)
     with pytest.raises(studies.ConfigError, match="acquisition"):
         search.FreezeThaw(acquisition="ucb")
+
+
+@pytest.mark.slow  # about 30 s
+def test_four_workers_decide_several_increments_at_once_and_never_thaw_a_running_trial(tmp_path):
+    from studies.executors import SimulatedExecutor
+
+    replay = trainers.Replay(TABLES / "digits_mlp.json.gz")
+    seen_running: list[set[int]] = []
+    strategy = search.FreezeThaw(seed=2, n_initial=3, candidates=32)
+    ask = strategy.ask
+
+    def watching(history):
+        request = ask(history)
+        running = {t.number for t in history.trials if t.state in ("pending", "running")}
+        seen_running.append(running)
+        assert request.kind == "start" or request.trial not in running  # a thaw is never of a trial in flight
+        return request
+
+    strategy.ask = watching
+    study = studies.create("w4", f"sqlite:///{tmp_path / 'w4.db'}", space=table_space(replay), trainer=replay,
+                           strategy=strategy)
+    study.optimize(epochs=80, executor=SimulatedExecutor(4), progress=False)
+    trials = study.history().trials
+    assert sum(t.epochs for t in trials) <= 80 and all(t.epochs <= replay.epochs for t in trials)
+    assert max(len(r) for r in seen_running) >= 3  # decisions were taken with several units in flight
+    assert any(t.epochs > 5 for t in trials)  # thawed beyond the initial design's quarter run
