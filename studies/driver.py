@@ -51,10 +51,12 @@ from studies.records import (
     STATE,
     SUPERSEDED,
     TARGET,
+    TrialRecord,
     TrialState,
     checkpoint_name,
     checkpoint_path,
     finite,
+    record_of,
     state_of,
     stored_metrics,
 )
@@ -713,6 +715,16 @@ class Driver:
         if not done:
             return None
         return min(done, key=lambda t: self.sign * t[1])
+
+    def best_record(self) -> TrialRecord | None:
+        """The study's best trial (`Study.best`), from the mirror brought up to date and one trial read."""
+        with self.lock:
+            self.refresh()
+        best = self.study_best()
+        if best is None:
+            return None
+        row = next(r for r in self.rows.values() if r.number == best[0])
+        return record_of(self.storage.get_trial(row.trial_id), list(self.study.space.names))
 
     # ------------------------------------------------------------------ recovery
     def _dead(self, row: Row) -> bool:

@@ -343,7 +343,7 @@ class Study:
             warnings.warn(f"{type(self.strategy).__name__} pauses and resumes trials, so a budget in trials does not "
                           f"say how much it trains; give it epochs (e.g. epochs={(trials or 1) * (self.epochs or 1)}) "
                           f"to compare it fairly with other strategies", stacklevel=2)
-        Driver(
+        driver = Driver(
             self,
             budget,
             n_workers=n_workers,
@@ -356,8 +356,9 @@ class Study:
             max_retries=max_retries,
             executor_options=executor_options,
             population=population,
-        ).run()
-        return self.best
+        )
+        driver.run()
+        return driver.best_record()  # what `self.best` returns, without reading every trial again
 
     def history(self) -> search.History:
         """The normalised view a strategy gets (for inspecting what a strategy would do next)."""
