@@ -60,8 +60,8 @@ def _demo(args: argparse.Namespace) -> int:
         what = f"{args.trials * args.epochs} epochs" if "epochs" in budget else f"{args.trials} trials"
         print(f"study {name!r}: {args.strategy} search over {', '.join(args.optimizers)} x schedules x {args.model}, "
               f"{what} (runs of {args.epochs} epochs) on {workload.name} ({trainer.device})")
-    study.optimize(**budget, n_workers=args.workers, progress=not args.quiet, **_executor(args))
-    _print_best(study)
+    best = study.optimize(**budget, n_workers=args.workers, progress=not args.quiet, **_executor(args))
+    _print_best(study, best)
     print(f"\ndatabase: {args.storage} (study {name!r}); checkpoints: {study.artifacts}")
     exe = _self_command()
     print(f"next: {exe} show --storage {args.storage} --study {name}  |  {exe} report --storage {args.storage} "
@@ -130,8 +130,7 @@ def _user_trainer(args: argparse.Namespace, name: str) -> Any:
                             device=getattr(args, "device", "auto"), seed=int(spec.get("seed", 0)))
 
 
-def _print_best(study: Any) -> None:
-    best = study.best
+def _print_best(study: Any, best: Any) -> None:
     metric = study.metric
     if best is None:
         print("no trial has completed yet")
@@ -190,7 +189,7 @@ def _show(args: argparse.Namespace) -> int:
     trials = study.trials
     print(f"study {study.name!r} in {args.storage}: {study.strategy_text}, workload {study.workload_name}, "
           f"{study.epochs} epochs per trial, budget {study.budget()}")
-    _print_best(study)
+    _print_best(study, study.best_of(trials))  # from the trials read once
     metric = study.metric
     print(f"\n{'trial':>5s} {'state':9s} {'val ' + metric:>13s} {'epochs':>6s} {'seconds':>8s} {'params':>8s}"
           f"  config / error")
@@ -228,8 +227,8 @@ def _resume(args: argparse.Namespace) -> int:
 
         raise studies.BudgetError("the study has no stored budget; pass --trials, --epochs, --seconds or --grad-evals")
     print(f"resuming {study.name!r} with budget {budget}")
-    study.optimize(**budget, n_workers=args.workers, progress=not args.quiet, **_executor(args))
-    _print_best(study)
+    best = study.optimize(**budget, n_workers=args.workers, progress=not args.quiet, **_executor(args))
+    _print_best(study, best)
     return 0
 
 

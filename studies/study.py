@@ -164,7 +164,11 @@ class Study:
         search trial (its supernet's accuracy on half of the training split) never is best; the
         retrained trial of its genotype is.
         """
-        done = [t for t in self.trials if t.state == TrialState.COMPLETE and t.value is not None and t.comparable]
+        return self.best_of(self.trials)
+
+    def best_of(self, trials: list[TrialRecord]) -> TrialRecord | None:
+        """The best of `trials` as `best` chooses it (for a caller that has already read the trials)."""
+        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and t.comparable]
         if not done:
             return None
         key = (lambda t: -t.value) if self.direction == "maximize" else (lambda t: t.value)
