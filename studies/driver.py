@@ -165,6 +165,12 @@ class Row:
     routine: str = "train"
     options: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    view: Any = field(default=None, init=False, repr=False, compare=False)  # the strategy's TrialView until a change
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name != "view":  # any change makes the cached view stale (in-place edits reset `view` themselves)
+            object.__setattr__(self, "view", None)
+        object.__setattr__(self, name, value)
 
     @property
     def epochs(self) -> int:
@@ -281,7 +287,12 @@ class Driver:
         return sorted(rows, key=lambda r: (r.proposal if r.proposal is not None else 10**9, r.number))
 
     def view(self, row: Row) -> TrialView:
-        """A row as the strategy sees it (normalised to minimisation)."""
+        """A row as the strategy sees it (normalised to minimisation); built once per change of the row."""
+        if row.view is None:
+            object.__setattr__(row, "view", self._view(row))
+        return row.view
+
+    def _view(self, row: Row) -> TrialView:
         curve = tuple(self.sign * v for v in row.curve)
         value = None
         if row.state == TrialState.COMPLETE and row.value is not None:
@@ -982,6 +993,7 @@ class Driver:
             self._set_system(row, **{TARGET: until})
             if request.attrs:
                 row.attrs.update(request.attrs)
+                row.view = None
                 write_trial(self.storage, row.trial_id, user_attrs={"strategy": dict(row.attrs)})
             return self._work(row, until)
         if request.routine not in routines:
