@@ -304,7 +304,12 @@ class Strategy(abc.ABC):
             cls = strategies.get(name)
         for path in cls.stored_imports(args):
             check(path, what=f"{name} strategy argument", trust=trust)
-        return cls(**dict(args))
+        return cls(**cls.stored_args(dict(args)))
+
+    @classmethod
+    def stored_args(cls, args: dict[str, Any]) -> dict[str, Any]:
+        """Stored arguments as this version takes them (a strategy whose defaults changed pins the old ones)."""
+        return args
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Strategy) and self.spec() == other.spec()

@@ -161,6 +161,11 @@ class FreezeThaw(Strategy):
         self._base: tuple[Any, Any] | None = None
         self._candidates: tuple[Any, Any] | None = None  # (snapshot key, the surrogate fitted from scratch on it)
 
+    @classmethod
+    def stored_args(cls, args: dict[str, Any]) -> dict[str, Any]:
+        """A study stored before the surrogate could be chosen used Swersky's: it goes on with it."""
+        return {"surrogate": "swersky", **args}
+
     # ------------------------------------------------------------------ data
     @staticmethod
     def _key(history: History) -> tuple:

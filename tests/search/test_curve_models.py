@@ -167,3 +167,10 @@ def test_four_workers_decide_several_increments_at_once_and_never_thaw_a_running
     assert sum(t.epochs for t in trials) <= 80 and all(t.epochs <= replay.epochs for t in trials)
     assert max(len(r) for r in seen_running) >= 3  # decisions were taken with several units in flight
     assert any(t.epochs > 5 for t in trials)  # thawed beyond the initial design's quarter run
+
+
+def test_a_study_stored_before_surrogates_existed_reopens_with_swersky():
+    old = {"name": "freeze_thaw", "args": {"seed": 3, "increment": 1, "retire_below": 0.001}}
+    strategy = search.Strategy.from_spec(old)
+    assert strategy.surrogate == "swersky" and strategy.seed == 3
+    assert search.Strategy.from_spec(search.FreezeThaw(seed=1).spec()).surrogate == "power_law"
