@@ -159,9 +159,10 @@ class DeepKernelCurves:
                 loss.backward()
                 opt.step()
         self._gp = gp
-        return self.condition(X, curves, _keep=True)
+        self._posterior(X, curves)
+        return self
 
-    def condition(self, X: np.ndarray, curves: Sequence[Sequence[float]], *, _keep: bool = False) -> DeepKernelCurves:
+    def condition(self, X: np.ndarray, curves: Sequence[Sequence[float]]) -> DeepKernelCurves:
         """The fitted model's posterior on (possibly newer) data, with the network and kernel unchanged.
 
         Raises:
@@ -169,14 +170,18 @@ class DeepKernelCurves:
         """
         if self._gp is None:
             raise RuntimeError("condition needs a fitted model: call fit first")
-        out = self if _keep else copy.copy(self)
-        out._store(X, curves)
-        z, y = out._examples(out._X, out._curves, np.random.default_rng(self.seed))
-        out._gp = copy.deepcopy(self._gp) if not _keep else self._gp
-        out._gp.set_train_data(z, y, strict=False)
-        out._gp.eval()
-        out._gp.likelihood.eval()
+        out = copy.copy(self)
+        out._gp = copy.deepcopy(self._gp)
+        out._posterior(X, curves)
         return out
+
+    def _posterior(self, X: np.ndarray, curves: Sequence[Sequence[float]]) -> None:
+        """Condition this model's GP on `X` and `curves` in place (exact posterior, fixed hyperparameters)."""
+        self._store(X, curves)
+        z, y = self._examples(self._X, self._curves, np.random.default_rng(self.seed))
+        self._gp.set_train_data(z, y, strict=False)
+        self._gp.eval()
+        self._gp.likelihood.eval()
 
     # ------------------------------------------------------------------ prediction
     def _predict(self, z: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -178,8 +178,7 @@ class FreezeThaw(Strategy):
     @staticmethod
     def observations(history: History) -> tuple[list[TrialView], list[list[float]]]:
         """The trials the model learns from and their curves (failures imputed with the worst value)."""
-        finite = [v for t in history.trials for v in t.curve if math.isfinite(v)]
-        worst = max(finite) if finite else 1.0
+        worst = _worst(history)
         trials, curves = [], []
         for t in history.trials:
             prefix = _finite_prefix(t)
@@ -233,9 +232,7 @@ class FreezeThaw(Strategy):
         info: dict[str, Any] = {}
         if last is None or n_obs >= self.refit_growth * last.attrs[FIT_AT]:
             durable = [(t, c) for t, c in zip(trials, curves, strict=True) if t.state != "running"]
-            finite = [v for t in history.trials for v in t.curve if math.isfinite(v)]
-            snap = {"trials": [[t.number, len(c)] for t, c in durable], "worst": max(finite) if finite else 1.0,
-                    "fit_at": n_obs}
+            snap = {"trials": [[t.number, len(c)] for t, c in durable], "worst": _worst(history), "fit_at": n_obs}
             info = {SNAPSHOT: snap, FIT_AT: n_obs}
         else:
             snap = last.attrs[SNAPSHOT]
@@ -405,3 +402,8 @@ def _finite_prefix(t: TrialView) -> list[float]:
             break
         prefix.append(float(v))
     return prefix
+
+
+def _worst(history: History) -> float:
+    """The worst finite value seen (what a failed or diverged trial is imputed with), 1 before any."""
+    return max((v for t in history.trials for v in t.curve if math.isfinite(v)), default=1.0)

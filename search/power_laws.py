@@ -119,7 +119,6 @@ class PowerLawEnsemble:
             raise ValueError(f"fit needs X of shape (N, d) and N curves, got {X.shape} and {len(curves)} curves")
         idx, values = curve_arrays(curves)
         self._X = torch.as_tensor(X, dtype=DTYPE)
-        self._curves = [list(map(float, c)) for c in curves]
         self._rows = torch.as_tensor(idx[:, 0])
         self._b = torch.as_tensor(idx[:, 1] / self.max_epochs, dtype=DTYPE)
         self._y = torch.as_tensor((values - self.y_mean) / self.y_std, dtype=DTYPE)
