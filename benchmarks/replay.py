@@ -44,7 +44,7 @@ RESULTS = HERE / "results" / "replay"
 TABLES = {"mnist1d_mlp": "error", "digits_mlp": "error", "mnist1d_cells": "nearest"}
 BUDGETS = (1, 5, 20)
 # decisions that cost seconds (GP fits, networks trained, the driver's re-reads)
-SLOW = ("bayesian", "asha", "freeze_thaw", "freeze_thaw_swersky", "freeze_thaw_deep_kernel")
+SLOW = ("bayesian", "bayesian_warm_early", "asha", "freeze_thaw", "freeze_thaw_swersky", "freeze_thaw_deep_kernel")
 
 
 def _strategies() -> dict[str, Callable[[int], Any]]:
@@ -53,7 +53,8 @@ def _strategies() -> dict[str, Callable[[int], Any]]:
     return {
         "random": lambda s: search.Random(seed=s),
         "quasi_random": lambda s: search.Random(seed=s, quasi="sobol"),
-        "bayesian": lambda s: search.Bayesian(seed=s),
+        "bayesian": lambda s: search.Bayesian(seed=s),  # 20 trainings: every fit from scratch (warm_after=50)
+        "bayesian_warm_early": lambda s: search.Bayesian(seed=s, warm_after=1),  # each fit from the last one
         "tpe": lambda s: search.OptunaSampler("tpe", seed=s),
         "freeze_thaw": lambda s: search.FreezeThaw(seed=s),  # the default: Deep Power Laws
         "freeze_thaw_swersky": lambda s: search.FreezeThaw(seed=s, surrogate="swersky"),

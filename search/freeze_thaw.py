@@ -65,7 +65,6 @@ import time
 from typing import Any
 
 import numpy as np
-from scipy.stats import norm, qmc
 
 from search.base import History, Request, Strategy, TrialView
 from search.curves import FreezeThawGP
@@ -276,6 +275,8 @@ class FreezeThaw(Strategy):
         if self._candidates is not None and self._candidates[0] == space:
             return self._candidates[1]
         enc = MixedEncoding(space)
+        from scipy.stats import qmc  # imported on use: scipy.stats costs a second to import
+
         units = qmc.Sobol(d=max(enc.dim, 1), scramble=True, rng=np.random.default_rng(self.seed))
         configs = [enc.from_unit(u[: enc.dim]) for u in units.random(8 * self.candidates)]
         pool = (configs, np.stack([space.encode(c) for c in configs]))
@@ -354,6 +355,8 @@ class FreezeThaw(Strategy):
 
     def _score(self, mu: np.ndarray, var: np.ndarray, threshold: float) -> np.ndarray:
         """Log probability of improving on `threshold` (MFPI), or expected improvement (EI), for minimisation."""
+        from scipy.stats import norm
+
         sd = np.sqrt(var)
         z = (threshold - mu) / sd
         if self.acquisition == "ei":
@@ -376,6 +379,8 @@ class FreezeThaw(Strategy):
         paused = [(i, t) for i, t in enumerate(trials) if t.state == "paused"]
         if not paused:
             return []
+        from scipy.stats import norm
+
         mu, var = model.predict_curve([i for i, _ in paused], [T] * len(paused))
         p_win = norm.cdf((self.incumbent(trials) - mu) / np.sqrt(var))
         order = np.argsort(-p_win, kind="stable")

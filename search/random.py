@@ -17,7 +17,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.stats import qmc
 
 from search.base import History, Request, Strategy
 from search.encoding import MixedEncoding
@@ -28,6 +27,8 @@ QUASI = ("sobol", "halton")
 
 def quasi_point(kind: str, dim: int, seed: int, index: int) -> np.ndarray:
     """Point `index` (0-based) of a scrambled Sobol or Halton sequence in `[0, 1]^dim`."""
+    from scipy.stats import qmc  # imported on use: scipy.stats costs a second to import
+
     engine_cls = qmc.Sobol if kind == "sobol" else qmc.Halton
     engine = engine_cls(d=max(dim, 1), scramble=True, rng=np.random.default_rng(seed))
     if index:

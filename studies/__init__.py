@@ -33,6 +33,7 @@ from studies.errors import (
     TrialError,
 )
 from studies.executors import Executor, LocalExecutor, ProcessExecutor, open_executor
+from studies.executors import close_pools as close_workers
 from studies.problems import Problem, problems
 from studies.records import TrialRecord, TrialState
 from studies.storage import DEFAULT_STORAGE, open_storage
@@ -75,6 +76,7 @@ __all__ = [
     "UntrustedImportError",
     "WorkloadError",
     "__version__",
+    "close_workers",
     "compare",
     "create",
     "load",

@@ -47,18 +47,31 @@ def write_trial(
 
 @dataclass(frozen=True)
 class TrialValues:
-    """What `write_trials` writes to one trial (see `write_trial` for the fields)."""
+    """What `write_trials` writes to one trial (see `write_trial` for the first fields).
+
+    Attributes:
+        drop_after: Delete the trial's intermediate values after this step (a run that started
+            over ended before its old curve did), or None.
+        drop_system: System attributes to delete (bookkeeping a finished trial no longer needs).
+        state: A finished Optuna state to move the trial to, after everything else, or None.
+        value: The objective value that goes with a finished `state` (None: no value).
+    """
 
     trial_id: int
     values: Mapping[int, float] = field(default_factory=dict)
     new_values: Mapping[int, float] = field(default_factory=dict)
     user_attrs: Mapping[str, Any] = field(default_factory=dict)
     system_attrs: Mapping[str, Any] = field(default_factory=dict)
+    drop_after: int | None = None
+    drop_system: tuple[str, ...] = ()
+    state: Any = None
+    value: float | None = None
 
 
 def write_trials(storage: Any, items: Sequence[TrialValues]) -> None:
     """`write_trial` for several trials in one transaction (the members of a population flush together)."""
-    items = [i for i in items if i.values or i.new_values or i.user_attrs or i.system_attrs]
+    items = [i for i in items if i.values or i.new_values or i.user_attrs or i.system_attrs
+             or i.drop_after is not None or i.drop_system or i.state is not None]
     if not items:
         return
     if not _batched(storage):
@@ -69,6 +82,9 @@ def write_trials(storage: Any, items: Sequence[TrialValues]) -> None:
                 storage.set_trial_user_attr(item.trial_id, k, v)
             for k, v in item.system_attrs.items():
                 storage.set_trial_system_attr(item.trial_id, k, v)
+            if item.state is not None:
+                storage.set_trial_state_values(item.trial_id, item.state,
+                                               values=[item.value] if item.value is not None else None)
         return
     from optuna.storages._rdb import models
     from optuna.storages._rdb.storage import _create_scoped_session
@@ -77,10 +93,21 @@ def write_trials(storage: Any, items: Sequence[TrialValues]) -> None:
     with _create_scoped_session(storage.scoped_session, True) as session:
         user: list[tuple[int, str, Any]] = []
         system: list[tuple[int, str, Any]] = []
+        ending: list[tuple[Any, TrialValues]] = []
         for item in items:
             trial_id = item.trial_id
-            trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=item.state is not None)
             storage.check_trial_is_updatable(trial_id, trial.state)
+            if item.drop_after is not None:
+                session.query(model).filter(model.trial_id == trial_id, model.step > item.drop_after).delete(
+                    synchronize_session=False)
+            if item.drop_system:
+                system_model = models.TrialSystemAttributeModel
+                session.query(system_model).filter(system_model.trial_id == trial_id,
+                                                   system_model.key.in_(item.drop_system)).delete(
+                    synchronize_session=False)
+            if item.state is not None:
+                ending.append((trial, item))
             if item.new_values:
                 rows = []
                 for step, v in item.new_values.items():
@@ -95,6 +122,11 @@ def write_trials(storage: Any, items: Sequence[TrialValues]) -> None:
             system += [(trial_id, k, v) for k, v in item.system_attrs.items()]
         _upsert_attrs(storage, session, models.TrialUserAttributeModel, user)
         _upsert_attrs(storage, session, models.TrialSystemAttributeModel, system)
+        for trial, item in ending:  # what RDBStorage.set_trial_state_values does for a finished state
+            if item.value is not None:
+                storage._set_trial_value_without_commit(session, trial, 0, item.value)
+            trial.state = item.state
+            trial.datetime_complete = datetime.now()
 
 
 def _upsert_attrs(storage: Any, session: Any, model_cls: Any, rows: Sequence[tuple[int, str, Any]]) -> None:
@@ -115,7 +147,7 @@ def _upsert_attrs(storage: Any, session: Any, model_cls: Any, rows: Sequence[tup
             storage._set_trial_attr_without_commit(session, model_cls, trial_id, key, value)
         return
     latest = {(t, k): v for t, k, v in rows}  # one row per key: a statement may not set a key twice
-    stmt = insert(model_cls).values([{"trial_id": t, "key": k, "value_json": json.dumps(v)}
+    stmt = insert(model_cls).values([{"trial_id": t, "key": k, "value_json": json.dumps(v, separators=(",", ":"))}
                                      for (t, k), v in latest.items()])
     stmt = stmt.on_conflict_do_update(index_elements=[model_cls.trial_id, model_cls.key],
                                       set_={"value_json": stmt.excluded.value_json})
@@ -201,6 +233,7 @@ def _insert_trial(storage: Any, session: Any, study_id: int, template: Any) -> A
     attribute (an upsert: a new trial has no attributes to update). A trial costs 3 statements
     instead of about 60.
     """
+    import sqlalchemy as sa
     from optuna.distributions import distribution_to_json
     from optuna.storages._rdb import models
     from optuna.trial import TrialState
@@ -224,7 +257,12 @@ def _insert_trial(storage: Any, session: Any, study_id: int, template: Any) -> A
     for step, v in template.intermediate_values.items():
         storage._set_trial_intermediate_value_without_commit(session, trial_id, step, v)
     trial.state = template.state
-    trial.number = trial.count_past_trials(session)
+    # Optuna numbers a trial by counting the study's earlier trials (a scan of the whole study); the
+    # study row is locked above, numbers are consecutive by trial id: the previous trial's number + 1
+    table = models.TrialModel.__table__
+    earlier = sa.select(table.c.number).where(table.c.study_id == study_id, table.c.trial_id < trial_id)
+    previous = session.execute(earlier.order_by(table.c.trial_id.desc()).limit(1)).scalar_one_or_none()
+    trial.number = 0 if previous is None else int(previous) + 1
     session.add(trial)
     session.flush()
     return trial

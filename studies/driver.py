@@ -22,7 +22,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -35,6 +35,8 @@ from studies._batch import TrialValues, TrialWrite, drop_steps_after, write_tria
 from studies.errors import BudgetError, StorageError, TrialError, TunelabError
 from studies.executors import Executor, Outcome, Unit, Work, open_executor, works_of
 from studies.lock import LIVE, StudyLock, gone, make_owner
+from studies.mirror import Mirror, Row, row_of
+from studies.reader import read_trials
 from studies.records import (
     CHECKPOINT,
     LEASE,
@@ -55,10 +57,10 @@ from studies.records import (
     TrialState,
     checkpoint_name,
     checkpoint_path,
+    compact_metrics,
     finite,
+    microseconds,
     record_of,
-    state_of,
-    stored_metrics,
 )
 from trainers import EpochResult, TensorSplit, load_checkpoint
 
@@ -135,89 +137,6 @@ class Budget:
         return next(k for k, v in self.as_dict().items() if v is not None)
 
 
-@dataclass
-class Row:
-    """The driver's mirror of one trial."""
-
-    trial_id: int
-    number: int
-    state: TrialState
-    config: dict[str, Any]
-    proposal: int | None = None
-    target: int | None = None
-    metrics: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in METRIC_KEYS})
-    seconds: float = 0.0
-    grad_evals: int = 0
-    value: float | None = None
-    error: str | None = None
-    attrs: dict[str, Any] = field(default_factory=dict)
-    superseded: bool = False
-    retry_of: int | None = None
-    paused_by: str | None = None
-    seed: int | None = None
-    checkpoint: str | None = None
-    retries: int = 0
-    owner: str | None = None
-    lease: float = 0.0
-    flushed: int = 0
-    stored_steps: int = 0
-    last_flush: float = 0.0
-    routine: str = "train"
-    options: dict[str, Any] = field(default_factory=dict)
-    results: dict[str, Any] = field(default_factory=dict)
-    view: Any = field(default=None, init=False, repr=False, compare=False)  # the strategy's TrialView until a change
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name != "view":  # any change makes the cached view stale (in-place edits reset `view` themselves)
-            object.__setattr__(self, "view", None)
-        object.__setattr__(self, name, value)
-
-    @property
-    def epochs(self) -> int:
-        """Epochs trained."""
-        return len(self.metrics["val_metric"])
-
-    @property
-    def curve(self) -> list[float]:
-        """Validation metric per epoch (NaN where it diverged)."""
-        return [math.nan if v is None else float(v) for v in self.metrics["val_metric"]]
-
-
-def row_of(trial: Any) -> Row:
-    """The mirror of a stored `FrozenTrial`."""
-    sa, ua = trial.system_attrs, trial.user_attrs
-    metrics = stored_metrics(trial)
-    routine = str(sa.get(ROUTINE) or "train")
-    results = ua.get(routine)
-    return Row(
-        trial_id=trial._trial_id,
-        number=trial.number,
-        state=state_of(trial),
-        config=dict(trial.params),
-        proposal=sa.get(PROPOSAL),
-        target=sa.get(TARGET),
-        metrics=metrics,
-        seconds=float(ua.get("seconds", sum(v or 0.0 for v in metrics["seconds"]))),
-        grad_evals=int(ua.get("grad_evals", next((v for v in reversed(metrics["grad_evals"]) if v), 0))),
-        value=trial.value,
-        error=ua.get("error"),
-        attrs=dict(ua.get("strategy", {})),
-        superseded=bool(sa.get(SUPERSEDED, False)),
-        retry_of=sa.get(RETRY_OF),
-        paused_by=sa.get(PAUSED_BY),
-        seed=sa.get(RUN_SEED),
-        checkpoint=sa.get(CHECKPOINT),
-        retries=int(sa.get(RETRIES, 0)),
-        owner=sa.get(OWNER),
-        lease=float(sa.get(LEASE, 0.0)),
-        flushed=len(metrics["val_metric"]),
-        stored_steps=max(trial.intermediate_values, default=0),
-        routine=routine,
-        options=dict(sa.get(ROUTINE_OPTIONS) or {}),
-        results=dict(results) if isinstance(results, Mapping) else {},
-    )
-
-
 class Driver:
     """Runs one `Study.optimize` call. Not public: use `Study.optimize`."""
 
@@ -236,6 +155,7 @@ class Driver:
         max_retries: int = 0,
         executor_options: Mapping[str, Any] | None = None,
         population: int = 1,
+        mirror: Mirror | None = None,
     ) -> None:
         self.study = study
         self.population = population
@@ -256,7 +176,10 @@ class Driver:
         self.owner = make_owner()
         self.lock = StudyLock(self.storage, study._study_id, self.owner)
         self.stop = threading.Event()
-        self.rows: dict[int, Row] = {}
+        self.sign = -1.0 if study.direction == "maximize" else 1.0
+        # a mirror carried over from the study's last optimize call in this process: its first refresh
+        # re-reads every unfinished trial and the new ones (a new lock has seen other drivers since)
+        self.mirror = mirror if mirror is not None else Mirror(self.sign)
         self.in_flight: set[int] = set()
         self.exhausted = False
         self.interrupted = False
@@ -267,24 +190,29 @@ class Driver:
         self.early_divergences = 0
         self._bar: Any = None
         self._lock = threading.Lock()
-        self.sign = -1.0 if study.direction == "maximize" else 1.0
         self.t0 = time.monotonic()
         self.seconds_before = float(study._study_attrs().get(SECONDS_SPENT, 0.0))
         self._clock: Callable[[], float] | None = None  # an executor's simulated clock, when it has one
-        self._kept: set[int] | None = None  # finished trials whose checkpoint may still exist (`_retain`)
 
     # ------------------------------------------------------------------ views
+    @property
+    def rows(self) -> dict[int, Row]:
+        """The mirror's rows by trial id (read-only use: add rows through `self.mirror.put`)."""
+        return self.mirror.rows
+
     def load(self) -> None:
         """Mirror the stored trials (refusing checkpoint names that point outside the artifact folder)."""
-        rows = {t._trial_id: row_of(t) for t in self.study._frozen_trials()}
-        for row in rows.values():
+        rows = [row_of(t) for t in read_trials(self.storage, self.study._study_id)]
+        for row in rows:
             self._checkpoint_path(row)  # raises StorageError before anything is touched
-        self.rows = rows
+        mirror = Mirror(self.sign)
+        for row in rows:
+            mirror.put(row)
+        self.mirror = mirror
 
     def proposals(self) -> list[Row]:
         """Trials the strategy proposed, in proposal order (re-queued ones replaced by their re-run)."""
-        rows = [r for r in self.rows.values() if not r.superseded]
-        return sorted(rows, key=lambda r: (r.proposal if r.proposal is not None else 10**9, r.number))
+        return self.mirror.proposals()
 
     def view(self, row: Row) -> TrialView:
         """A row as the strategy sees it (normalised to minimisation); built once per change of the row."""
@@ -340,15 +268,14 @@ class Driver:
 
     def spent(self) -> dict[str, float]:
         """Budget used so far, counting the planned remainder of trials in flight."""
-        epochs = grad = 0.0
-        for r in self.rows.values():
-            epochs += r.epochs
-            grad += r.grad_evals
+        epochs, grad = (float(x) for x in self.mirror.totals())
+        for r in self.mirror.unfinished():  # finished trials are running totals: O(unfinished), not O(trials)
             if r.state in (TrialState.PENDING, TrialState.RUNNING) and not r.superseded:
                 rest = max(0, (r.target or self.study.trainer.epochs) - r.epochs)
                 epochs += rest
                 grad += self.planned_grad_evals(r.config, rest)
-        return {"trials": len(self.proposals()), "epochs": epochs, "grad_evals": grad, "seconds": self.elapsed()}
+        return {"trials": self.mirror.n_proposals(), "epochs": epochs, "grad_evals": grad,
+                "seconds": self.elapsed()}
 
     def fits(self, config: Mapping[str, Any] | None, epochs: int, new_trial: bool) -> bool:
         """Whether starting `epochs` more epochs of `config` stays within every budget."""
@@ -430,7 +357,7 @@ class Driver:
                   target=target, attrs=dict(attrs), checkpoint=artifact, owner=system.get(OWNER),
                   lease=float(system.get(LEASE, 0.0)), retry_of=retry_of, seed=seed, routine=routine,
                   options=dict(options or {}))
-        self.rows[trial_id] = row
+        self.mirror.put(row)
         return row
 
     def size_attrs(self, config: Mapping[str, Any]) -> dict[str, int]:
@@ -451,24 +378,30 @@ class Driver:
         self._set_system(row, **{STATE: "running", PAUSED_BY: None, OWNER: self.owner, LEASE: row.lease})
         self.in_flight.add(row.trial_id)
 
-    def flush(self, row: Row, **user_attrs: Any) -> None:
-        """Write the epochs of `row` not yet in the database (and `user_attrs`), in one transaction."""
-        self.flush_many([row], user_attrs)
+    def flush(self, row: Row, end: Mapping[str, Any] | None = None, **user_attrs: Any) -> None:
+        """Write the epochs of `row` not yet in the database (and `user_attrs`), in one transaction.
 
-    def flush_many(self, rows: list[Row], user_attrs: Mapping[str, Any] | None = None) -> None:
-        """Write the unwritten epochs of several rows in one transaction (`user_attrs` go to each)."""
+        `end` holds further `TrialValues` fields that commit with them: how the trial ended (its
+        finished `state` and `value`, or the system attributes of a pause) and `drop_after`.
+        """
+        self.flush_many([row], user_attrs, end=end)
+
+    def flush_many(self, rows: list[Row], user_attrs: Mapping[str, Any] | None = None,
+                   end: Mapping[str, Any] | None = None) -> None:
+        """Write the unwritten epochs of several rows in one transaction (`user_attrs` to each, `end` to the first)."""
         items = []
         for row in rows:
             values: dict[int, float] = {}
             new_values: dict[int, float] = {}
-            for i in range(row.flushed, row.epochs):
+            for i in range(row.flushed, row.epochs):  # the curve, stored once: step e is epoch e (NaN: diverged)
                 v = row.metrics["val_metric"][i]
-                if v is not None:
-                    (values if i + 1 <= row.stored_steps else new_values)[i + 1] = float(v)
+                (values if i + 1 <= row.stored_steps else new_values)[i + 1] = math.nan if v is None else float(v)
             attrs = dict(user_attrs or {})
             if row.flushed < row.epochs:
-                attrs = {METRICS: row.metrics, "epochs": row.epochs, **attrs}
+                attrs = {METRICS: compact_metrics(row.metrics), "epochs": row.epochs, **attrs}
             items.append(TrialValues(row.trial_id, values, new_values, attrs))
+        if end:
+            items[0] = replace(items[0], **end)
         write_trials(self.storage, items)
         now = time.monotonic()
         for row, item in zip(rows, items, strict=True):  # the mirror follows only what was committed
@@ -499,7 +432,9 @@ class Driver:
         m = row.metrics
         for key in METRIC_KEYS:
             value = getattr(e, key)
-            m[key].append(int(value) if key == "grad_evals" else finite(value))
+            # measurements exactly; a time to the microsecond (the rest of its digits are noise)
+            m[key].append(int(value) if key == "grad_evals" else microseconds(value) if key == "seconds"
+                          else finite(value))
         row.seconds += e.seconds
         row.grad_evals = e.grad_evals
 
@@ -542,7 +477,6 @@ class Driver:
             "grad_evals": row.grad_evals,
             "seconds": round(row.seconds, 4),
             "device": outcome.device or str(self.study.trainer.device),
-            "routine": outcome.work.routine,
             "seed": outcome.work.seed,
         }
         state, value, error = None, None, None
@@ -566,6 +500,8 @@ class Driver:
                 if state is None and (path is None or not path.exists()):
                     # a pause that kept no checkpoint cannot be continued: keep what it measured, as failed
                     state, error = OTS.FAIL, f"paused, but {result.checkpoint_error}"
+        if outcome.work.routine != "train":  # shown beside its results in optuna-dashboard (user attributes)
+            ua["routine"] = outcome.work.routine
         if outcome.restarted is not None:
             ua["restarted"] = outcome.restarted
         if result is not None and result.attrs:  # a routine's findings; for "train", a replay's nearest-answer label
@@ -578,24 +514,48 @@ class Driver:
         if error is not None:
             ua["error"] = error
         row.error = error
-        self.flush(row, **ua)
-        self._drop_stale_tail(row)  # a run that started over ended before its old curve did
-        self._track_storage(outcome)
+        # one transaction: the last epochs, the attributes, the end of a curve that started over, the outcome
+        end: dict[str, Any] = {"drop_after": row.epochs} if row.stored_steps > row.epochs else {}
+        by = "interrupt" if self.stop.is_set() or row.epochs < (row.target or 0) else "strategy"
         if state is None:  # paused: by Ctrl-C / a crash, or because the request asked for fewer epochs
-            by = "interrupt" if self.stop.is_set() or row.epochs < (row.target or 0) else "strategy"
-            row.state, row.paused_by = TrialState.PAUSED, by
-            self._set_system(row, **{STATE: "paused", PAUSED_BY: by, LEASE: 0.0})
+            end["system_attrs"] = {STATE: "paused", PAUSED_BY: by, LEASE: 0.0}
+        dropped = None
+        if state is not None:  # a finished trial is neither running nor paused any more: those attributes go
+            # (its owner and lease stay: a reader that saw it running an instant before must not find it ownerless)
+            drop = [STATE, PAUSED_BY]
+            if row.checkpoint is not None and not self._keeps(row, state, value):
+                # its checkpoint is deleted below: so is its registration as an artifact
+                dropped = self._checkpoint_path(row)
+                drop += [CHECKPOINT, f"artifacts:{row.checkpoint}"]
+            end.update(state=state, value=value, drop_system=tuple(drop))
+        self.flush(row, end=end, **ua)
+        row.stored_steps = min(row.stored_steps, row.epochs)
+        self._track_storage(outcome)
+        if state is None:
+            row.state, row.paused_by, row.lease = TrialState.PAUSED, by, 0.0
         else:
-            self.storage.set_trial_state_values(row.trial_id, state, values=[value] if value is not None else None)
             row.state, row.value = state_of_ots(state), value
-            if state == OTS.FAIL:  # a failed run's checkpoint can never be continued; free the disk
-                path = self._checkpoint_path(row)
-                if path is not None:
-                    self._remove(path)
-            else:
+            row.paused_by = None
+            if dropped is not None:  # not kept (a failed run's can never be continued): free the disk
+                row.checkpoint = None
+                self._remove(dropped)
+            if state != OTS.FAIL:
                 self._retain(row)
         self._track_failure(outcome, row)
         self._announce(row)
+
+    def _keeps(self, row: Row, state: Any, value: float | None) -> bool:
+        """Whether `keep_checkpoints` keeps the checkpoint of `row`, which is ending in `state` with `value`."""
+        from optuna.trial import TrialState as OTS
+
+        if state == OTS.FAIL or self.keep_checkpoints == "none":
+            return False
+        if self.keep_checkpoints == "all":
+            return True
+        if state != OTS.COMPLETE or value is None or not is_comparable(row.routine):
+            return False
+        best = self.study_best()
+        return best is None or self.sign * float(value) < self.sign * best[1]
 
     def _retain(self, row: Row) -> None:
         """Delete the checkpoints of finished trials that `keep_checkpoints` does not keep.
@@ -607,19 +567,20 @@ class Driver:
         if self.keep_checkpoints == "all":
             return
         finished = (TrialState.COMPLETE, TrialState.PRUNED)
-        if self._kept is None:
-            self._kept = {tid for tid, r in self.rows.items() if r.state in finished}
-        self._kept.add(row.trial_id)
+        kept = self.mirror.kept
+        if kept is None:
+            kept = self.mirror.kept = {tid for tid, r in self.rows.items() if r.state in finished}
+        kept.add(row.trial_id)
         best = self.study_best() if self.keep_checkpoints == "best" else None
-        for tid in sorted(self._kept):
+        for tid in sorted(kept):
             r = self.rows.get(tid)
             if r is None or r.state not in finished:
-                self._kept.discard(tid)
+                kept.discard(tid)
             elif best is None or r.number != best[0]:
                 path = self._checkpoint_path(r)
                 if path is not None:
                     self._remove(path)
-                self._kept.discard(tid)
+                kept.discard(tid)
 
     def _retry(self, row: Row, outcome: Outcome) -> None:
         """Queue an errored trial to run again from its last checkpoint (or from scratch without one)."""
@@ -636,7 +597,7 @@ class Driver:
     def _track_early_divergence(self, row: Row) -> None:
         """Stop a study whose first trials all diverge in their first epoch: the data or the space is at fault."""
         self.early_divergences += 1
-        any_complete = any(r.state == TrialState.COMPLETE for r in self.rows.values())
+        any_complete = self.mirror.any_complete()
         if self.early_divergences >= self.max_failures and not any_complete:
             self.fatal = TrialError(
                 f"the last {self.early_divergences} trials all diverged (non-finite training loss) in their first "
@@ -674,7 +635,7 @@ class Driver:
             self.early_divergences = 0
             return
         self.failures.append(outcome)
-        any_complete = any(r.state == TrialState.COMPLETE for r in self.rows.values())
+        any_complete = self.mirror.any_complete()
         if len(self.failures) >= self.max_failures and not any_complete:
             last = self.failures[-1]
             self.fatal = TrialError(
@@ -706,7 +667,7 @@ class Driver:
                 self._bar.n = round(min(self.elapsed(), self._bar.total or 0.0), 1)
                 self._bar.refresh()
             elif self.budget.unit == "grad_evals":
-                self._bar.n = min(sum(r.grad_evals for r in self.rows.values()), self._bar.total or 0)
+                self._bar.n = min(int(self.mirror.totals()[1]), self._bar.total or 0)
                 self._bar.refresh()
         else:
             print(line)
@@ -716,16 +677,11 @@ class Driver:
 
     def finished_proposals(self) -> int:
         """Proposals whose trial has finished (what the progress bar counts for a budget in trials)."""
-        done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
-        return sum(r.state in done for r in self.proposals())
+        return self.mirror.finished_proposals()
 
     def study_best(self) -> tuple[int, float] | None:
         """(number, value) of the best complete trial (of a routine whose values are comparable)."""
-        done = [(r.number, float(r.value)) for r in self.rows.values()
-                if r.state == TrialState.COMPLETE and r.value is not None and is_comparable(r.routine)]
-        if not done:
-            return None
-        return min(done, key=lambda t: self.sign * t[1])
+        return self.mirror.study_best()
 
     def best_record(self) -> TrialRecord | None:
         """The study's best trial (`Study.best`), from the mirror brought up to date and one trial read."""
@@ -734,7 +690,7 @@ class Driver:
         best = self.study_best()
         if best is None:
             return None
-        row = next(r for r in self.rows.values() if r.number == best[0])
+        row = self.mirror.by_number[best[0]]
         return record_of(self.storage.get_trial(row.trial_id), list(self.study.space.names))
 
     # ------------------------------------------------------------------ recovery
@@ -753,7 +709,7 @@ class Driver:
         one, or with a corrupt one, is marked failed and re-queued with the same config and
         proposal, in the same transaction that inserts its re-run.
         """
-        for row in sorted(self.rows.values(), key=lambda r: r.number):
+        for row in self.mirror.unfinished():
             if row.state == TrialState.RUNNING and self._dead(row):
                 self._recover_one(row)
 
@@ -824,8 +780,8 @@ class Driver:
         same = next(differ, min(len(stored), len(new)))  # the first step that differs
         self._drop_stale_tail(row)
         row.flushed = same
-        self.flush(row, **{METRICS: row.metrics, "epochs": row.epochs, "seconds": round(row.seconds, 4),
-                           "grad_evals": row.grad_evals})
+        self.flush(row, **{METRICS: compact_metrics(row.metrics), "epochs": row.epochs,
+                           "seconds": round(row.seconds, 4), "grad_evals": row.grad_evals})
 
     # ------------------------------------------------------------------ the loop
     def refresh(self) -> None:
@@ -835,21 +791,15 @@ class Driver:
         when no other driver held it since this one last did, only the trials other drivers
         were running (and new ones: none then) can have changed, and only those are read.
         """
-        unfinished = (TrialState.PENDING, TrialState.RUNNING, TrialState.PAUSED)
         quiet = not self.lock.others_since()
-        open_ids = {tid for tid, r in self.rows.items() if tid not in self.in_flight and r.state in unfinished
+        open_ids = {r.trial_id for r in self.mirror.unfinished() if r.trial_id not in self.in_flight
                     and not (quiet and (r.state != TrialState.RUNNING or r.owner == self.owner))}
-        last = max(self.rows, default=-1)
-        if hasattr(self.storage, "_get_trials"):  # what optuna's own cached storage uses to read incrementally
-            trials = self.storage._get_trials(self.study._study_id, None, open_ids, last)
-        else:
-            trials = [t for t in self.study._frozen_trials() if t._trial_id in open_ids or t._trial_id > last]
-        for t in trials:
+        for t in read_trials(self.storage, self.study._study_id, include=open_ids, after=self.mirror.last_id):
             if t._trial_id in self.in_flight:
                 continue
             row = row_of(t)
             self._checkpoint_path(row)  # refuse a path outside the artifact folder before using the row
-            self.rows[t._trial_id] = row
+            self.mirror.put(row)
 
     def next_work(self) -> Work | None:
         """The next unit of work (re-queued trials, then interrupted ones, then the strategy's request).
@@ -902,7 +852,7 @@ class Driver:
         return architecture(work.config, trainer)
 
     def _next_work(self) -> Work | None:
-        for row in sorted(self.rows.values(), key=lambda r: r.number):
+        for row in self.mirror.unfinished():
             if row.trial_id in self.in_flight:
                 continue
             if row.state == TrialState.PENDING and not row.superseded:
@@ -930,7 +880,7 @@ class Driver:
 
     def row_of_number(self, number: int | None) -> Row | None:
         """The mirror of trial `number`, or None."""
-        return next((r for r in self.rows.values() if r.number == number), None)
+        return self.mirror.by_number.get(number) if number is not None else None
 
     def _resumable(self, number: int | None) -> bool:
         """Whether paused trial `number` still has its checkpoint; if not, it is recorded failed."""
@@ -1058,7 +1008,7 @@ class Driver:
         total = self.budget.as_dict()[unit]
         initial = self.finished_proposals() if unit == "trials" else 0
         if unit in ("epochs", "grad_evals"):
-            initial = sum(getattr(r, unit) for r in self.rows.values())
+            initial = int(self.mirror.totals()[0 if unit == "epochs" else 1])
         return tqdm(total=total, initial=min(initial, total), unit=unit[:-1] if unit.endswith("s") else unit,
                     desc=self.study.name, dynamic_ncols=True)
 
@@ -1105,6 +1055,7 @@ class Driver:
         beat = threading.Thread(target=self._heartbeat, args=(done,), daemon=True)
         beat.start()
         self._bar = self._make_bar()
+        spent_written = time.monotonic()
         try:
             while True:
                 while executor.busy < executor.capacity:
@@ -1120,8 +1071,10 @@ class Driver:
                 outcomes = executor.wait(self.on_epoch, timeout=WAIT_S)
                 for outcome in outcomes:
                     self.finish(outcome)
-                if outcomes:
+                if outcomes and time.monotonic() - spent_written >= self.flush_seconds:
+                    # at most one write every flush_seconds (a kill loses at most that much of the seconds count)
                     self.storage.set_study_user_attr(self.study._study_id, SECONDS_SPENT, round(self.elapsed(), 3))
+                    spent_written = time.monotonic()
         finally:
             done.set()
             if previous is not None:
@@ -1144,10 +1097,10 @@ class Driver:
         if self.fatal is not None:
             raise self.fatal
         if self.progress and self.stop.is_set():
-            paused = sum(r.state == TrialState.PAUSED for r in self.rows.values())
+            paused = self.mirror.count(TrialState.PAUSED)
             print(f"study {self.study.name!r} paused ({paused} trials paused); run optimize again to continue")
         if self.progress and self.started == 0 and self.exhausted and not self.stop.is_set():
-            done = sum(r.state == TrialState.COMPLETE for r in self.rows.values())
+            done = self.mirror.count(TrialState.COMPLETE)
             print(f"study {self.study.name!r} is complete: its budget {self._budget_text()} is spent ({done} complete "
                   f"trials); give a larger total to continue it")
         if self.interrupted:  # as Optuna does: the caller's script must not go on as if the study had finished

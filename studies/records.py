@@ -171,17 +171,35 @@ def finite(x: Any) -> float | None:
 def stored_metrics(trial: Any) -> dict[str, list[Any]]:
     """Every metric per epoch of a stored trial (`None` where unknown).
 
-    The `metrics` attribute is written in batches; a crash can leave intermediate values (the
-    curve) ahead of it, and then the curve wins and the other metrics are padded with `None`.
+    The curve is stored once, as Optuna's intermediate values: step `e` is epoch `e`, NaN where
+    training diverged. The `metrics` attribute holds the other metrics, one JSON array each.
+    Databases written by tunelab 0.2.0 also kept `val_metric` in `metrics`, and left the steps
+    of non-finite epochs out of the intermediate values; both layouts read the same way here
+    (a missing step is a non-finite epoch), so an old trial continued by this release, whose
+    steps are then written both ways, reads correctly too. Intermediate values ahead of
+    `metrics` (a crash between two writes on a storage without batched writes) win, and the
+    other metrics are padded with `None`.
     """
     stored = trial.user_attrs.get(METRICS) or {}
-    curve = [trial.intermediate_values[k] for k in sorted(trial.intermediate_values)]
-    metrics = {k: list(stored.get(k, [])) for k in METRIC_KEYS}
-    if len(curve) > len(metrics["val_metric"]):
-        n = len(curve)
-        metrics = {k: (v + [None] * (n - len(v))) for k, v in metrics.items()}
-        metrics["val_metric"] = [finite(v) for v in curve]
+    steps = trial.intermediate_values
+    lists = {k: list(stored.get(k, [])) for k in METRIC_KEYS if k != "val_metric"}
+    n = max([len(v) for v in lists.values()] + [len(stored.get("val_metric", [])), max(steps, default=0)])
+    metrics: dict[str, list[Any]] = {}
+    for k in METRIC_KEYS:
+        metrics[k] = ([finite(steps.get(e)) for e in range(1, n + 1)] if k == "val_metric"
+                      else lists[k] + [None] * (n - len(lists[k])))
     return metrics
+
+
+def compact_metrics(metrics: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    """What the `metrics` attribute stores of a trial's metrics: all but the curve (stored as intermediate values)."""
+    return {k: v for k, v in metrics.items() if k != "val_metric"}
+
+
+def microseconds(x: float | None) -> float | None:
+    """A time in seconds rounded to the microsecond, None if not finite."""
+    x = finite(x)
+    return None if x is None else round(x, 6)
 
 
 def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:

@@ -27,8 +27,10 @@ from studies import _batch
 from studies.driver import BUDGET, Budget, Driver
 from studies.errors import ReadOnlyStudyError, StorageError, StudyConflictError, StudyNotFoundError
 from studies.executors import EXECUTORS, Executor
+from studies.mirror import Mirror
+from studies.reader import read_trials
 from studies.recipes import build_trainer, trainer_conflict
-from studies.records import CHECKPOINT, TrialRecord, TrialState, checkpoint_path, record_of
+from studies.records import CHECKPOINT, TrialRecord, TrialState, checkpoint_path, record_of, state_of
 from studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage
 from trainers import Trainer
 from trainers.replay import Replay
@@ -72,6 +74,9 @@ class Study:
         self.strategy = strategy
         self.direction = direction
         self.artifacts = artifacts
+        self._mirror: Mirror | None = None  # the driver's mirror after the last optimize (the next starts from it)
+        self._records: dict[int, TrialRecord] = {}  # records read so far, by trial id (finished ones never change)
+        self._open_ids: set[int] = set()  # trial ids of the unfinished ones among them
 
     def __repr__(self) -> str:
         return f"Study({self.name!r}, storage={self.storage_url!r}, strategy={self.strategy_text})"
@@ -152,9 +157,32 @@ class Study:
     # ------------------------------------------------------------------ results
     @property
     def trials(self) -> list[TrialRecord]:
-        """Every trial, by number (interrupted-and-re-queued ones included, as failed)."""
+        """Every trial, by number (interrupted-and-re-queued ones included, as failed).
+
+        Read incrementally: the first access reads the study, later ones only its unfinished and
+        new trials (a finished trial never changes).
+        """
+        return self.records()
+
+    def records(self, *, curves: bool = True) -> list[TrialRecord]:
+        """Every trial, by number; `curves=False` reads a summary (faster on large studies).
+
+        Args:
+            curves: Read each trial's per-epoch data. Without it, `curve` and `metrics` are
+                empty (`epochs`, `value`, `best_value` and the rest are there): what listings
+                and `dataframe()` show. A summary read is not kept; `trials` keeps what it read.
+        """
         order = list(self.space.names)
-        return [record_of(t, order) for t in self._frozen_trials()]
+        if not curves:
+            return [record_of(t, order) for t in read_trials(self._storage, self._study_id, curves=False)]
+        last = max(self._records, default=-1)
+        for t in read_trials(self._storage, self._study_id, include=self._open_ids, after=last):
+            self._records[t._trial_id] = record_of(t, order)
+            if state_of(t) in (TrialState.PENDING, TrialState.RUNNING, TrialState.PAUSED):
+                self._open_ids.add(t._trial_id)
+            else:
+                self._open_ids.discard(t._trial_id)
+        return list(self._records.values())
 
     @property
     def best(self) -> TrialRecord | None:
@@ -176,7 +204,7 @@ class Study:
 
     def checkpoint(self, number: int) -> Path | None:
         """Path of trial `number`'s checkpoint (`trainers.load_checkpoint` reads it), or None."""
-        for t in self._frozen_trials():
+        for t in read_trials(self._storage, self._study_id, curves=False):
             if t.number == number and t.system_attrs.get(CHECKPOINT):
                 path = checkpoint_path(self.artifacts, t._trial_id, t.number, t.system_attrs[CHECKPOINT])
                 return path if path is not None and path.exists() else None
@@ -192,7 +220,7 @@ class Study:
         import pandas as pd
 
         rows = []
-        for t in self.trials:
+        for t in self.records(curves=False):
             row: dict[str, Any] = {
                 "number": t.number,
                 "state": str(t.state),
@@ -360,8 +388,11 @@ class Study:
             max_retries=max_retries,
             executor_options=executor_options,
             population=population,
+            mirror=self._mirror,
         )
+        self._mirror = None  # carried over only from a run that ended cleanly (the next reads the study afresh)
         driver.run()
+        self._mirror = driver.mirror
         return driver.best_record()  # what `self.best` returns, without reading every trial again
 
     def history(self) -> search.History:

@@ -27,7 +27,7 @@ from studies.executors.base import (
     works_of,
 )
 from studies.executors.local import LocalExecutor
-from studies.executors.pool import ProcessExecutor, die_with_parent
+from studies.executors.pool import ProcessExecutor, close_pools, die_with_parent, shared_pool
 from studies.executors.simulated import SimulatedExecutor
 
 EXECUTORS = ("local", "ray", "simulated")
@@ -37,7 +37,8 @@ def open_executor(name: str, n_workers: int, *, ray_address: str | None = None,
                   resources: Mapping[str, float] | None = None, shared_artifacts: bool | None = None) -> Executor:
     """The executor `name`: "local", "ray" or "simulated".
 
-    "local" runs in process for one worker and in a process pool for more; "ray" on a Ray
+    "local" runs in process for one worker and in a process pool for more (a shared one: its
+    workers serve the next `optimize` call too, see `shared_pool`); "ray" on a Ray
     cluster; "simulated" on `n_workers` simulated workers with a simulated clock (for replayed
     trainers).
 
@@ -57,7 +58,7 @@ def open_executor(name: str, n_workers: int, *, ray_address: str | None = None,
         raise ConfigError(f"{', '.join(given)} apply to executor='ray' only, but executor={name!r}")
     if name == "simulated":
         return SimulatedExecutor(n_workers)
-    return LocalExecutor() if n_workers == 1 else ProcessExecutor(n_workers)
+    return LocalExecutor() if n_workers == 1 else shared_pool(n_workers)
 
 
 def __getattr__(name: str) -> Any:
@@ -80,6 +81,7 @@ __all__ = [
     "SimulatedExecutor",
     "Unit",
     "Work",
+    "close_pools",
     "die_with_parent",
     "is_out_of_memory",
     "open_executor",
@@ -87,5 +89,6 @@ __all__ = [
     "run_population",
     "run_unit",
     "run_work",
+    "shared_pool",
     "works_of",
 ]

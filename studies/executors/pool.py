@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import multiprocessing
 import os
 import pickle
@@ -10,7 +12,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -25,6 +26,8 @@ PARENT_POLL_S = 0.5
 TRAINERS_KEPT = 4  # trainers a worker keeps unpickled (a comparison alternates between a few)
 
 _WORKER: dict[str, Any] = {}
+_IDLE: dict[int, list[ProcessExecutor]] = {}  # shared pools not in use, by worker count
+_IDLE_LOCK = threading.Lock()
 
 
 def die_with_parent(parent: int) -> None:
@@ -109,6 +112,7 @@ class ProcessExecutor:
         self._pool = self._new_pool()
         self._futures: dict[Future, Unit] = {}
         self._blobs: dict[int, tuple[Trainer, str, bytes]] = {}
+        self._shared = False  # from `shared_pool`: `close` hands it back instead of stopping the workers
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -126,7 +130,10 @@ class ProcessExecutor:
     def _blob(self, trainer: Trainer) -> tuple[str, bytes]:
         entry = self._blobs.get(id(trainer))
         if entry is None or entry[0] is not trainer:
-            entry = (trainer, uuid.uuid4().hex, pickle.dumps(trainer))
+            blob = pickle.dumps(trainer)
+            # named by content: a pool serving another optimize call finds the trainer its workers unpickled,
+            # unless it changed since (a trainer edited between calls is sent again)
+            entry = (trainer, hashlib.blake2b(blob, digest_size=16).hexdigest(), blob)
             if len(self._blobs) >= TRAINERS_KEPT:  # a comparison moves on from study to study
                 self._blobs.pop(next(iter(self._blobs)))
             self._blobs[id(trainer)] = entry
@@ -185,6 +192,48 @@ class ProcessExecutor:
             return outcomes
 
     def close(self) -> None:
-        """Stop the workers."""
+        """Stop the workers; a shared pool with nothing running goes back to be used by the next `optimize`."""
+        if self._shared and not self._futures and not getattr(self._pool, "_broken", False):
+            self._pause.clear()
+            self._stop_mp.clear()
+            self._blobs.clear()  # pickled again by the next call: its trainer may have changed in between
+            with _IDLE_LOCK:
+                _IDLE.setdefault(self.capacity, []).append(self)
+            return
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop the workers (also of a shared pool)."""
+        self._shared = False
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._blobs.clear()
+
+
+def shared_pool(n_workers: int) -> ProcessExecutor:
+    """A process pool of `n_workers` whose workers outlive the `optimize` call that started them.
+
+    Spawning workers costs seconds (each imports PyTorch and tunelab) and stopping them another
+    one or two, on every `optimize` call and for every study of a comparison. A pool from here
+    goes back to an idle list when its `optimize` ends (`close`) and the next call with as many
+    workers takes it, trainers still unpickled in its workers. Idle pools stop when the
+    interpreter exits, or on `close_pools()`.
+    """
+    with _IDLE_LOCK:
+        pools = _IDLE.get(n_workers, [])
+        pool = pools.pop() if pools else None
+    if pool is None:
+        pool = ProcessExecutor(n_workers)
+    pool._shared = True
+    return pool
+
+
+def close_pools() -> None:
+    """Stop the workers of every idle shared pool (`studies.close_workers()`)."""
+    with _IDLE_LOCK:
+        pools = [p for ps in _IDLE.values() for p in ps]
+        _IDLE.clear()
+    for pool in pools:
+        pool.shutdown()
+
+
+atexit.register(close_pools)

@@ -59,3 +59,32 @@ def test_categorical_spaces_use_the_mixed_gp_and_propose_valid_configs():
     r = search.Bayesian(seed=0, n_initial=3).ask(History(space, tuple(trials)))
     assert r.attrs["phase"] == "gp"
     assert space.validate(r.config) == r.config
+
+
+def test_each_fit_starts_from_the_last_one_stored_with_its_proposal(monkeypatch):
+    """The warm start reads the previous fit from the history, so a fresh instance (a resume) decides the same."""
+    space = spaces.optimizers(["sgd", "adamw"]) | spaces.mlp()
+    enc = search.MixedEncoding(space)
+    rng = np.random.default_rng(0)
+
+    def value(config):
+        x = enc.encode(config)
+        return float(np.sum((x - 0.3) ** 2))
+
+    trials = []
+    for i in range(8):
+        config = space.sample(rng)
+        trials.append(complete(i, config, value(config)))
+    first = search.Bayesian(seed=1, n_initial=4, warm_after=8).ask(History(space, tuple(trials)))
+    assert first.attrs["phase"] == "gp" and first.attrs["gp_fit"]
+    trials.append(TrialView(8, "complete", first.config, value=value(first.config), curve=(0.0,), epochs=1,
+                            attrs=dict(first.attrs)))
+    starts = []
+    real = search.bayesian._load
+    monkeypatch.setattr(search.bayesian, "_load", lambda model, values: starts.append(values) or real(model, values))
+    again = [search.Bayesian(seed=1, n_initial=4, warm_after=8).ask(History(space, tuple(trials))) for _ in range(2)]
+    assert starts == [first.attrs["gp_fit"]] * 2  # from the stored fit, by two fresh instances
+    assert again[0].config == again[1].config and again[0].attrs["gp_fit"] == again[1].attrs["gp_fit"]
+    cold = search.Bayesian(seed=1, n_initial=4, refit_maxiter=None).ask(History(space, tuple(trials)))
+    early = search.Bayesian(seed=1, n_initial=4, warm_after=10).ask(History(space, tuple(trials)))
+    assert len(starts) == 2 and cold.attrs["phase"] == early.attrs["phase"] == "gp"  # from scratch: no start read

@@ -147,6 +147,7 @@ def test_one_process_pool_serves_every_study_of_a_comparison(done, tmp_path, mon
     new_pool = ProcessExecutor._new_pool
     monkeypatch.setattr(ProcessExecutor, "_new_pool", lambda self: pools.append(self) or new_pool(self))
     url = f"sqlite:///{tmp_path / 'pool.db'}"
+    studies.close_workers()  # an idle pool of another test would serve it instead
     pooled = studies.compare(tiny_problems(), storage=url, n_workers=2, **ARGS)
     assert len(pools) == 1  # not one per study (8 studies here; each pool costs seconds to start)
     for arm in done.arms():

@@ -16,7 +16,8 @@ from studies.executors import Flag, run_work
 from studies.lock import LIVE
 from trainers.replay import Curve, ReplayTable, TableHeader, table_space
 
-FIELDS = ("state", "epochs", "config", "target", "owner", "paused_by", "superseded", "attrs", "value")
+FIELDS = ("state", "epochs", "config", "target", "owner", "paused_by", "superseded", "attrs", "value", "lease",
+          "metrics", "checkpoint", "retries", "stored_steps", "seconds", "grad_evals", "proposal", "error")
 
 
 def table(n: int = 24, epochs: int = 9) -> ReplayTable:
@@ -36,6 +37,23 @@ def table(n: int = 24, epochs: int = 9) -> ReplayTable:
 
 def view(row) -> tuple:
     return tuple(getattr(row, f) for f in FIELDS)
+
+
+def check_totals(d: Driver) -> None:
+    """The mirror's running totals equal what a walk over every row computes."""
+    rows = list(d.rows.values())
+    proposals = sorted((r for r in rows if not r.superseded),
+                       key=lambda r: (r.proposal if r.proposal is not None else 10**9, r.number))
+    assert [r.trial_id for r in d.proposals()] == [r.trial_id for r in proposals]
+    assert d.mirror.n_proposals() == len(proposals)
+    finished = ("complete", "pruned", "failed")
+    assert d.finished_proposals() == sum(r.state.value in finished for r in proposals)
+    assert d.mirror.totals() == (sum(r.epochs for r in rows), sum(r.grad_evals for r in rows))
+    done = [(r.number, float(r.value)) for r in rows if r.state.value == "complete" and r.value is not None]
+    assert d.study_best() == (max(done, key=lambda t: t[1]) if done else None)
+    assert [r.number for r in d.mirror.unfinished()] == sorted(
+        r.number for r in rows if r.state.value not in finished)
+    assert all(d.row_of_number(r.number) is r for r in rows)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -71,6 +89,7 @@ def test_incremental_mirror_equals_a_full_read_after_random_interleavings(tmp_pa
                 with d.lock:
                     quiet += not d.lock.others_since()
                     d.refresh()
+                check_totals(d)
                 mirror = {tid: r for tid, r in d.rows.items() if tid not in d.in_flight}
                 assert {tid: view(r) for tid, r in mirror.items()} == {
                     tid: view(r) for tid, r in full.items() if tid not in d.in_flight}
