@@ -247,7 +247,7 @@ class Driver:
         """What the strategy sees."""
         return History(
             space=self.study.space,
-            trials=tuple(self.view(r) for r in self.proposals()),
+            trials=self.mirror.views(self.view),
             max_epochs=self.study.trainer.epochs,
             input_shape=self.study.trainer.workload.input_shape,
             n_outputs=self.study.trainer.workload.n_outputs,
@@ -959,7 +959,7 @@ class Driver:
         if not self.fits(config, epochs, new_trial=True):
             self.exhausted = True
             return None
-        row = self.create_trial(config, proposal=len(self.proposals()), target=epochs, attrs=request.attrs,
+        row = self.create_trial(config, proposal=self.mirror.n_proposals(), target=epochs, attrs=request.attrs,
                                 state=OTS.RUNNING, seed=request.seed, routine=request.routine,
                                 options=request.options)
         return self._work(row, epochs)

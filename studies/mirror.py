@@ -79,6 +79,9 @@ class Row:
         if name != "view":  # any change makes the cached view stale (in-place edits reset `view` themselves)
             object.__setattr__(self, "view", None)
         object.__setattr__(self, name, value)
+        changed = self.__dict__.get("_changed")
+        if changed is not None:  # the mirror holding the row rebuilds its view at the next history
+            changed.add(self.trial_id)
 
     @property
     def epochs(self) -> int:
@@ -145,6 +148,9 @@ class Mirror:
         self.last_id = -1
         self.kept: set[int] | None = None  # finished trials whose checkpoint may exist (the driver's `_retain`)
         self._order: list[int] | None = []  # trial ids of the proposals in proposal order (None: to sort)
+        self._views: list[Any] = []  # the strategy's views of `_order`'s rows, as far as built
+        self._position: dict[int, int] = {}  # trial id -> index in `_views`
+        self._changed: set[int] = set()  # trial ids of rows changed since their view was built
         self.done_epochs = 0
         self.done_grad_evals = 0
         self.done_proposals = 0  # finished trials that are proposals (not superseded by a re-run)
@@ -163,6 +169,8 @@ class Mirror:
             self._account(old, -1)  # a finished trial read again (not done by the driver): count it afresh
         self.open.discard(tid)
         self.rows[tid] = row
+        object.__setattr__(row, "_changed", self._changed)
+        self._changed.add(tid)
         self.by_number[row.number] = row
         self.last_id = max(self.last_id, tid)
         if old is None and self._order is not None and not row.superseded:
@@ -217,10 +225,31 @@ class Mirror:
 
     def proposals(self) -> list[Row]:
         """Trials the strategy proposed, in proposal order (re-queued ones replaced by their re-run)."""
+        return [self.rows[t] for t in self._ordered()]
+
+    def _ordered(self) -> list[int]:
         self.settle()
         if self._order is None:
             self._order = [r.trial_id for r in sorted((r for r in self.rows.values() if not r.superseded), key=_key)]
-        return [self.rows[t] for t in self._order]
+            self._views, self._position = [], {}
+        return self._order
+
+    def views(self, make: Any) -> tuple[Any, ...]:
+        """`make(row)` of every proposal in proposal order, rebuilt only for rows new or changed since the last call.
+
+        What the strategy's history holds: O(changed rows) per decision, not O(trials).
+        """
+        order = self._ordered()
+        views, position = self._views, self._position
+        for tid in self._changed:
+            i = position.get(tid)
+            if i is not None:
+                views[i] = make(self.rows[tid])
+        for i in range(len(views), len(order)):
+            position[order[i]] = i
+            views.append(make(self.rows[order[i]]))
+        self._changed.clear()
+        return tuple(views)
 
     def n_proposals(self) -> int:
         """`len(proposals())` without building the list."""

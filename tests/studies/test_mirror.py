@@ -54,6 +54,8 @@ def check_totals(d: Driver) -> None:
     assert [r.number for r in d.mirror.unfinished()] == sorted(
         r.number for r in rows if r.state.value not in finished)
     assert all(d.row_of_number(r.number) is r for r in rows)
+    # the history's views, rebuilt only for changed rows, equal views built afresh
+    assert d.history().trials == tuple(d._view(r) for r in proposals)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
