@@ -145,6 +145,7 @@ def _list(args: argparse.Namespace) -> int:
     """List the studies from what is stored: no workload is rebuilt and no code named by the database is imported."""
     import studies
     from studies.compare import MANIFEST
+    from studies.reader import read_trials
     from studies.recipes import untrusted_imports
     from studies.records import state_of
     from studies.study import STRATEGY, TRAINER
@@ -169,7 +170,7 @@ def _list(args: argparse.Namespace) -> int:
                 continue
             strategy, trainer = attrs[STRATEGY], attrs[TRAINER]
             workload = (trainer.get("workload") or {}).get("name", "?")
-            trials = st.get_all_trials(summary._study_id, deepcopy=False)
+            trials = read_trials(st, summary._study_id, curves=False)
             done = [t for t in trials if state_of(t) == "complete" and t.value is not None]
             maximize = summary.direction.name == "MAXIMIZE"
             best = (max if maximize else min)((t.value for t in done), default=float("nan"))
@@ -186,7 +187,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     study = _open(args, read_only=True)
-    trials = study.trials
+    trials = study.records(curves=False)  # what the table shows: no per-epoch data
     print(f"study {study.name!r} in {args.storage}: {study.strategy_text}, workload {study.workload_name}, "
           f"{study.epochs} epochs per trial, budget {study.budget()}")
     _print_best(study, study.best_of(trials))  # from the trials read once
