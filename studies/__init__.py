@@ -20,7 +20,7 @@ from spaces.errors import (
     WorkloadError,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 from studies.compare import Arm, Comparison, compare
 from studies.driver import Budget
