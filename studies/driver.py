@@ -368,6 +368,8 @@ class Driver:
         """Mark `row` running, owned by this driver."""
         from optuna.trial import TrialState as OTS
 
+        # its first epochs wait `flush_seconds` like the rest: a trial shorter than that is written once, at its end
+        row.last_flush = time.monotonic()
         if row.state == TrialState.RUNNING and row.owner == self.owner:  # created claimed
             self.in_flight.add(row.trial_id)
             return
