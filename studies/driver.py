@@ -86,8 +86,6 @@ class StudyHandle(Protocol):
 
     def _study_attrs(self) -> dict[str, Any]: ...
 
-    def _frozen_trials(self) -> list[Any]: ...
-
 SECONDS_SPENT = "tunelab:seconds_spent"
 BUDGET = "tunelab:budget"
 LEASE_TTL_S = 60.0
@@ -202,13 +200,22 @@ class Driver:
 
     def load(self) -> None:
         """Mirror the stored trials (refusing checkpoint names that point outside the artifact folder)."""
-        rows = [row_of(t) for t in read_trials(self.storage, self.study._study_id)]
-        for row in rows:
-            self._checkpoint_path(row)  # raises StorageError before anything is touched
         mirror = Mirror(self.sign)
+        self._take(read_trials(self.storage, self.study._study_id), mirror)
+        self.mirror = mirror
+
+    def _take(self, trials: list[Any], mirror: Mirror) -> None:
+        """Put the rows of stored `trials` (but those this driver is running) into `mirror`.
+
+        Raises:
+            StorageError: A trial names a checkpoint outside the artifact folder (raised before
+                any row is used).
+        """
+        rows = [row_of(t) for t in trials if t._trial_id not in self.in_flight]
+        for row in rows:
+            self._checkpoint_path(row)
         for row in rows:
             mirror.put(row)
-        self.mirror = mirror
 
     def proposals(self) -> list[Row]:
         """Trials the strategy proposed, in proposal order (re-queued ones replaced by their re-run)."""
@@ -796,12 +803,8 @@ class Driver:
         quiet = not self.lock.others_since()
         open_ids = {r.trial_id for r in self.mirror.unfinished() if r.trial_id not in self.in_flight
                     and not (quiet and (r.state != TrialState.RUNNING or r.owner == self.owner))}
-        for t in read_trials(self.storage, self.study._study_id, include=open_ids, after=self.mirror.last_id):
-            if t._trial_id in self.in_flight:
-                continue
-            row = row_of(t)
-            self._checkpoint_path(row)  # refuse a path outside the artifact folder before using the row
-            self.mirror.put(row)
+        self._take(read_trials(self.storage, self.study._study_id, include=open_ids, after=self.mirror.last_id),
+                   self.mirror)
 
     def next_work(self) -> Work | None:
         """The next unit of work (re-queued trials, then interrupted ones, then the strategy's request).

@@ -158,9 +158,6 @@ class Mirror:
         self.superseded = 0
         self.best: tuple[int, float] | None = None  # (number, value) of the best comparable complete trial
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
     def put(self, row: Row) -> None:
         """Add a row, or replace the mirror of a trial that is unfinished here."""
         tid = row.trial_id

@@ -27,10 +27,10 @@ from studies import _batch
 from studies.driver import BUDGET, Budget, Driver
 from studies.errors import ReadOnlyStudyError, StorageError, StudyConflictError, StudyNotFoundError
 from studies.executors import EXECUTORS, Executor
-from studies.mirror import Mirror
+from studies.mirror import UNFINISHED, Mirror
 from studies.reader import read_trials
 from studies.recipes import build_trainer, trainer_conflict
-from studies.records import CHECKPOINT, TrialRecord, TrialState, checkpoint_path, record_of, state_of
+from studies.records import CHECKPOINT, TrialRecord, TrialState, checkpoint_path, record_of
 from studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage
 from trainers import Trainer
 from trainers.replay import Replay
@@ -177,8 +177,8 @@ class Study:
             return [record_of(t, order) for t in read_trials(self._storage, self._study_id, curves=False)]
         last = max(self._records, default=-1)
         for t in read_trials(self._storage, self._study_id, include=self._open_ids, after=last):
-            self._records[t._trial_id] = record_of(t, order)
-            if state_of(t) in (TrialState.PENDING, TrialState.RUNNING, TrialState.PAUSED):
+            record = self._records[t._trial_id] = record_of(t, order)
+            if record.state in UNFINISHED:
                 self._open_ids.add(t._trial_id)
             else:
                 self._open_ids.discard(t._trial_id)
