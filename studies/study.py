@@ -462,6 +462,24 @@ def _check_trains(space: Space) -> None:
 _TRAINABLE: set[Space] = set()  # spaces already checked in this process (spaces are immutable)
 
 
+def _same_strategy(stored: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
+    """Whether the stored strategy spec is `given`, the stored one read as this version reads it.
+
+    A spec stored by an earlier release lacks the arguments added since; rebuilt by
+    `Strategy.from_spec`, they take the values that release behaved with (`stored_args`) or the
+    defaults, so rerunning an unchanged script continues its study after an upgrade. A spec that
+    cannot be rebuilt without importing code (untrusted) compares as stored.
+    """
+    given = json.loads(json.dumps(given))
+    if stored == given:
+        return True
+    try:
+        rebuilt = search.Strategy.from_spec(stored)
+    except Exception:  # unknown or untrusted: no rebuilding here, the stored spec is what it is
+        return False
+    return json.loads(json.dumps(rebuilt.spec())) == given
+
+
 def _study_id(storage: Any, name: str) -> int | None:
     try:
         return storage.get_study_id_from_name(name)
@@ -553,7 +571,7 @@ def create(
         problems = []
         if attrs[SPACE] != recipe[SPACE]:
             problems.append("a different space")
-        if attrs[STRATEGY] != json.loads(json.dumps(recipe[STRATEGY])):
+        if not _same_strategy(attrs[STRATEGY], recipe[STRATEGY]):
             problems.append(f"a different strategy (stored: {attrs[STRATEGY]}, given: {recipe[STRATEGY]})")
         conflict = trainer_conflict(attrs[TRAINER], recipe[TRAINER])
         if conflict:
@@ -634,7 +652,7 @@ def load(
                      strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts, create=False))
     if strategy is None:
         strategy = search.Strategy.from_spec(attrs[STRATEGY], trust=trust)
-    elif json.loads(json.dumps(strategy.spec())) != attrs[STRATEGY]:
+    elif not _same_strategy(attrs[STRATEGY], strategy.spec()):
         raise StudyConflictError(
             f"the strategy given to load differs from the study's (stored: {attrs[STRATEGY]}, given: "
             f"{strategy.spec()}); pass an equal strategy, or none to rebuild the stored one"

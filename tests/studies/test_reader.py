@@ -125,3 +125,28 @@ def test_a_mirror_carried_between_optimize_calls_equals_a_fresh_read(tmp_path):
         assert carried is not None and carried.rows == fresh.mirror.rows
         assert carried.totals() == fresh.mirror.totals() and carried.study_best() == fresh.mirror.study_best()
         assert [r.number for r in carried.proposals()] == [r.number for r in fresh.mirror.proposals()]
+
+
+def test_a_strategy_stored_by_an_earlier_release_matches_the_unchanged_script(tmp_path):
+    """Arguments added since a study was stored take their stored-study values, so the same script continues it."""
+    replay = trainers.Replay(old_table())
+    url = f"sqlite:///{tmp_path / 'u.db'}"
+    made = {}
+    for name, strategy, added in (("b", search.Bayesian(seed=0), ("alternations", "refit_maxiter", "warm_after")),
+                                  ("f", search.FreezeThaw(seed=0), ("surrogate",))):
+        made[name] = studies.create(name, url, space=table_space(replay), trainer=replay, strategy=strategy)
+        spec = strategy.spec()
+        old = {"name": spec["name"], "args": {k: v for k, v in spec["args"].items() if k not in added}}
+        made[name]._storage.set_study_user_attr(made[name]._study_id, "tunelab:strategy", old)  # as 0.2.0 stored it
+    # Bayesian's new arguments default to what the study was doing: the unchanged script goes on
+    again = studies.create("b", url, space=table_space(replay), trainer=replay, strategy=search.Bayesian(seed=0))
+    assert again.strategy == search.Bayesian(seed=0)
+    assert studies.load("b", url, trainer=replay, strategy=search.Bayesian(seed=0)).strategy == again.strategy
+    with pytest.raises(studies.StudyConflictError, match="a different strategy"):
+        studies.create("b", url, space=table_space(replay), trainer=replay,
+                       strategy=search.Bayesian(seed=0, warm_after=5))
+    # a stored FreezeThaw went on with Swersky's GP: the new default (power laws) is another search
+    with pytest.raises(studies.StudyConflictError, match="a different strategy"):
+        studies.create("f", url, space=table_space(replay), trainer=replay, strategy=search.FreezeThaw(seed=0))
+    swersky = search.FreezeThaw(seed=0, surrogate="swersky")
+    assert studies.create("f", url, space=table_space(replay), trainer=replay, strategy=swersky).strategy == swersky
