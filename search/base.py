@@ -304,7 +304,12 @@ class Strategy(abc.ABC):
             cls = strategies.get(name)
         for path in cls.stored_imports(args):
             check(path, what=f"{name} strategy argument", trust=trust)
-        return cls(**cls.stored_args(dict(args)))
+        try:
+            return cls(**cls.stored_args(dict(args)))
+        except TypeError as err:  # an argument this version does not take (a damaged or foreign spec)
+            params = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+            raise ConfigError(f"the stored arguments of strategy {name!r} do not fit it ({err}); it takes "
+                              f"{params}. The database was edited, or written by another version") from err
 
     @classmethod
     def stored_args(cls, args: dict[str, Any]) -> dict[str, Any]:
@@ -321,6 +326,30 @@ class Strategy(abc.ABC):
         spec = self.spec()
         args = ", ".join(f"{k}={v!r}" for k, v in spec["args"].items())
         return f"{type(self).__name__}({args})"
+
+
+LIMIT = 100_000  # the default upper bound of a strategy's whole-number arguments (sizes of loops and arrays)
+
+
+def check_int(owner: str, name: str, value: Any, low: int = 1, high: int = LIMIT, *, optional: bool = False) -> Any:
+    """Check a strategy's whole-number argument: an int in `[low, high]` (or None when `optional`).
+
+    A stored study rebuilds its strategy from the database (`Strategy.from_spec`), which is
+    untrusted input: every argument that sizes an allocation or a loop has an upper bound, so a
+    damaged spec (`sample=10**9`) is a `ConfigError`, not a memory or time exhaustion.
+
+    Returns:
+        `value` as an int (None when optional and None).
+
+    Raises:
+        ConfigError: Not an int, or out of range; the message names `owner(name=...)` and the range.
+    """
+    if value is None and optional:
+        return None
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= high:
+        extra = " or None" if optional else ""
+        raise ConfigError(f"{owner}({name}=...) must be an int from {low} to {high:,}{extra}, got {value!r}")
+    return int(value)
 
 
 def seen_configs(trials: Sequence[TrialView]) -> set[str]:

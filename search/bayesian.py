@@ -33,10 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from search.base import History, Request, Strategy, config_key, seen_configs
+from search.base import History, Request, Strategy, check_int, config_key, seen_configs
 from search.encoding import MixedEncoding
 from search.random import quasi_point
-from spaces import ConfigError
 
 
 class Bayesian(Strategy):
@@ -78,18 +77,17 @@ class Bayesian(Strategy):
         warm_after: int = 50,
     ) -> None:
         super().__init__(seed)
-        for key, value, low in (
-            ("n_initial", n_initial, 1),
-            ("num_restarts", num_restarts, 1),
-            ("raw_samples", raw_samples, 1),
-            ("mc_samples", mc_samples, 1),
-            ("fit_maxiter", fit_maxiter, 1),
-            ("alternations", alternations, 1),
-            ("refit_maxiter", refit_maxiter, 1),
-            ("warm_after", warm_after, 1),
+        for key, value, high, optional in (
+            ("n_initial", n_initial, 10_000, True),
+            ("num_restarts", num_restarts, 1_000, False),
+            ("raw_samples", raw_samples, 100_000, False),
+            ("mc_samples", mc_samples, 100_000, False),
+            ("fit_maxiter", fit_maxiter, 100_000, False),
+            ("alternations", alternations, 10_000, False),
+            ("refit_maxiter", refit_maxiter, 100_000, True),
+            ("warm_after", warm_after, 10**9, False),
         ):
-            if value is not None and (not isinstance(value, int) or value < low):
-                raise ConfigError(f"Bayesian({key}=...) must be an int >= {low}, got {value!r}")
+            check_int("Bayesian", key, value, 1, high, optional=optional)
         self.n_initial = n_initial
         self.num_restarts = num_restarts
         self.raw_samples = raw_samples

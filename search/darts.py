@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy, TrialView
+from search.base import History, Request, Strategy, TrialView, check_int
 from search.darts_search import DartsSettings, cell_ops_of
 from spaces import EDGES, ConfigError, Genotype, Space
 from spaces.cells import edge_name
@@ -112,9 +112,7 @@ class Darts(Strategy):
         self.arch_weight_decay, self.collapse_threshold = arch_weight_decay, collapse_threshold
         self.channels = channels
         self.settings()  # every setting is checked now, not at the first trial
-        if searches is not None and (not isinstance(searches, int) or isinstance(searches, bool) or searches < 1):
-            raise ConfigError(f"Darts: searches must be a positive int or None (as many as the budget allows), got "
-                              f"{searches!r}")
+        check_int("Darts", "searches", searches, optional=True)  # None: as many as the budget allows
         if not isinstance(retrain, bool):
             raise ConfigError(f"Darts: retrain must be True or False, got {retrain!r}")
         if config is not None and not isinstance(config, Mapping):

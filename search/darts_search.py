@@ -51,6 +51,7 @@ import torch
 from torch.utils.data import Subset
 
 from search.architect import first_order, second_order
+from search.base import check_int
 from search.routines import Routine, routines
 from search.supernet import N_EDGES, Supernet, parameter_free
 from spaces import EDGES, ConfigError, Genotype, Space, cell_ops
@@ -101,8 +102,7 @@ class DartsSettings:
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, minimum: int = 1) -> None:
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-                raise ConfigError(f"Darts: {name} must be an int >= {minimum}, got {value!r}")
+            check_int("Darts", name, value, minimum, 4_096 if name == "channels" else 1_000_000)
 
         def number(name: str, value: Any, low: float, high: float, open_low: bool = False) -> None:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

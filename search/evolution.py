@@ -62,7 +62,7 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy, TrialView, config_key, seen_configs
+from search.base import History, Request, Strategy, TrialView, check_int, config_key, seen_configs
 from search.encoding import MixedEncoding
 from spaces import EDGES, Categorical, Config, ConfigError, Fixed, Space, model_size, param_count
 
@@ -204,19 +204,18 @@ class Evolution(Strategy):
                 f"Evolution(population=...) must be an int >= {low}"
                 f"{' (DE draws three slots besides the target)' if low == 4 else ''}, got {population!r}"
             )
-        if not _is_int(sample) or sample < 1:
-            raise ConfigError(f"Evolution(sample=...) must be an int >= 1, got {sample!r}")
+        check_int("Evolution", "population", population, low)
+        check_int("Evolution", "sample", sample)
         for label, value in (("identity", identity), ("crossover", crossover)):
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise ConfigError(f"Evolution({label}=...) must be a probability in [0, 1], got {value!r}")
         for label, value in (("scale", scale), ("mutation_factor", mutation_factor)):
             if not isinstance(value, (int, float)) or not 0.0 < value <= 2.0:
                 raise ConfigError(f"Evolution({label}=...) must be a number in (0, 2], got {value!r}")
-        for label, value in (("max_params", max_params), ("max_flops", max_flops), ("short_epochs", short_epochs)):
-            if value is not None and (not _is_int(value) or value < 1):
-                raise ConfigError(f"Evolution({label}=...) must be a positive int or None, got {value!r}")
-        if not _is_int(eta) or eta < 2:
-            raise ConfigError(f"Evolution(eta=...) must be an int >= 2, got {eta!r}")
+        for label, value in (("max_params", max_params), ("max_flops", max_flops)):
+            check_int("Evolution", label, value, 1, 10**15, optional=True)
+        check_int("Evolution", "short_epochs", short_epochs, optional=True)
+        check_int("Evolution", "eta", eta, 2, 1_000)
         self.population = int(population)
         self.sample = int(sample)
         self.method = method

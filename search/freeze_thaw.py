@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy, TrialView
+from search.base import LIMIT, History, Request, Strategy, TrialView, check_int
 from search.curves import FreezeThawGP
 from search.encoding import MixedEncoding
 from search.random import quasi_point
@@ -131,15 +131,15 @@ class FreezeThaw(Strategy):
             raise ConfigError(f"FreezeThaw(surrogate=...) must be one of {SURROGATES}, got {surrogate!r}")
         if acquisition not in ("mfpi", "ei"):
             raise ConfigError(f'FreezeThaw(acquisition=...) must be "mfpi" or "ei", got {acquisition!r}')
-        if not isinstance(refine_steps, int) or isinstance(refine_steps, bool) or refine_steps < 0:
-            raise ConfigError(f"FreezeThaw(refine_steps=...) must be an int >= 0, got {refine_steps!r}")
-        for key, value, low in (("n_initial", n_initial, 1), ("initial_epochs", initial_epochs, 1),
-                                ("candidates", candidates, 1),
-                                ("keep_paused", keep_paused, 1), ("fit_maxiter", fit_maxiter, 1)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
-                raise ConfigError(f"FreezeThaw({key}=...) must be an int >= {low}, got {value!r}")
-        if increment != "auto" and (not isinstance(increment, int) or isinstance(increment, bool) or increment < 1):
-            raise ConfigError(f'FreezeThaw(increment=...) must be an int >= 1 or "auto", got {increment!r}')
+        check_int("FreezeThaw", "refine_steps", refine_steps, 0)
+        for key, value, optional in (("n_initial", n_initial, True), ("initial_epochs", initial_epochs, True),
+                                     ("candidates", candidates, False), ("keep_paused", keep_paused, False),
+                                     ("fit_maxiter", fit_maxiter, False)):
+            check_int("FreezeThaw", key, value, optional=optional)
+        if increment != "auto" and (not isinstance(increment, int) or isinstance(increment, bool)
+                                    or not 1 <= increment <= LIMIT):
+            raise ConfigError(f'FreezeThaw(increment=...) must be an int from 1 to {LIMIT:,} or "auto", got '
+                              f'{increment!r}')
         if not isinstance(refit_growth, (int, float)) or refit_growth < 1.0:
             raise ConfigError(f"FreezeThaw(refit_growth=...) must be a number >= 1, got {refit_growth!r}")
         if retire_below is not None and (not isinstance(retire_below, (int, float)) or isinstance(retire_below, bool)

@@ -24,8 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from search.base import History, Request, Strategy, TrialView
-from spaces import ConfigError
+from search.base import History, Request, Strategy, TrialView, check_int
 
 
 def _rung_value(trial: TrialView, epochs: int) -> float:
@@ -50,10 +49,8 @@ class _Halving(Strategy):
 
     def __init__(self, seed: int = 0, eta: int = 3, min_epochs: int = 1) -> None:
         super().__init__(seed)
-        if not isinstance(eta, int) or eta < 2:
-            raise ConfigError(f"eta must be an int >= 2 (the paper's default is 3), got {eta!r}")
-        if not isinstance(min_epochs, int) or min_epochs < 1:
-            raise ConfigError(f"min_epochs must be an int >= 1, got {min_epochs!r}")
+        check_int(type(self).__name__, "eta", eta, 2, 1_000)  # the paper's default is 3
+        check_int(type(self).__name__, "min_epochs", min_epochs)
         self.eta = eta
         self.min_epochs = min_epochs
 

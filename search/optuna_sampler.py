@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy, TrialView
+from search.base import History, Request, Strategy, TrialView, check_int
 from spaces import Categorical, ConfigError, Fixed, Float, Int, Space
 from spaces.trust import split_path
 
@@ -123,6 +123,9 @@ class OptunaSampler(Strategy):
             except ImportError:
                 raise ConfigError("OptunaSampler('cmaes') needs the cmaes package: pip install cmaes") from None
         self._cls = cls
+        for key, value in kwargs.items():  # sizes of the sampler's loops and arrays (a stored spec is untrusted)
+            if isinstance(value, int) and not isinstance(value, bool):
+                check_int(f"OptunaSampler({self.sampler!r}, ...)", key, value, -(10**6), 10**6)
         self.kwargs = dict(kwargs)
         self._study: Any = None  # the in-memory Optuna study mirroring the history (`_mirror`)
         self._space: Space | None = None

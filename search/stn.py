@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy, TrialView
+from search.base import History, Request, Strategy, TrialView, check_int
 from search.stn_routine import StnSettings
 from spaces import ConfigError, Space
 from spaces.params import Float, Int
@@ -87,6 +87,9 @@ class SelfTuning(Strategy):
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(seed)
+        if not isinstance(tune, (str, list, tuple)):
+            raise ConfigError(f"SelfTuning: tune must name the hyperparameters to tune, e.g. tune=['model.dropout'] "
+                              f"(one of {list(TUNABLE)}), got {tune!r}")
         tune = [tune] if isinstance(tune, str) else list(tune)
         if not tune or len(set(tune)) != len(tune):
             raise ConfigError(f"SelfTuning: tune must name at least one hyperparameter, without repeats, got {tune}")
@@ -99,8 +102,7 @@ class SelfTuning(Strategy):
                            ("replay", replay)):
             if not isinstance(value, bool):
                 raise ConfigError(f"SelfTuning: {key} must be True or False, got {value!r}")
-        if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
-            raise ConfigError(f"SelfTuning: runs must be a positive int, got {runs!r}")
+        check_int("SelfTuning", "runs", runs, 1, 10_000)
         if config is not None and not isinstance(config, Mapping):
             raise ConfigError(f"SelfTuning: config must be a dict of parameter values, got {config!r}")
         self.tune, self.delta, self.warmup, self.train_steps = tune, delta, warmup, train_steps

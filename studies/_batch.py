@@ -322,3 +322,45 @@ def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[st
     except sqlalchemy.exc.IntegrityError as err:
         raise optuna.exceptions.DuplicatedStudyError(f"a study named {name!r} exists") from err
     return storage.get_study_id_from_name(name)
+
+
+def set_study_attr_once(storage: Any, study_id: int, key: str, value: Any) -> Any:
+    """Set a study user attribute unless it is set already; return the stored value (the first writer's).
+
+    Two processes that open an old study at once both try; the database's unique key on
+    (study, key) lets one insert win, and the other reads what it wrote.
+    """
+    from studies.reader import read_study_attrs
+
+    stored = read_study_attrs(storage, study_id)
+    if key in stored:
+        return stored[key]
+    if not hasattr(storage, "engine"):
+        storage.set_study_user_attr(study_id, key, value)
+        return value
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    table = models.StudyUserAttributeModel.__table__
+    try:
+        with storage.engine.begin() as conn:
+            conn.execute(sa.insert(table).values(study_id=study_id, key=key, value_json=json.dumps(value)))
+    except sa.exc.IntegrityError:
+        pass  # another process set it first
+    return read_study_attrs(storage, study_id)[key]
+
+
+def drop_system_attrs(storage: Any, trial_id: int, keys: Sequence[str]) -> None:
+    """Delete system attributes of a trial, finished or not (Optuna's API updates unfinished trials only).
+
+    What retention calls when it deletes the checkpoint of a trial that is no longer the best:
+    the trial must not go on naming a file that is gone.
+    """
+    if not hasattr(storage, "engine"):
+        return  # a storage without tables keeps the stale name; `Study.checkpoint` checks the file exists
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    table = models.TrialSystemAttributeModel.__table__
+    with storage.engine.begin() as conn:
+        conn.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(keys))))

@@ -1,4 +1,4 @@
-"""The `tunelab` command line: `demo`, `list`, `show`, `resume`, `report`, `compare`."""
+"""The `tunelab` command line: `demo`, `list`, `show`, `resume`, `report`, `unlock`, `compare`."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from studies.artifacts import safe_name
 
 STRATEGIES = ("bayesian", "random", "quasi", "tpe", "evolution", "freeze_thaw", "asha", "hyperband", "darts",
               "self_tuning")
@@ -144,45 +146,50 @@ def _print_best(study: Any, best: Any) -> None:
 def _list(args: argparse.Namespace) -> int:
     """List the studies from what is stored: no workload is rebuilt and no code named by the database is imported."""
     import studies
-    from studies.compare import MANIFEST
-    from studies.reader import read_trials
-    from studies.recipes import untrusted_imports
-    from studies.records import state_of
-    from studies.study import STRATEGY, TRAINER
+    from studies.reader import read_studies
 
     st = studies.open_storage(args.storage, create=False)
-    summaries = st.get_all_studies()
+    summaries = read_studies(st)
     if not summaries:
         print(f"no studies in {args.storage}")
         return 0
     print(f"{'study':30s} {'strategy':10s} {'workload':12s} {'trials':>14s} {'best':>8s}")
     for summary in summaries:
-        name = summary.study_name
         try:
-            attrs = summary.user_attrs
-            if MANIFEST in attrs:
-                m = attrs[MANIFEST]
-                print(f"{name:30s} comparison of {', '.join(m['optimizers'])} on "
-                      f"{', '.join(p['name'] for p in m['problems'])} (tunelab compare --name {name} --report-only)")
-                continue
-            if STRATEGY not in attrs or TRAINER not in attrs:
-                print(f"{name:30s} (not a tunelab study)")
-                continue
-            strategy, trainer = attrs[STRATEGY], attrs[TRAINER]
-            workload = (trainer.get("workload") or {}).get("name", "?")
-            trials = read_trials(st, summary._study_id, curves=False)
-            done = [t for t in trials if state_of(t) == "complete" and t.value is not None]
-            maximize = summary.direction.name == "MAXIMIZE"
-            best = (max if maximize else min)((t.value for t in done), default=float("nan"))
-            line = (f"{name:30s} {str(strategy.get('name'))[:10]:10s} {str(workload)[:12]:12s} "
-                    f"{f'{len(done)}/{len(trials)} complete':>14s} {best:8.4f}")
-            refused = untrusted_imports(trainer, strategy, args.trust)
-            if refused:
-                line += f"  [untrusted code: {', '.join(refused)}; open with --trust PACKAGE]"
-            print(line)
+            print(_list_line(st, summary, args.trust))
         except Exception as err:  # one damaged study must not hide the others
-            print(f"{name:30s} (cannot be read: {type(err).__name__}: {err})")
+            print(f"{summary.name[:60]:30s} (cannot be read: {type(err).__name__}: {str(err)[:200]})")
     return 0
+
+
+def _list_line(st: Any, summary: Any, trust: Any) -> str:
+    """One study's line of `tunelab list` (raises on a damaged study; the caller reports it)."""
+    from studies.compare import MANIFEST
+    from studies.reader import read_study_attrs, read_trials
+    from studies.recipes import untrusted_imports
+    from studies.records import state_of
+    from studies.study import STRATEGY, TRAINER
+
+    name = summary.name
+    attrs = read_study_attrs(st, summary.study_id)
+    if MANIFEST in attrs:
+        m = attrs[MANIFEST]
+        return (f"{name:30s} comparison of {', '.join(map(str, m['optimizers']))} on "
+                f"{', '.join(str(p['name']) for p in m['problems'])} (tunelab compare --name {name} --report-only)")
+    if STRATEGY not in attrs or TRAINER not in attrs:
+        return f"{name:30s} (not a tunelab study)"
+    strategy, trainer = attrs[STRATEGY], attrs[TRAINER]
+    workload = trainer.get("workload_name") or (trainer.get("workload") or {}).get("name", "?")
+    trials = read_trials(st, summary.study_id, curves=False)
+    done = [t for t in trials if state_of(t) == "complete" and t.value is not None]
+    maximize = summary.directions[:1] == ("maximize",)
+    best = (max if maximize else min)((t.value for t in done), default=float("nan"))
+    line = (f"{name:30s} {str(strategy.get('name'))[:10]:10s} {str(workload)[:12]:12s} "
+            f"{f'{len(done)}/{len(trials)} complete':>14s} {best:8.4f}")
+    refused = untrusted_imports(trainer, strategy, trust)
+    if refused:
+        line += f"  [untrusted code: {', '.join(refused)}; open with --trust PACKAGE]"
+    return line
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -242,6 +249,29 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unlock(args: argparse.Namespace) -> int:
+    """Break a study's lock (a driver that died on another host, or a clock that is wrong), after asking."""
+    import studies
+    from studies.lock import break_lock, describe_holder, read_lock
+
+    study = _open(args, read_only=True)
+    holder = read_lock(study._storage, study._study_id)
+    if not holder or not holder.get("owner"):
+        print(f"study {study.name!r} is not locked")
+        return 0
+    print(f"study {study.name!r} is locked by {describe_holder(holder)}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise studies.ConfigError("tunelab unlock asks before it breaks a lock; answer at a terminal or pass --yes")
+        answer = input("Break the lock? A driver that still runs would then share the study unsafely [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("left locked")
+            return 1
+    break_lock(study._storage, study._study_id)
+    print(f"unlocked study {study.name!r}")
+    return 0
+
+
 def _add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """`--executor`, `--ray-address` and `--population` of the commands that train."""
     parser.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -263,12 +293,6 @@ def _executor(args: argparse.Namespace) -> dict[str, Any]:
             raise studies.ConfigError("--ray-address needs --executor ray")
         return extra
     return {"executor": "ray", "ray_address": args.ray_address, **extra}
-
-
-def safe_name(name: str) -> str:
-    """A study name as one file name in the working directory: `../../x` -> `_.._x` (no separators, no leading dot)."""
-    out = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".")
-    return out or "study"
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -362,6 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", default=None, help="folder (default <study>-report)")
     rep.set_defaults(func=_report)
 
+    unlock = sub.add_parser("unlock", help="break a study's lock left by a dead driver (asks first)",
+                            description="Break the lock of a study whose driver died on another host or whose "
+                            "host's clock is wrong, so that `resume` stops waiting. Shows who holds it and asks.")
+    storage_args(unlock)
+    unlock.add_argument("--yes", action="store_true", help="do not ask")
+    unlock.set_defaults(func=_unlock)
+
     cmp_ = sub.add_parser("compare", help="compare optimizers under equal tuning budgets and write a report",
                           description="Tune each optimizer with the same budget, rerun the selected configurations "
                           "on fresh seeds, and write a Markdown report with plots. Rerunning the same command "
@@ -408,6 +439,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except TunelabError as exc:
         print(f"tunelab: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a database failure outside the study layer's own guards: named, not a traceback
+        from studies.storage import is_storage_fault, storage_fault
+
+        if not is_storage_fault(exc):
+            raise
+        print(f"tunelab: error: {storage_fault(exc, getattr(args, 'storage', '?'))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tunelab: interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ Trials paused by Ctrl-C are continued before new work too.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,9 +33,11 @@ from spaces import ConfigError, optimizer_spec
 from spaces.errors import CheckpointError
 from studies import _batch
 from studies._batch import TrialValues, TrialWrite, drop_steps_after, write_trial, write_trials
-from studies.errors import BudgetError, StorageError, TrialError, TunelabError
+from studies.artifacts import claim, owns
+from studies.errors import BudgetError, StorageError, StrategyError, TrialError, TunelabError
 from studies.executors import Executor, Outcome, Unit, Work, open_executor, works_of
-from studies.lock import LIVE, StudyLock, gone, make_owner
+from studies.limits import number as stored_number
+from studies.lock import LIVE, LOCK_TTL_S, StudyLock, gone, make_owner
 from studies.mirror import Mirror, Row, row_of
 from studies.reader import read_trials
 from studies.records import (
@@ -62,6 +65,7 @@ from studies.records import (
     microseconds,
     record_of,
 )
+from studies.storage import storage_fault, storage_faults
 from trainers import EpochResult, TensorSplit, load_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -88,6 +92,7 @@ class StudyHandle(Protocol):
 
 SECONDS_SPENT = "tunelab:seconds_spent"
 BUDGET = "tunelab:budget"
+LOCK_TTL = "tunelab:lock_ttl"  # the lease length of the study lock, fixed when the study is created
 LEASE_TTL_S = 60.0
 WAIT_S = 1.0  # the longest the loop waits on the executor before it looks at `stop` and the seconds budget again
 LOST_LIMIT = 3  # a trial whose worker died this many times in one optimize call is recorded failed
@@ -172,7 +177,11 @@ class Driver:
         self.flush_seconds = flush_seconds
         self.keep_checkpoints = keep_checkpoints
         self.owner = make_owner()
-        self.lock = StudyLock(self.storage, study._study_id, self.owner)
+        attrs = study._study_attrs()
+        ttl = stored_number(attrs.get(LOCK_TTL), f"the study's attribute {LOCK_TTL!r}")
+        self.lock = StudyLock(self.storage, study._study_id, self.owner,
+                              ttl=min(max(ttl, 1.0), 3600.0) if ttl is not None else LOCK_TTL_S,
+                              label=f"study {study.name!r}")
         self.stop = threading.Event()
         self.sign = -1.0 if study.direction == "maximize" else 1.0
         # a mirror carried over from the study's last optimize call in this process: its first refresh
@@ -189,7 +198,7 @@ class Driver:
         self._bar: Any = None
         self._lock = threading.Lock()
         self.t0 = time.monotonic()
-        self.seconds_before = float(study._study_attrs().get(SECONDS_SPENT, 0.0))
+        self.seconds_before = stored_number(attrs.get(SECONDS_SPENT), f"the study's attribute {SECONDS_SPENT!r}") or 0.0
         self._clock: Callable[[], float] | None = None  # an executor's simulated clock, when it has one
 
     # ------------------------------------------------------------------ views
@@ -303,9 +312,21 @@ class Driver:
     def _set_system(self, row: Row, **attrs: Any) -> None:
         write_trial(self.storage, row.trial_id, system_attrs=attrs)
 
+    @property
+    def folder(self) -> Path:
+        """The study's own checkpoint folder (its marker names the study and the database)."""
+        return self.study.artifacts / str(self.study.folder)
+
     def _remove(self, path: Path | None) -> None:
-        """Delete a checkpoint tunelab owns; a file system that refuses is logged, not fatal."""
-        if path is None:
+        """Delete a checkpoint tunelab owns (only while the study's folder is still its own; see `studies.artifacts`).
+
+        A file system that refuses is logged, not fatal.
+        """
+        if path is None or not path.exists():
+            return
+        if not owns(self.folder, str(self.study.uid), self.study.database):
+            logger.warning("kept the checkpoint %s: the marker of %s no longer names study %r of %s", path,
+                           self.folder, self.study.name, self.study.database)
             return
         try:
             path.unlink(missing_ok=True)
@@ -313,7 +334,7 @@ class Driver:
             logger.warning("could not delete the checkpoint %s: %s", path, err)
 
     def _checkpoint_path(self, row: Row) -> Path | None:
-        return checkpoint_path(self.study.artifacts, row.trial_id, row.number, row.checkpoint)
+        return checkpoint_path(self.study.artifacts, self.study.folder, row.trial_id, row.number, row.checkpoint)
 
     def create_trial(self, config: dict[str, Any], *, proposal: int, target: int, attrs: Mapping[str, Any],
                      state: Any, retry_of: int | None = None, seed: int | None = None,
@@ -352,14 +373,14 @@ class Driver:
         def extra(trial_id: int, number: int) -> tuple[dict[str, Any], list[TrialWrite]]:
             # the checkpoint is an artifact of the Optuna artifact store, registered the way
             # optuna.artifacts.upload_artifact registers one (the trainer writes the file in place)
-            artifact = checkpoint_name(trial_id)
+            artifact = checkpoint_name(self.study.folder, trial_id, number)
             meta = {"artifact_id": artifact, "filename": f"trial-{number}.pt", "mimetype": "application/octet-stream",
                     "encoding": None}
             return {CHECKPOINT: artifact, f"artifacts:{artifact}": json.dumps(meta)}, list(writes(number))
 
         trial_id, number = _batch.create_trial(self.storage, self.study._study_id, frozen, extra)
-        artifact = checkpoint_name(trial_id)
-        self._remove(self.study.artifacts / artifact)  # a stale file of a deleted study is not this trial's
+        artifact = checkpoint_name(self.study.folder, trial_id, number)
+        self._remove(self.study.artifacts / artifact)  # left by a database restored from an older copy: not this run's
         row = Row(trial_id=trial_id, number=number, state=state_of_ots(state), config=dict(config), proposal=proposal,
                   target=target, attrs=dict(attrs), checkpoint=artifact, owner=system.get(OWNER),
                   lease=float(system.get(LEASE, 0.0)), retry_of=retry_of, seed=seed, routine=routine,
@@ -587,6 +608,10 @@ class Driver:
                 kept.discard(tid)
             elif best is None or r.number != best[0]:
                 path = self._checkpoint_path(r)
+                if path is not None and r is not row and r.checkpoint is not None:
+                    # no longer the best: its file goes, and so does the trial's registration of it
+                    _batch.drop_system_attrs(self.storage, r.trial_id, (CHECKPOINT, f"artifacts:{r.checkpoint}"))
+                    r.checkpoint = None
                 if path is not None:
                     self._remove(path)
                 kept.discard(tid)
@@ -873,9 +898,11 @@ class Driver:
         for _ in range(len(self.rows) + 1):  # a resume of a trial whose checkpoint is gone is refused; ask again
             history = self.history()
             strategy = self.study.strategy
-            request = strategy.ask(history)
-            keep = request.trial if request is not None and request.kind == "resume" else None
-            self.retire([n for n in strategy.retire(history) if n != keep])
+            with strategy_faults(strategy):
+                request = strategy.ask(history)
+                keep = request.trial if request is not None and request.kind == "resume" else None
+                retired = [n for n in strategy.retire(history) if n != keep]
+            self.retire(retired)
             if request is None:
                 return None
             if request.kind == "resume" and not self._resumable(request.trial):
@@ -914,11 +941,12 @@ class Driver:
                 continue
             finite_curve = [v for v in row.curve if math.isfinite(v)]
             value = finite_curve[-1] if finite_curve else None
-            write_trial(self.storage, row.trial_id, system_attrs={STATE: None, PAUSED_BY: None},
-                        user_attrs={"retired": True})
-            self.storage.set_trial_state_values(row.trial_id, OTS.PRUNED, values=[value] if value is not None else None)
-            row.state, row.value, row.paused_by = TrialState.PRUNED, value, None
             path = self._checkpoint_path(row)
+            drop = (STATE, PAUSED_BY) + ((CHECKPOINT, f"artifacts:{row.checkpoint}") if path is not None else ())
+            # one transaction: pruned, and no longer naming the checkpoint deleted below
+            write_trials(self.storage, [TrialValues(row.trial_id, user_attrs={"retired": True}, drop_system=drop,
+                                                    state=OTS.PRUNED, value=value)])
+            row.state, row.value, row.paused_by, row.checkpoint = TrialState.PRUNED, value, None, None
             if path is not None:
                 self._remove(path)
 
@@ -1019,7 +1047,8 @@ class Driver:
 
     def check_artifacts(self) -> None:
         """Fail early, naming the folder, when checkpoints cannot be written there."""
-        folder = self.study.artifacts
+        folder = self.folder
+        claim(folder, uid=str(self.study.uid), name=self.study.name, database=self.study.database)
         probe = folder / f".tunelab-write-check-{self.owner.replace(':', '-')}"
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -1032,13 +1061,19 @@ class Driver:
             ) from err
 
     def run(self) -> None:
-        """Recover, then fill executor slots until the budget or the strategy is exhausted."""
-        self.check_artifacts()
-        LIVE.add(self.owner)
-        try:
-            self._run()
-        finally:
-            LIVE.discard(self.owner)
+        """Recover, then fill executor slots until the budget or the strategy is exhausted.
+
+        Raises:
+            StorageError: The database failed (read-only, locked past the busy timeout, a disk
+                error: named with its real cause), or checkpoints cannot be written.
+        """
+        with storage_faults(self.study.storage_url):
+            self.check_artifacts()
+            LIVE.add(self.owner)
+            try:
+                self._run()
+            finally:
+                LIVE.discard(self.owner)
 
     def _run(self) -> None:
         with self.lock:
@@ -1093,7 +1128,11 @@ class Driver:
             if owned:
                 executor.close()
             self.executor = None
-            self.storage.set_study_user_attr(self.study._study_id, SECONDS_SPENT, round(self.elapsed(), 3))
+            try:  # recorded when the database lets it be; a failing database must not hide the first error
+                self.storage.set_study_user_attr(self.study._study_id, SECONDS_SPENT, round(self.elapsed(), 3))
+            except Exception as err:
+                fault = storage_fault(err, self.study.storage_url)
+                logger.warning("could not record the study's seconds spent: %s", fault)
             if self._clock is not None:  # the next optimize may run elsewhere: carry the simulated seconds over
                 self.seconds_before, self._clock = self.elapsed(), None
                 self.t0 = time.monotonic()
@@ -1120,6 +1159,25 @@ class Driver:
             self.executor.pause()  # sets a flag only: safe here
         if self.progress:
             print("\nCtrl-C: pausing running trials at the end of their epoch (Ctrl-C again to abort)", flush=True)
+
+
+@contextlib.contextmanager
+def strategy_faults(strategy: Any) -> Iterator[None]:
+    """Inside, an exception a strategy raises while deciding becomes a `StrategyError` naming it.
+
+    A strategy decides from the study's history, which includes what it stored with earlier
+    trials; a damaged database can make it fail, and so can a bug in a custom strategy. Either
+    way the caller gets a typed error naming the strategy (the original is chained to it).
+    """
+    try:
+        yield
+    except TunelabError:
+        raise
+    except Exception as err:
+        raise StrategyError(
+            f"the strategy {strategy!r} failed while choosing the next trial ({type(err).__name__}: {str(err)[:300]}). "
+            f"If the database was edited or damaged, restore it; if this is your own strategy, its traceback is "
+            f"chained to this error") from err
 
 
 def state_of_ots(state: Any) -> TrialState:

@@ -27,3 +27,11 @@ class BudgetError(ConfigError):
 
 class TrialError(TunelabError):
     """Every trial of a study failed the same way (a bug in user code, not a bad configuration)."""
+
+
+class StudyLockedError(TunelabError):
+    """Another driver held the study's lock for longer than `acquire` waits (`tunelab unlock` breaks it)."""
+
+
+class StrategyError(TunelabError):
+    """A strategy raised while choosing the next trial (a damaged stored history, or a bug in a custom strategy)."""

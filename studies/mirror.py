@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search.routines import is_comparable
+from studies.limits import MAX_EPOCHS, count, mapping, number, optional_count, text
 from studies.records import (
     CHECKPOINT,
     LEASE,
@@ -95,36 +96,44 @@ class Row:
 
 
 def row_of(trial: Any) -> Row:
-    """The mirror of a stored `FrozenTrial`."""
+    """The mirror of a stored `FrozenTrial`.
+
+    Raises:
+        StorageError: A stored attribute has the wrong type or is out of range (see `studies.limits`).
+    """
     sa, ua = trial.system_attrs, trial.user_attrs
     metrics = stored_metrics(trial)
-    routine = str(sa.get(ROUTINE) or "train")
+    system = f"trial {trial.number}'s system attribute"
+    user = f"trial {trial.number}'s user attribute"
+    routine = text(sa.get(ROUTINE), f"{system} {ROUTINE!r}") or "train"
     results = ua.get(routine)
+    seconds = number(ua.get("seconds"), f"{user} 'seconds'")
+    grad_evals = ua.get("grad_evals", next((v for v in reversed(metrics["grad_evals"]) if v), 0))
     return Row(
         trial_id=trial._trial_id,
         number=trial.number,
         state=state_of(trial),
         config=dict(trial.params),
-        proposal=sa.get(PROPOSAL),
-        target=sa.get(TARGET),
+        proposal=optional_count(sa.get(PROPOSAL), f"{system} {PROPOSAL!r}"),
+        target=optional_count(sa.get(TARGET), f"{system} {TARGET!r}", limit=MAX_EPOCHS),
         metrics=metrics,
-        seconds=float(ua.get("seconds", sum(v or 0.0 for v in metrics["seconds"]))),
-        grad_evals=int(ua.get("grad_evals", next((v for v in reversed(metrics["grad_evals"]) if v), 0))),
+        seconds=seconds if seconds is not None else float(sum(v or 0.0 for v in metrics["seconds"])),
+        grad_evals=count(grad_evals, f"{user} 'grad_evals'"),
         value=trial.value,
-        error=ua.get("error"),
-        attrs=dict(ua.get("strategy", {})),
+        error=text(ua.get("error"), f"{user} 'error'"),
+        attrs=mapping(ua.get("strategy"), f"{user} 'strategy'"),
         superseded=bool(sa.get(SUPERSEDED, False)),
-        retry_of=sa.get(RETRY_OF),
-        paused_by=sa.get(PAUSED_BY),
-        seed=sa.get(RUN_SEED),
+        retry_of=optional_count(sa.get(RETRY_OF), f"{system} {RETRY_OF!r}"),
+        paused_by=text(sa.get(PAUSED_BY), f"{system} {PAUSED_BY!r}"),
+        seed=optional_count(sa.get(RUN_SEED), f"{system} {RUN_SEED!r}", low=-(2**63), limit=2**64),
         checkpoint=sa.get(CHECKPOINT),
-        retries=int(sa.get(RETRIES, 0)),
-        owner=sa.get(OWNER),
-        lease=float(sa.get(LEASE, 0.0)),
+        retries=count(sa.get(RETRIES, 0), f"{system} {RETRIES!r}"),
+        owner=text(sa.get(OWNER), f"{system} {OWNER!r}", limit=300),
+        lease=number(sa.get(LEASE, 0.0), f"{system} {LEASE!r}") or 0.0,
         flushed=len(metrics["val_metric"]),
         stored_steps=max(trial.intermediate_values, default=0),
         routine=routine,
-        options=dict(sa.get(ROUTINE_OPTIONS) or {}),
+        options=mapping(sa.get(ROUTINE_OPTIONS), f"{system} {ROUTINE_OPTIONS!r}"),
         results=dict(results) if isinstance(results, Mapping) else {},
     )
 

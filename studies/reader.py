@@ -20,12 +20,13 @@ the per-epoch metrics attribute) that listings and tables do not show.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from studies.errors import StorageError
+from studies.limits import loads
 from studies.records import METRICS
 
 IN_LIMIT = 500  # more named trial ids than this are read with the rest of the study and picked out here
@@ -56,7 +57,19 @@ class StoredTrial:
 def _distribution(text: str) -> Any:
     from optuna.distributions import json_to_distribution
 
+    loads(text, "a parameter's distribution")  # the depth check: Optuna parses it with json.loads
     return json_to_distribution(text)
+
+
+def _param(name: str, value: float, dist: str, number: int) -> Any:
+    """A stored parameter's value as the config holds it (a damaged one is a StorageError naming it)."""
+    try:
+        return _distribution(dist).to_external_repr(value)
+    except StorageError:
+        raise
+    except Exception as err:  # Optuna's parser and converters raise several types on a damaged row
+        raise StorageError(f"trial {number}'s parameter {name!r} is damaged ({type(err).__name__}: "
+                           f"{str(err)[:100]}); restore the database from a copy, or delete the trial") from err
 
 
 def read_trials(
@@ -98,6 +111,25 @@ def read_trials(
         stmt = sa.select(table.c.trial_id, *(table.c[c] for c in cols)).where(table.c.trial_id.in_(ids))
         return stmt.where(extra) if extra is not None else stmt
 
+    try:
+        result = _select(storage, trials, where, child, curves)
+    except LookupError as err:  # an enum column (a trial's state) holds a value Optuna does not define
+        raise StorageError(f"a trial's row is damaged ({err}); restore the database from a copy, or delete the "
+                           f"trial") from err
+    if picked is not None:
+        wanted, above = picked
+        result = [t for t in result if t._trial_id in wanted or t._trial_id > above]
+    if not curves:
+        return result
+    for t in result:  # steps in order, as Optuna's FrozenTrial has them
+        t.intermediate_values = dict(sorted(t.intermediate_values.items()))
+    return result
+
+
+def _select(storage: Any, trials: Any, where: list[Any], child: Any, curves: bool) -> list[StoredTrial]:
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
     out: dict[int, StoredTrial] = {}
     with storage.engine.connect() as conn:
         for tid, number, state, start, complete in conn.execute(
@@ -110,7 +142,7 @@ def read_trials(
         for tid, name, value, dist in conn.execute(child(models.TrialParamModel, "param_name", "param_value",
                                                          "distribution_json")):
             if tid in out:
-                out[tid].params[name] = _distribution(dist).to_external_repr(value)
+                out[tid].params[name] = _param(name, value, dist, out[tid].number)
         value_model = models.TrialValueModel
         found: dict[int, list[tuple[int, float]]] = {}
         for tid, objective, value, kind in conn.execute(child(value_model, "objective", "value", "value_type")):
@@ -122,25 +154,17 @@ def read_trials(
         skip = None if curves else user.__table__.c.key != METRICS
         for tid, key, text in conn.execute(child(user, "key", "value_json", extra=skip)):
             if tid in out:
-                out[tid].user_attrs[key] = json.loads(text)
+                out[tid].user_attrs[key] = loads(text, f"trial {out[tid].number}'s user attribute {key!r}")
         for tid, key, text in conn.execute(child(models.TrialSystemAttributeModel, "key", "value_json")):
             if tid in out:
-                out[tid].system_attrs[key] = json.loads(text)
+                out[tid].system_attrs[key] = loads(text, f"trial {out[tid].number}'s system attribute {key!r}")
         if curves:
             iv = models.TrialIntermediateValueModel
             for tid, step, value, kind in conn.execute(child(iv, "step", "intermediate_value",
                                                              "intermediate_value_type")):
                 if tid in out:
                     out[tid].intermediate_values[step] = iv.stored_repr_to_intermediate_value(value, kind)
-    result = list(out.values())
-    if picked is not None:
-        wanted, above = picked
-        result = [t for t in result if t._trial_id in wanted or t._trial_id > above]
-    if not curves:
-        return result
-    for t in result:  # steps in order, as Optuna's FrozenTrial has them
-        t.intermediate_values = dict(sorted(t.intermediate_values.items()))
-    return result
+    return list(out.values())
 
 
 def _read_public(storage: Any, study_id: int, include: set[int], after: int) -> list[StoredTrial]:
@@ -152,3 +176,75 @@ def _read_public(storage: Any, study_id: int, include: set[int], after: int) -> 
         for t in storage.get_all_trials(study_id, deepcopy=False)
         if t._trial_id in include or t._trial_id > after
     ]
+
+
+@dataclass(frozen=True)
+class StoredStudy:
+    """A study of a storage as tunelab lists it.
+
+    Attributes:
+        study_id: Its id.
+        name: Its name.
+        directions: "minimize" / "maximize" per objective.
+    """
+
+    study_id: int
+    name: str
+    directions: tuple[str, ...]
+
+
+def read_studies(storage: Any) -> list[StoredStudy]:
+    """Every study of a storage by id (names and directions only: no attribute is parsed)."""
+    if not hasattr(storage, "engine"):
+        return [StoredStudy(s._study_id, s.study_name, tuple(d.name.lower() for d in s.directions))
+                for s in storage.get_all_studies()]
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    studies_t, dirs_t = models.StudyModel.__table__, models.StudyDirectionModel.__table__
+    directions: dict[int, list[tuple[int, str]]] = {}
+    try:
+        with storage.engine.connect() as conn:
+            names = list(conn.execute(sa.select(studies_t.c.study_id, studies_t.c.study_name)
+                                      .order_by(studies_t.c.study_id)))
+            for sid, objective, direction in conn.execute(sa.select(dirs_t.c.study_id, dirs_t.c.objective,
+                                                                    dirs_t.c.direction)):
+                directions.setdefault(sid, []).append((objective, _direction(direction)))
+    except LookupError as err:
+        raise StorageError(f"a study's direction is damaged ({err}); restore the database from a copy") from err
+    return [StoredStudy(sid, name, tuple(d for _, d in sorted(directions.get(sid, []))))
+            for sid, name in names]
+
+
+def _direction(value: Any) -> str:
+    name = getattr(value, "name", str(value))
+    return "maximize" if str(name).upper().endswith("MAXIMIZE") else "minimize"
+
+
+def read_study_attrs(storage: Any, study_id: int, *, system: bool = False) -> dict[str, Any]:
+    """A study's user attributes (or system attributes), each parsed with the limits of `studies.limits`.
+
+    Raises:
+        StorageError: An attribute is not JSON or nests too deeply.
+    """
+    if not hasattr(storage, "engine"):
+        return dict(storage.get_study_system_attrs(study_id) if system else storage.get_study_user_attrs(study_id))
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    model = models.StudySystemAttributeModel if system else models.StudyUserAttributeModel
+    table = model.__table__
+    kind = "system" if system else "user"
+    with storage.engine.connect() as conn:
+        rows = list(conn.execute(sa.select(table.c.key, table.c.value_json).where(table.c.study_id == study_id)))
+    return {key: loads(text, f"the study's {kind} attribute {key!r}") for key, text in rows}
+
+
+def study_direction(storage: Any, study_id: int) -> str:
+    """The direction ("minimize" / "maximize") of a study's first objective."""
+    for study in read_studies(storage):
+        if study.study_id == study_id:
+            if not study.directions:
+                raise StorageError(f"the study {study.name!r} has no stored direction; the database is damaged")
+            return study.directions[0]
+    raise StorageError(f"no study with id {study_id} in the storage")

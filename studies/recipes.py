@@ -8,6 +8,7 @@ from typing import Any
 
 from spaces.errors import UntrustedImportError, WorkloadError
 from spaces.trust import Trust, check, resolve
+from studies.limits import MAX_EPOCHS, count, optional_count
 from trainers import Trainer, workloads
 
 
@@ -87,12 +88,13 @@ def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust
             f"the workload factory {factory!r} does not take the stored arguments {dict(kwargs)}: {err}; pass "
             f"trainer= to studies.load"
         ) from err
+    where = "the study's stored trainer setting"
     return Trainer(
         workload,
-        epochs=spec.get("epochs"),
-        batch_size=spec.get("batch_size"),
+        epochs=optional_count(spec.get("epochs"), f"{where} 'epochs'", low=1, limit=MAX_EPOCHS),
+        batch_size=optional_count(spec.get("batch_size"), f"{where} 'batch_size'", low=1, limit=10**7),
         device=device,
-        seed=int(spec.get("seed", 0)),
+        seed=count(spec.get("seed", 0), f"{where} 'seed'", low=-(2**63), limit=2**64),
         compile=bool(spec.get("compile", False)),
     )
 

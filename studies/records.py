@@ -13,6 +13,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from studies.errors import StorageError
+from studies.limits import MAX_EPOCHS, count, mapping, number, optional_count, text
+
 # Trial system attributes (internal bookkeeping; users read TrialRecord).
 STATE = "tunelab:state"  # "running" | "paused" while Optuna says RUNNING
 PAUSED_BY = "tunelab:paused_by"  # "interrupt" (Ctrl-C, crash, time budget) | "strategy"
@@ -32,34 +35,42 @@ METRICS = "metrics"
 METRIC_KEYS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
 
 
-def checkpoint_name(trial_id: int) -> str:
-    """The artifact id of a trial's checkpoint: the only file name tunelab gives a trial."""
-    return f"tunelab-trial-{int(trial_id)}.pt"
+def checkpoint_name(folder: str | None, trial_id: int, number: int) -> str:
+    """The artifact id of a trial's checkpoint: the only name tunelab gives a trial's file.
+
+    `<study folder>/trial-<number>.pt` under the artifact root; a study written by tunelab 0.3.0
+    named its trials' files by trial id, `tunelab-trial-<id>.pt`, in the root (`folder` None).
+    """
+    if folder is None:
+        return f"tunelab-trial-{int(trial_id)}.pt"
+    return f"{folder}/trial-{int(number)}.pt"
 
 
-def checkpoint_path(artifacts: Path, trial_id: int, number: int, stored: Any) -> Path | None:
-    """Where trial `trial_id`'s checkpoint lives, checking what the database says against the one allowed name.
+def checkpoint_path(artifacts: Path, folder: str | None, trial_id: int, number: int, stored: Any) -> Path | None:
+    """Where a trial's checkpoint lives, checking what the database says against the names allowed.
 
     A database is untrusted input: a stored checkpoint attribute that is anything but this trial's
     own artifact id (an absolute path, `../..`, another trial's file) is refused, so opening a
-    study never reads, overwrites or deletes a file outside its artifact folder.
+    study never reads, overwrites or deletes a file outside its artifact folder. The names allowed
+    are the trial's name in its study's folder and, for a trial written by 0.3.0, its old name.
 
     Raises:
-        StorageError: The stored name is not the trial's artifact id.
+        StorageError: The stored name is not one of the trial's own.
     """
     if stored is None:
         return None
-    name = checkpoint_name(trial_id)
-    if stored != name:
-        from studies.errors import StorageError
-
+    allowed = {checkpoint_name(None, trial_id, number)}
+    if folder is not None:
+        allowed.add(checkpoint_name(folder, trial_id, number))
+    if stored not in allowed:
+        shown = " or ".join(repr(a) for a in sorted(allowed))
         raise StorageError(
-            f"trial {number} names its checkpoint {stored!r}, but a tunelab trial's checkpoint can only be {name!r} "
-            f"inside the artifact folder {str(artifacts)!r}; the database was edited or damaged, so tunelab refuses "
-            f"to read, write or delete that path. Restore the attribute {CHECKPOINT!r} to {name!r} (or delete the "
+            f"trial {number} names its checkpoint {str(stored)[:200]!r}, but a tunelab trial's checkpoint can only be "
+            f"{shown} inside the artifact folder {str(artifacts)!r}; the database was edited or damaged, so tunelab "
+            f"refuses to read, write or delete that path. Restore the attribute {CHECKPOINT!r} (or delete the "
             f"trial's row) and open the study again"
         )
-    return artifacts / name
+    return artifacts / stored
 
 
 class TrialState(str, Enum):
@@ -179,16 +190,42 @@ def stored_metrics(trial: Any) -> dict[str, list[Any]]:
     steps are then written both ways, reads correctly too. Intermediate values ahead of
     `metrics` (a crash between two writes on a storage without batched writes) win, and the
     other metrics are padded with `None`.
+
+    The lists built are as long as what is stored: a step beyond both the number of stored
+    steps and the stored metric lists (which no tunelab version writes) is refused.
+
+    Raises:
+        StorageError: The attribute is not an object of lists of numbers, or a step is out of range.
     """
-    stored = trial.user_attrs.get(METRICS) or {}
+    where = f"trial {trial.number}"
+    stored = mapping(trial.user_attrs.get(METRICS), f"{where}'s user attribute {METRICS!r}")
     steps = trial.intermediate_values
-    lists = {k: list(stored.get(k, [])) for k in METRIC_KEYS if k != "val_metric"}
-    n = max([len(v) for v in lists.values()] + [len(stored.get("val_metric", [])), max(steps, default=0)])
+    lists: dict[str, list[Any]] = {}
+    for k in METRIC_KEYS:
+        values = stored.get(k, [])
+        if not isinstance(values, list) or not set(map(type, values)) <= _NUMBERS or len(values) > MAX_EPOCHS:
+            raise StorageError(f"{where}'s stored metric {k!r} must be a list of at most {MAX_EPOCHS} numbers; the "
+                               f"database was edited or damaged")
+        lists[k] = values
+    longest = max(len(v) for v in lists.values())
+    if steps:
+        first, last = min(steps), max(steps)
+        if first < 1 or last > max(len(steps), longest) or last > MAX_EPOCHS:
+            raise StorageError(
+                f"{where} stores a learning-curve step {first if first < 1 else last}, but it holds {len(steps)} "
+                f"steps and tunelab numbers them 1, 2, ... (at most {MAX_EPOCHS}); the database was edited or "
+                f"damaged; restore it from a copy, or delete the trial")
+    n = max(longest, max(steps, default=0))
     metrics: dict[str, list[Any]] = {}
     for k in METRIC_KEYS:
-        metrics[k] = ([finite(steps.get(e)) for e in range(1, n + 1)] if k == "val_metric"
-                      else lists[k] + [None] * (n - len(lists[k])))
+        if k == "val_metric":
+            metrics[k] = [finite(steps.get(e)) for e in range(1, n + 1)]
+        else:
+            metrics[k] = lists[k] + [None] * (n - len(lists[k]))
     return metrics
+
+
+_NUMBERS = frozenset({int, float, type(None)})
 
 
 def compact_metrics(metrics: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -203,7 +240,11 @@ def microseconds(x: float | None) -> float | None:
 
 
 def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
-    """Build a `TrialRecord` from an `optuna.trial.FrozenTrial` of a tunelab study."""
+    """Build a `TrialRecord` from an `optuna.trial.FrozenTrial` of a tunelab study.
+
+    Raises:
+        StorageError: A stored attribute has the wrong type or is out of range (see `studies.limits`).
+    """
     ua, sa = trial.user_attrs, trial.system_attrs
     state = state_of(trial)
     metrics = stored_metrics(trial)
@@ -212,28 +253,30 @@ def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
     if value is None and state == TrialState.PRUNED and curve:
         value = curve[-1]
     params = dict(trial.params)
-    routine = str(sa.get(ROUTINE) or "train")
+    routine = text(sa.get(ROUTINE), f"trial {trial.number}'s routine") or "train"
     results = ua.get(routine)
     if order is not None:
         params = {k: params[k] for k in order if k in params} | {k: v for k, v in params.items() if k not in order}
+    where = f"trial {trial.number}'s user attribute"
+    seed = ua.get("seed", sa.get(RUN_SEED))
     return TrialRecord(
         number=trial.number,
         state=state,
         config=params,
         value=finite(value),
-        best_value=finite(ua.get("best_value")),
+        best_value=number(ua.get("best_value"), f"{where} 'best_value'"),
         curve=curve,
         metrics=metrics,
-        test_metric=finite(ua.get("test_metric")),
-        epochs=int(ua.get("epochs", len(curve))),
-        grad_evals=int(ua.get("grad_evals", 0)),
-        seconds=float(ua.get("seconds", 0.0)),
-        error=ua.get("error"),
-        attrs=dict(ua.get("strategy", {})),
-        retry_of=sa.get(RETRY_OF),
-        n_params=ua.get("n_params"),
-        flops=ua.get("flops"),
-        seed=ua.get("seed", sa.get(RUN_SEED)),
+        test_metric=number(ua.get("test_metric"), f"{where} 'test_metric'"),
+        epochs=count(ua.get("epochs", len(curve)), f"{where} 'epochs'", limit=MAX_EPOCHS),
+        grad_evals=count(ua.get("grad_evals", 0), f"{where} 'grad_evals'"),
+        seconds=number(ua.get("seconds", 0.0), f"{where} 'seconds'") or 0.0,
+        error=text(ua.get("error"), f"{where} 'error'"),
+        attrs=mapping(ua.get("strategy"), f"{where} 'strategy'"),
+        retry_of=optional_count(sa.get(RETRY_OF), f"trial {trial.number}'s system attribute {RETRY_OF!r}"),
+        n_params=optional_count(ua.get("n_params"), f"{where} 'n_params'"),
+        flops=optional_count(ua.get("flops"), f"{where} 'flops'"),
+        seed=optional_count(seed, f"trial {trial.number}'s seed", low=-(2**63), limit=2**64),
         routine=routine,
         results=dict(results) if isinstance(results, dict) else {},
     )

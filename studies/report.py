@@ -92,6 +92,34 @@ def _plot_schedule(trial: Any, path: Path) -> bool:
     return True
 
 
+def _optuna_copy(study: Study, trials: list[Any]) -> Any:
+    """An in-memory Optuna study of the complete trials, for Optuna's plots and importance evaluators.
+
+    Built from the records tunelab read and checked (`studies.limits`), never by Optuna reading the
+    database itself: a damaged attribute or a gap in the trial numbers cannot break a plot.
+    """
+    import optuna
+    from optuna.trial import create_trial
+
+    frozen = []
+    for t in trials:
+        if t.state != TrialState.COMPLETE or t.value is None or not t.comparable:
+            continue
+        try:
+            frozen.append(create_trial(params=t.config, distributions=study.space.distributions(t.config),
+                                       value=t.value))
+        except Exception:  # a config its space no longer describes cannot be placed in a plot's axes
+            continue
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        copy = optuna.create_study(direction=study.direction)
+    finally:
+        optuna.logging.set_verbosity(level)
+    copy.add_trials(frozen)
+    return copy
+
+
 def report(study: Study, folder: str | Path) -> Path:
     """Write `README.md` and PNG plots about `study` into `folder`; return the Markdown file's path.
 
@@ -117,7 +145,7 @@ def report(study: Study, folder: str | Path) -> Path:
     trials = study.trials
     metric = study.metric
     counts = {s.value: sum(t.state == s for t in trials) for s in TrialState}
-    ostudy = study.optuna
+    ostudy = _optuna_copy(study, trials)
     images: list[tuple[str, str]] = []
     notes: list[str] = []
     with warnings.catch_warnings():

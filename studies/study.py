@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,14 +25,24 @@ import search
 from spaces import ConfigError, Space, build_model
 from spaces.trust import Trust, trusted_prefixes
 from studies import _batch
-from studies.driver import BUDGET, Budget, Driver
-from studies.errors import ReadOnlyStudyError, StorageError, StudyConflictError, StudyNotFoundError
+from studies.artifacts import check_uid, claim, database_identity, folder_name, sweep
+from studies.driver import BUDGET, LOCK_TTL, Budget, Driver
+from studies.errors import (
+    BudgetError,
+    ReadOnlyStudyError,
+    StorageError,
+    StudyConflictError,
+    StudyNotFoundError,
+    TunelabError,
+)
 from studies.executors import EXECUTORS, Executor
+from studies.executors.pool import refuse_in_spawned_import
+from studies.lock import LOCK_TTL_S
 from studies.mirror import UNFINISHED, Mirror
-from studies.reader import read_trials
+from studies.reader import read_studies, read_study_attrs, read_trials, study_direction
 from studies.recipes import build_trainer, trainer_conflict
 from studies.records import CHECKPOINT, TrialRecord, TrialState, checkpoint_path, record_of
-from studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage
+from studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage, storage_faults
 from trainers import Trainer
 from trainers.replay import Replay
 
@@ -40,6 +51,7 @@ SPACE = "tunelab:space"
 STRATEGY = "tunelab:strategy"
 TRAINER = "tunelab:trainer"
 SEED = "tunelab:seed"
+UID = "tunelab:uid"  # the study's identity: its artifact folder's marker names it
 
 
 def _version() -> str:
@@ -60,12 +72,19 @@ class Study:
         trainer: The trainer every trial runs on (None when opened with `read_only=True`).
         strategy: The search strategy (None when opened with `read_only=True`).
         direction: "maximize" or "minimize".
-        artifacts: Folder of the trials' checkpoints (an Optuna `FileSystemArtifactStore`).
+        artifacts: The artifact root (an Optuna `FileSystemArtifactStore`): the study's checkpoints
+            are in its own folder there, `artifacts / folder` (see `studies.artifacts`).
+        folder: The name of the study's own folder under `artifacts`.
+        uid: The study's identity (a UUID stored in the database; its folder's marker names it).
     """
 
     def __init__(self, *, name: str, storage_url: str, storage: Any, study_id: int, space: Space,
-                 trainer: Trainer | None, strategy: search.Strategy | None, direction: str, artifacts: Path) -> None:
+                 trainer: Trainer | None, strategy: search.Strategy | None, direction: str, artifacts: Path,
+                 uid: str | None = None) -> None:
         self.name = name
+        self.uid = uid  # the study's identity (None: a study of tunelab 0.3.0 opened read-only)
+        self.folder = folder_name(name, uid) if uid is not None else None  # its folder under `artifacts`
+        self.database = database_identity(storage_url)
         self.storage_url = storage_url
         self._storage = storage
         self._study_id = study_id
@@ -135,10 +154,7 @@ class Study:
 
     # ------------------------------------------------------------------ storage access
     def _study_attrs(self) -> dict[str, Any]:
-        return self._storage.get_study_user_attrs(self._study_id)
-
-    def _frozen_trials(self) -> list[Any]:
-        return self._storage.get_all_trials(self._study_id, deepcopy=False)
+        return read_study_attrs(self._storage, self._study_id)
 
     @property
     def optuna(self) -> Any:
@@ -172,6 +188,10 @@ class Study:
                 empty (`epochs`, `value`, `best_value` and the rest are there): what listings
                 and `dataframe()` show. A summary read is not kept; `trials` keeps what it read.
         """
+        with storage_faults(self.storage_url):
+            return self._records_read(curves)
+
+    def _records_read(self, curves: bool) -> list[TrialRecord]:
         order = list(self.space.names)
         if not curves:
             return [record_of(t, order) for t in read_trials(self._storage, self._study_id, curves=False)]
@@ -206,7 +226,8 @@ class Study:
         """Path of trial `number`'s checkpoint (`trainers.load_checkpoint` reads it), or None."""
         for t in read_trials(self._storage, self._study_id, curves=False):
             if t.number == number and t.system_attrs.get(CHECKPOINT):
-                path = checkpoint_path(self.artifacts, t._trial_id, t.number, t.system_attrs[CHECKPOINT])
+                path = checkpoint_path(self.artifacts, self.folder, t._trial_id, t.number,
+                                       t.system_attrs[CHECKPOINT])
                 return path if path is not None and path.exists() else None
         return None
 
@@ -335,6 +356,7 @@ class Study:
             KeyboardInterrupt: Ctrl-C, after running trials were paused (the study stays resumable).
         """
         self._writable("optimize")
+        refuse_in_spawned_import()  # a worker importing a script without a main guard: stop before any write
         budget = Budget(trials=trials, epochs=epochs, seconds=seconds, grad_evals=grad_evals)
         if not isinstance(n_workers, int) or isinstance(n_workers, bool) or n_workers < 1:
             raise ConfigError(f"n_workers must be an int >= 1, got {n_workers!r}")
@@ -375,6 +397,10 @@ class Study:
             warnings.warn(f"{type(self.strategy).__name__} pauses and resumes trials, so a budget in trials does not "
                           f"say how much it trains; give it epochs (e.g. epochs={(trials or 1) * (self.epochs or 1)}) "
                           f"to compare it fairly with other strategies", stacklevel=2)
+        if all(v == 0 for v in budget.as_dict().values() if v is not None):
+            raise BudgetError(
+                f"a budget of {budget.unit}=0 trains nothing: budgets are totals for the study (its finished trials "
+                f"count), so give a positive one, e.g. optimize(trials=20); to read the best trial, use study.best")
         driver = Driver(
             self,
             budget,
@@ -480,6 +506,17 @@ def _same_strategy(stored: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
     return json.loads(json.dumps(rebuilt.spec())) == given
 
 
+def stored_space(spec: Any, name: str) -> Space:
+    """The space stored with study `name` (a damaged description is a typed error naming the study)."""
+    try:
+        return Space.from_json(spec if isinstance(spec, Mapping) else json.dumps(spec))
+    except TunelabError:
+        raise
+    except Exception as err:  # Space.from_json names what it expects; anything else means damaged data
+        raise StorageError(f"the space stored with study {name!r} is damaged ({type(err).__name__}: {err}); restore "
+                           f"the database from a copy") from err
+
+
 def _study_id(storage: Any, name: str) -> int | None:
     try:
         return storage.get_study_id_from_name(name)
@@ -490,7 +527,7 @@ def _study_id(storage: Any, name: str) -> int | None:
 def study_names(storage: str | Any) -> list[str]:
     """Names of the studies in a storage (a URL or an opened storage)."""
     st = open_storage(storage, create=False) if isinstance(storage, str) else storage
-    return [s.study_name for s in st.get_all_studies()]
+    return [s.name for s in read_studies(st)]
 
 
 def create(
@@ -526,6 +563,13 @@ def create(
             `load_if_exists=False`).
         ConfigError: Bad arguments, or a space whose models the workload cannot build.
     """
+    with storage_faults(storage if isinstance(storage, str) else "?"):
+        return _create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
+                       load_if_exists=load_if_exists, artifacts=artifacts)
+
+
+def _create(name: str, storage: str, *, space: Space, trainer: Trainer, strategy: search.Strategy | None,
+            direction: str | None, load_if_exists: bool, artifacts: str | Path | None) -> Study:
     import optuna
 
     if not isinstance(name, str) or not name.strip():
@@ -563,7 +607,7 @@ def create(
                 f"a study named {name!r} already exists in {storage}; pass load_if_exists=True to continue it, "
                 f"or choose another name"
             )
-        attrs = st.get_study_user_attrs(study_id)
+        attrs = read_study_attrs(st, study_id)
         if SPACE not in attrs:
             raise StudyConflictError(
                 f"the study {name!r} in {storage} was not created by tunelab; choose another name"
@@ -576,7 +620,7 @@ def create(
         conflict = trainer_conflict(attrs[TRAINER], recipe[TRAINER])
         if conflict:
             problems.append(conflict)
-        stored_dir = st.get_study_directions(study_id)[0].name.lower()
+        stored_dir = study_direction(st, study_id)
         if stored_dir != direction:
             problems.append(f"a different direction (stored: {stored_dir})")
         if problems:
@@ -586,13 +630,32 @@ def create(
             )
     else:
         try:
-            study_id = _batch.create_study(st, name, direction, {**recipe, VERSION: _version(), SEED: strategy.seed},
+            study_id = _batch.create_study(st, name, direction, {**recipe, VERSION: _version(), SEED: strategy.seed,
+                                                                 LOCK_TTL: LOCK_TTL_S, UID: uuid.uuid4().hex},
                                            metric=trainer.workload.metric)
         except optuna.exceptions.DuplicatedStudyError:  # another process created it a moment ago: check it
             return create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
                           load_if_exists=load_if_exists, artifacts=artifacts)
+    root = artifact_dir(storage, artifacts)
     return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
-                 strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts))
+                 strategy=strategy, direction=direction, artifacts=root, uid=_claim(st, study_id, name, storage, root))
+
+
+def _claim(storage: Any, study_id: int, name: str, url: str, root: Path) -> str:
+    """The study's identity, given to it now if it has none (a study of 0.3.0), with its folder claimed.
+
+    Leftover temporary checkpoint files of killed processes are removed from the folder (and
+    from the root, where 0.3.0 wrote them).
+
+    Raises:
+        StorageError: The folder belongs to another study or database (`studies.artifacts.claim`).
+    """
+    uid = check_uid(_batch.set_study_attr_once(storage, study_id, UID, uuid.uuid4().hex), name)
+    folder = root / folder_name(name, uid)
+    claim(folder, uid=uid, name=name, database=database_identity(url))
+    sweep(folder)
+    sweep(root)
+    return uid
 
 
 def load(
@@ -633,6 +696,13 @@ def load(
         WorkloadError: The workload cannot be rebuilt and no trainer was given.
         StudyConflictError: The given trainer or strategy differs from the stored one.
     """
+    with storage_faults(storage if isinstance(storage, str) else "?"):
+        return _load(name, storage, trainer=trainer, strategy=strategy, trust=trust, device=device,
+                     artifacts=artifacts, read_only=read_only)
+
+
+def _load(name: str, storage: str, *, trainer: Trainer | None, strategy: search.Strategy | None, trust: Trust,
+          device: str, artifacts: str | Path | None, read_only: bool) -> Study:
     trusted_prefixes(trust)  # a bad trust value fails before the database is opened
     st = open_storage(storage, create=False)
     study_id = _study_id(st, name)
@@ -642,14 +712,16 @@ def load(
             f"no study named {name!r} in {storage}; it holds {names if names else 'no studies'} "
             f"(create one with studies.create)"
         )
-    attrs = st.get_study_user_attrs(study_id)
+    attrs = read_study_attrs(st, study_id)
     if SPACE not in attrs:
         raise StorageError(f"the study {name!r} in {storage} was not created by tunelab (it has no tunelab recipe)")
-    space = Space.from_json(json.dumps(attrs[SPACE]))
-    direction = st.get_study_directions(study_id)[0].name.lower()
+    space = stored_space(attrs[SPACE], name)
+    direction = study_direction(st, study_id)
     if read_only:
+        uid = check_uid(attrs[UID], name) if UID in attrs else None
         return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
-                     strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts, create=False))
+                     strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts, create=False),
+                     uid=uid)
     if strategy is None:
         strategy = search.Strategy.from_spec(attrs[STRATEGY], trust=trust)
     elif not _same_strategy(attrs[STRATEGY], strategy.spec()):
@@ -664,5 +736,6 @@ def load(
             f"the trainer given to load differs from the study's: {conflict}; pass the same workload (the same "
             f"data), epochs, batch size and seed"
         )
+    root = artifact_dir(storage, artifacts)
     return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
-                 strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts))
+                 strategy=strategy, direction=direction, artifacts=root, uid=_claim(st, study_id, name, storage, root))

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -46,29 +47,63 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _set_environ(values: dict[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _reread_ray_auth(ray) -> None:
+    """Make Ray in this process read RAY_AUTH_MODE and the token again: it reads both once, at first use."""
+    if hasattr(ray._raylet, "AuthenticationTokenLoader"):  # a Ray with token authentication
+        ray._raylet.Config.initialize("")  # as ray does when it turns token mode on for itself
+        ray._raylet.AuthenticationTokenLoader.instance().reset_cache()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(tmp_path_factory):
-    """`ray start --head --num-cpus 2` on a free port, this process connected to it; stopped after the session.
+    """`ray start --head --num-cpus 2` on the loopback with token authentication, this process connected to it.
+
+    Every listener of the cluster is on 127.0.0.1: `--node-ip-address 127.0.0.1`, which Ray
+    keeps only with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 (otherwise it swaps a loopback address
+    for the machine's routable one, and the GCS and raylet listen on every interface). The token
+    is a fresh one in the session's temp folder (RAY_AUTH_TOKEN_PATH), never ~/.ray/auth_token.
+    These variables stay in os.environ for the session, so a driver a test starts as a subprocess
+    joins with the same token; they are restored, and the head stopped, after the session.
 
     One cluster serves every test that uses Ray (joining takes seconds; a second in-process
-    `ray.init` after a `ray.shutdown` can leave the process unable to start actors). None where
-    Ray is not installed.
+    `ray.init` after a `ray.shutdown` can leave the process unable to start actors). Yields the
+    head's address, or None where Ray is not installed.
     """
     try:
         import ray
+        from ray._private import ray_constants
     except ImportError:
         yield None
         return
-    port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # token auth rejects a client that joins by address
     temp = tmp_path_factory.mktemp("ray")
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--port",
-         str(port), "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    previous = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = "disabled"
+    token = temp / "auth_token"
+    with os.fdopen(os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+        f.write(secrets.token_hex(32))
+    settings = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_TOKEN": None,
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    if not hasattr(ray._raylet, "AuthenticationTokenLoader"):  # a Ray older than token authentication
+        settings.update(RAY_AUTH_MODE=None, RAY_AUTH_TOKEN_PATH=None)
+    previous = {key: os.environ.get(key) for key in settings}
+    enable_cluster = ray_constants.ENABLE_RAY_CLUSTER  # read from the environment when Ray was imported
+    port = _free_port()
+    head = None
     try:
+        _set_environ(settings)
+        ray_constants.ENABLE_RAY_CLUSTER = False  # this process keeps 127.0.0.1 too (Ray may be imported already)
+        _reread_ray_auth(ray)
+        head = subprocess.Popen(
+            [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--port",
+             str(port), "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+             "--temp-dir", str(temp)],
+            env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         while True:  # the head's port opens once it serves (a state; pytest's timeout guards a hang)
             if head.poll() is not None:
                 raise RuntimeError("ray start --head exited")
@@ -82,9 +117,9 @@ def ray_cluster(tmp_path_factory):
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        head.send_signal(signal.SIGTERM)
-        head.wait(120)
-        if previous is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = previous
+        if head is not None:
+            head.send_signal(signal.SIGTERM)
+            head.wait(120)
+        _set_environ(previous)
+        ray_constants.ENABLE_RAY_CLUSTER = enable_cluster
+        _reread_ray_auth(ray)

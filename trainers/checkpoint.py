@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,25 @@ import torch
 from spaces.errors import CheckpointError
 
 FORMAT = 1
+
+
+def host_label() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
+def tmp_prefix(target: Path) -> str:
+    """The prefix of the temporary file written on the way to `target`: `.<name>.<host>~<pid>.`.
+
+    Naming the writer lets a later open remove what a killed process left behind
+    (`studies.artifacts.sweep`) without touching a live writer's file.
+    """
+    return f".{target.name}.{host_label()}~{os.getpid()}."
+
+
+def tmp_writer(name: str) -> tuple[str, int] | None:
+    """`(host, pid)` of the process that wrote the temporary file `name` (None for another name)."""
+    found = re.search(r"\.([A-Za-z0-9-]+)~(\d+)\.[^.]*\.tmp$", name)
+    return (found.group(1), int(found.group(2))) if found else None
 
 
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any], *, durable: bool = True) -> Path:
@@ -37,7 +58,7 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any], *, dura
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=tmp_prefix(path), suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save({"format": FORMAT, **state}, f)
@@ -106,4 +127,4 @@ def restore_rng(states: dict[str, torch.Tensor], device: torch.device, generator
         torch.cuda.set_rng_state(states["cuda"], device)
 
 
-__all__ = ["capture_rng", "load_checkpoint", "restore_rng", "run_rng", "save_checkpoint"]
+__all__ = ["capture_rng", "load_checkpoint", "restore_rng", "run_rng", "save_checkpoint", "tmp_prefix", "tmp_writer"]

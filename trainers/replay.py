@@ -187,6 +187,7 @@ class ReplayTable:
             raise TableError(f"{path} has a malformed header or row: {type(err).__name__}: {err}") from err
         if not curves:
             raise TableError(f"the replay table {path} has no rows")
+        _check_table(header, curves, path)
         return cls(header, curves, digest=_digest(text))
 
     def write(self, path: str | os.PathLike[str]) -> Path:
@@ -247,6 +248,51 @@ class ReplayTable:
                              f"configuration is near it") from err
         d = ((self._encoded - x) ** 2).sum(1)
         return configs[int(np.argmin(d))]
+
+
+MAX_TABLE_EPOCHS = 100_000
+
+
+def _check_table(header: TableHeader, curves: list[Curve], path: Path) -> None:
+    """Refuse a table whose header and rows disagree, or whose values have the wrong types.
+
+    A row that promised more epochs than it holds would never finish when replayed, and a
+    model size that is not a number would fail inside a study: both are found when the table
+    is opened, naming the row.
+
+    Raises:
+        TableError: The first problem found, with its row number (1 is the first row after the header).
+    """
+    def whole(value: Any, low: int = 0, high: int = 10**15) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+    if not whole(header.epochs, 1, MAX_TABLE_EPOCHS):
+        raise TableError(f"the replay table {path} says a run has {header.epochs!r} epochs; its header needs a whole "
+                         f"number from 1 to {MAX_TABLE_EPOCHS}")
+    if header.direction not in ("maximize", "minimize") or not isinstance(header.metric, str):
+        raise TableError(f"the replay table {path} has a malformed header: metric {header.metric!r}, direction "
+                         f"{header.direction!r} (a name, and 'maximize' or 'minimize')")
+    if not isinstance(header.space, dict) or not isinstance(header.workload, dict):
+        raise TableError(f"the replay table {path} has a malformed header: its space and workload must be objects")
+    for i, c in enumerate(curves, start=1):
+        problem = None
+        if c.status not in ("complete", "diverged"):
+            problem = f"status {c.status!r} (complete or diverged)"
+        elif c.status == "complete" and len(c.epochs) != header.epochs:
+            problem = f"{len(c.epochs)} epochs, but the header promises {header.epochs} for a complete run"
+        elif c.status == "diverged" and not 1 <= len(c.epochs) <= header.epochs:
+            problem = f"{len(c.epochs)} epochs for a diverged run (1 to {header.epochs})"
+        elif not whole(c.seed, -(2**63), 2**64):
+            problem = f"seed {c.seed!r}"
+        elif c.n_params is not None and not whole(c.n_params):
+            problem = f"n_params {c.n_params!r} (a whole number or null)"
+        elif c.flops is not None and not whole(c.flops):
+            problem = f"flops {c.flops!r} (a whole number or null)"
+        elif any(not whole(e.grad_evals) for e in c.epochs):
+            problem = "a gradient-evaluation count that is negative"
+        if problem is not None:
+            raise TableError(f"row {i} of the replay table {path} ({c.config}) has {problem}; record the table again "
+                             f"(benchmarks/record_tables.py) or fix the row")
 
 
 def _digest(text: str) -> str:

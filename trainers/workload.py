@@ -62,10 +62,19 @@ def _check_finite(t: torch.Tensor, name: str) -> None:
 def _as_tensor(a: Any, name: str) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         return a.detach().cpu()
+    array = np.asarray(a) if not isinstance(a, np.ndarray) else a
+    if array.dtype.kind in "USO":  # strings or Python objects: class names, not class indices
+        sample = ", ".join(repr(v) for v in array.ravel()[:3].tolist())
+        raise WorkloadError(
+            f"{name} holds {'text' if array.dtype.kind in 'US' else 'Python objects'} ({sample}, ...; dtype "
+            f"{array.dtype}), but tunelab trains on numbers: encode labels as class indices 0..k-1 (e.g. "
+            f"sklearn.preprocessing.LabelEncoder().fit_transform({name})) and features as floats"
+        )
     try:
-        return torch.as_tensor(np.asarray(a))
+        return torch.as_tensor(array)
     except (TypeError, ValueError) as exc:
-        raise WorkloadError(f"{name} must be a tensor or array, got {type(a).__name__} ({exc})") from None
+        raise WorkloadError(f"{name} cannot become a tensor (a {type(a).__name__} of dtype {array.dtype}: {exc}); "
+                            f"pass a numeric NumPy array or torch tensor") from None
 
 
 class TaskMetric:
@@ -308,6 +317,18 @@ class Workload(TaskMetric):
             val = pair(x_val, y_val, "val")
         test = pair(x_test, y_test, "test") if x_test is not None else None
         if task == "classification":
+            labels = torch.cat([s.y for s in (train, val, test) if s is not None]).unique().tolist()
+            missing = sorted(set(range(int(max(labels)) + 1)) - set(labels)) if labels else []
+            if missing and missing[0] == 0 and len(missing) == int(min(labels)):
+                raise WorkloadError(
+                    f"class labels start at {int(min(labels))}, not 0: the model would get {int(max(labels)) + 1} "
+                    f"outputs, and classes {missing[:10]} would never occur. tunelab reads labels as class indices "
+                    f"0..k-1; shift them (y - {int(min(labels))}) or encode them with "
+                    f"sklearn.preprocessing.LabelEncoder")
+            if missing:
+                warnings.warn(f"classes {missing[:10]} never occur in any split (labels run up to {int(max(labels))}), "
+                              f"so the model gets outputs no example uses; relabel classes as 0..k-1 unless you mean "
+                              f"it", stacklevel=2)
             unseen = sorted(set(val.y.tolist()) - set(train.y.tolist()))
             if unseen:
                 warnings.warn(

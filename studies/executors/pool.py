@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -10,10 +11,12 @@ import pickle
 import queue
 import signal
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +26,7 @@ from studies.executors.base import EpochCallback, Flag, Outcome, Unit, resolve_r
 from trainers import Trainer
 
 PARENT_POLL_S = 0.5
+START_TIMEOUT_S = 120.0  # how long `check_start` waits for a first worker to answer
 TRAINERS_KEPT = 4  # trainers a worker keeps unpickled (a comparison alternates between a few)
 
 _WORKER: dict[str, Any] = {}
@@ -95,14 +99,7 @@ class ProcessExecutor:
     populations = True
 
     def __init__(self, n_workers: int) -> None:
-        if getattr(multiprocessing.current_process(), "_inheriting", False):
-            from spaces import ConfigError
-
-            raise ConfigError(
-                "a process pool is being started while a worker process imports your script: with "
-                "n_workers > 1 the workers are spawned and import the main script, so put the code that "
-                "creates and runs the study under `if __name__ == \"__main__\":`"
-            )
+        refuse_in_spawned_import()
         self.capacity = n_workers
         self._ctx = multiprocessing.get_context("spawn")
         self._events = self._ctx.Queue()
@@ -121,6 +118,30 @@ class ProcessExecutor:
             initializer=_init_worker,
             initargs=(self._events, self._stop_mp, self._threads, os.getpid()),
         )
+
+    def check_start(self, timeout: float = START_TIMEOUT_S) -> None:
+        """Start a worker and wait until it answers, so a pool that cannot start fails before any trial exists.
+
+        Raises:
+            ConfigError: The workers died while starting; with the workers' own error when they
+                said why (a script without `if __name__ == "__main__":`).
+        """
+        from spaces import ConfigError
+
+        report = start_error_file(os.getpid())
+        report.unlink(missing_ok=True)
+        try:
+            self._pool.submit(_ping).result(timeout=timeout)
+        except BrokenProcessPool as err:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            said = report.read_text() if report.exists() else ""
+            report.unlink(missing_ok=True)
+            raise ConfigError(
+                said or f"the worker processes of n_workers={self.capacity} died while starting ({err}), before "
+                f"any trial; they import your main script: run it once with n_workers=1 to see its error"
+            ) from None
+        except TimeoutError:  # a slow machine: the pool is not known to be broken, so training goes ahead
+            return
 
     @property
     def busy(self) -> int:
@@ -209,6 +230,42 @@ class ProcessExecutor:
         self._blobs.clear()
 
 
+def _ping() -> int:
+    return os.getpid()
+
+
+def start_error_file(parent: int) -> Path:
+    """Where a worker that cannot start leaves its reason for its driver (`parent`) to raise."""
+    return Path(tempfile.gettempdir()) / f"tunelab-pool-start-{parent}.txt"
+
+
+MAIN_GUARD = (
+    "the study's worker processes cannot start: with n_workers > 1 the workers are spawned and import your main "
+    "script, which starts the study again instead of waiting for work. Put the code that creates and runs the study "
+    "under `if __name__ == \"__main__\":` (as Python's multiprocessing requires), then run the script again; "
+    "nothing was trained and no budget was spent"
+)
+
+
+def refuse_in_spawned_import() -> None:
+    """Refuse to run a study inside a worker process that is importing the user's script.
+
+    A script without `if __name__ == "__main__":` runs its study again in every spawned worker.
+    The worker says so to its driver (`start_error_file`), which raises the message in the
+    user's process (`ProcessExecutor.check_start`), and stops here.
+
+    Raises:
+        ConfigError: In such a worker.
+    """
+    if not getattr(multiprocessing.current_process(), "_inheriting", False):
+        return
+    from spaces import ConfigError
+
+    with contextlib.suppress(OSError):
+        start_error_file(os.getppid()).write_text(MAIN_GUARD)
+    raise ConfigError(MAIN_GUARD)
+
+
 def shared_pool(n_workers: int) -> ProcessExecutor:
     """A process pool of `n_workers` whose workers outlive the `optimize` call that started them.
 
@@ -223,6 +280,11 @@ def shared_pool(n_workers: int) -> ProcessExecutor:
         pool = pools.pop() if pools else None
     if pool is None:
         pool = ProcessExecutor(n_workers)
+        try:
+            pool.check_start()
+        except BaseException:
+            pool.shutdown()
+            raise
     pool._shared = True
     return pool
 

@@ -237,10 +237,10 @@ def test_warnings_for_settings_that_run_but_mislead(tmp_path, small_trainer):
     with pytest.warns(UserWarning, match="searches for the worst"):
         studies.create("worst", url, space=small_space(), trainer=small_trainer, direction="minimize")
     study = studies.create("ok", url, space=small_space(), trainer=small_trainer)
-    with pytest.warns(UserWarning, match="more than this machine's"):
+    with pytest.warns(UserWarning, match="more than this machine's"), pytest.raises(studies.BudgetError, match="=0"):
         study.optimize(trials=0, n_workers=(os.cpu_count() or 1) + 1, progress=False)
     ft = studies.create("ft", url, space=small_space(), trainer=small_trainer, strategy=search.FreezeThaw(seed=0))
-    with pytest.warns(UserWarning, match="give it epochs"):
+    with pytest.warns(UserWarning, match="give it epochs"), pytest.raises(studies.BudgetError, match="trains nothing"):
         ft.optimize(trials=0, progress=False)
 
 

@@ -45,7 +45,7 @@ def test_a_paused_trial_resumes_with_exactly_the_state_it_paused_with(tmp_path, 
     assert paused.state == "paused" and paused.epochs == 2
     assert studies.load("p", url).trials[0].state == "paused"  # visible from the database
     ckpt = study.checkpoint(0)
-    assert ckpt is not None and ckpt.parent == study.artifacts
+    assert ckpt is not None and ckpt.parent == study.artifacts / study.folder  # the study's own folder
     at_pause = trainers.load_checkpoint(ckpt)
 
     # the same config trained straight to epoch 2 has the same weights, optimizer and RNG state
@@ -94,7 +94,7 @@ def test_hyperband_retires_the_rung_losers_and_frees_their_checkpoints(tmp_path,
     assert states.count("complete") == 1 and states.count("pruned") == 2
     best = study.best
     assert best.epochs == 5
-    on_disk = sorted(p.name for p in study.artifacts.glob("*.pt"))
+    on_disk = sorted(p.name for p in (study.artifacts / study.folder).glob("*.pt"))
     assert len(on_disk) == 1  # only the best complete trial keeps its checkpoint
     pruned = [t for t in study.trials if t.state == "pruned"]
     assert all(t.epochs == 2 and t.value == t.curve[-1] and t.attrs == {"bracket": 0} for t in pruned)

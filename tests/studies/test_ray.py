@@ -1,6 +1,7 @@
 """The Ray executor on a real local Ray cluster (started once for this module, stopped afterwards)."""
 
 import dataclasses
+import ipaddress
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,7 @@ import spaces  # noqa: E402
 import studies  # noqa: E402
 import trainers  # noqa: E402
 from search.routines import routines  # noqa: E402
+from studies.executors import ray_cluster as ray_executor  # noqa: E402
 from studies.executors.ray_cluster import RayExecutor  # noqa: E402
 
 
@@ -266,7 +269,7 @@ def test_a_killed_driver_leaves_no_actor_training_and_a_new_driver_resumes(tmp_p
     reference.optimize(trials=3, progress=False)
     script = tmp_path / "driver.py"
     script.write_text(DRIVER_SCRIPT)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env = dict(os.environ)  # the session cluster's token settings (see `ray_cluster`)
     driver = subprocess.Popen([sys.executable, str(script), str(tmp_path), ray_cluster, "freeze"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while not list(tmp_path.glob("held-*")):  # a state, bounded only by pytest's hang guard
@@ -345,6 +348,7 @@ study = make("two-nodes")
 study.optimize(trials=3, n_workers=2, executor="ray", progress=False, checkpoint_seconds=0, flush_seconds=0)
 thread.join()
 print(json.dumps({
+    "addresses": sorted({n["NodeManagerAddress"] for n in ray.nodes()}),
     "states": [t.state for t in study.trials],
     "same": [(t.config, t.value, t.curve) for t in study.trials]
     == [(t.config, t.value, t.curve) for t in reference.trials],
@@ -355,12 +359,115 @@ cluster.shutdown()
 
 
 def test_a_node_that_leaves_mid_trial_loses_no_trial_and_the_executor_shrinks(tmp_path):
-    """Two 1-CPU nodes (ray.cluster_utils.Cluster, in a process of its own); one is removed mid-trial."""
+    """Two 1-CPU nodes (ray.cluster_utils.Cluster in a process of its own, loopback, token); one leaves mid-trial."""
     script = tmp_path / "nodes.py"
     script.write_text(NODE_SCRIPT)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    token = tmp_path / "auth_token"  # a token of its own; on the loopback only, as the session's cluster
+    token.write_text(os.urandom(32).hex())
+    token.chmod(0o600)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_AUTH_TOKEN", None)
     done = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["addresses"] == ["127.0.0.1"]  # both nodes on the loopback
     assert result["states"] == ["complete"] * 3  # none lost or repeated; the lost one continued on the other node
     assert result["same"]  # from its checkpoint: the values of an uninterrupted run, bit for bit
+
+
+def _loopback(ip):
+    address = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(address, "ipv4_mapped", None)  # "::ffff:127.0.0.1", as a dual-stack socket shows it
+    return (mapped or address).is_loopback
+
+
+def test_the_test_cluster_listens_on_the_loopback_only(ray_cluster):
+    """Every socket the session cluster's processes (head, workers, this driver) listen on is a loopback one."""
+    psutil = pytest.importorskip("psutil")  # ships with Ray
+    worker = ray.get(ray.remote(lambda: os.getpid()).remote())  # a worker process is up, with its listener
+    port = int(ray_cluster.rpartition(":")[2])
+    gcs = [c.pid for c in psutil.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+    assert gcs and all(gcs), f"no process of this user listens on the head's port {port}"
+    session = os.getsid(gcs[0])  # the head runs in a session of its own (start_new_session)
+    pids = {os.getpid(), worker}
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == session:
+                pids |= {proc.pid} | {child.pid for child in proc.children(recursive=True)}
+        except (OSError, psutil.Error):
+            continue  # gone meanwhile
+    listening = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            connections = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        listening += [(proc.name(), c.laddr.ip, c.laddr.port) for c in connections
+                      if c.status == psutil.CONN_LISTEN or (c.type == socket.SOCK_DGRAM and not c.raddr)]
+    assert any(p == port for _, _, p in listening), listening
+    assert [entry for entry in listening if not _loopback(entry[1])] == [], "a cluster process listens beyond 127.0.0.1"
+
+
+def test_joining_a_cluster_on_another_machine_without_a_token_warns_once(monkeypatch, tmp_path):
+    monkeypatch.setattr(ray_executor, "_warned_unauthenticated", False)  # as in a fresh process
+    home = tmp_path / "home"  # no .ray/auth_token in it
+    (tmp_path / "with-token" / ".ray").mkdir(parents=True)
+    (tmp_path / "with-token" / ".ray" / "auth_token").write_text("f" * 64)
+    none: dict[str, str] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none of these warns
+        for address in (None, "local", "127.0.0.1:6379", "127.4.5.6:6379", "localhost:6379", "[::1]:6379",
+                        "ray://localhost:10001"):
+            assert not ray_executor.warn_if_unauthenticated(address, environ=none, home=home), address
+        assert not ray_executor.warn_if_unauthenticated("auto", joined=None, environ=none, home=home)  # unknown
+        assert not ray_executor.warn_if_unauthenticated("auto", joined="127.0.0.1:6379", environ=none, home=home)
+        assert not ray_executor.warn_if_unauthenticated("10.0.0.5:6379", environ={"RAY_AUTH_MODE": "token"}, home=home)
+        assert not ray_executor.warn_if_unauthenticated("10.0.0.5:6379", environ={"RAY_AUTH_MODE": " Token "},
+                                                        home=home)
+        # "auto" with RAY_AUTH_MODE unset: Ray turns token mode on by itself where a token is at hand
+        assert not ray_executor.warn_if_unauthenticated("auto", joined="10.0.0.5:6379", environ=none,
+                                                        home=tmp_path / "with-token")
+        assert not ray_executor.warn_if_unauthenticated("auto", joined="10.0.0.5:6379",
+                                                        environ={"RAY_AUTH_TOKEN": "f" * 64}, home=home)
+    # an explicit address never turns token mode on, whatever token lies around
+    with pytest.warns(ray_executor.UnauthenticatedClusterWarning,
+                      match=r"10\.0\.0\.5:6379 without token authentication.*arbitrary code.*RAY_AUTH_MODE=token"):
+        assert ray_executor.warn_if_unauthenticated("10.0.0.5:6379", environ={"RAY_AUTH_TOKEN": "f" * 64},
+                                                    home=tmp_path / "with-token")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not ray_executor.warn_if_unauthenticated("head-host:6379", environ=none, home=home)  # once a process
+    monkeypatch.setattr(ray_executor, "_warned_unauthenticated", False)
+    with pytest.warns(ray_executor.UnauthenticatedClusterWarning, match=r"auto \(192\.0\.2\.7:6379\)"):
+        assert ray_executor.warn_if_unauthenticated("auto", joined="192.0.2.7:6379",
+                                                    environ={"RAY_AUTH_MODE": "disabled"}, home=tmp_path / "with-token")
+
+
+def test_the_executor_warns_after_joining_without_a_token_and_names_a_refused_token(monkeypatch):
+    """The executor's own calls, with `ray.init` faked: nothing here joins or leaves the session's cluster."""
+    monkeypatch.setattr(ray_executor, "_warned_unauthenticated", False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a process that has not joined a cluster
+    monkeypatch.setattr(ray_executor, "check_address", lambda address: None)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+
+    def stop(self):
+        raise studies.ConfigError("stopped after joining")
+
+    monkeypatch.setattr(RayExecutor, "_check_cluster", stop)
+    monkeypatch.setattr(ray, "init", lambda **kw: None)
+    with pytest.warns(ray_executor.UnauthenticatedClusterWarning, match="head-host:6379"), \
+            pytest.raises(studies.ConfigError, match="stopped after joining"):
+        RayExecutor(1, address="head-host:6379")
+
+    def refused(**kw):
+        try:
+            raise ray.exceptions.AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing")
+        except ray.exceptions.AuthenticationError as err:
+            raise ConnectionError("Failed to connect to Ray cluster at head-host:6379") from err
+
+    monkeypatch.setattr(ray, "init", refused)
+    with pytest.raises(studies.ConfigError, match=r"uses token authentication.*RAY_AUTH_MODE is 'disabled' here.*"
+                                                  r"ray get-auth-token --generate"):
+        RayExecutor(1, address="head-host:6379")

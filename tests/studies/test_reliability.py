@@ -193,7 +193,7 @@ def test_a_full_disk_keeps_every_result_and_stops_the_study_after_repeated_failu
     assert len(trials) == 3 and all(t.state == "complete" and t.value is not None for t in trials)
     frozen = optuna.load_study(study_name="d", storage=study.storage_url).trials
     assert all("No space left" in t.user_attrs["checkpoint_error"] for t in frozen)
-    assert all("tunelab-trial-" in t.user_attrs["checkpoint_error"] for t in frozen)  # names the path
+    assert all(f"/trial-{t.number}.pt" in t.user_attrs["checkpoint_error"] for t in frozen)  # names the path
 
 
 def test_a_read_only_artifact_folder_is_a_clear_error_before_any_training(tmp_path, small_trainer, monkeypatch):
