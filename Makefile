@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench bench-search bench-driver bench-freeze-thaw bench-nas bench-ray clean
+.PHONY: demo test test-slow test-all lint bench bench-search bench-driver bench-freeze-thaw bench-nas bench-ray clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(BIN)/.installed
 
 test-slow: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m slow
+
+test-all: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "slow or not slow"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .

@@ -55,7 +55,7 @@ def cpu_seconds() -> float:
 
 
 def darts_strategy(variant: str, seed: int, args: argparse.Namespace):
-    import search
+    from tunelab import search
 
     return search.Darts(seed=seed, epochs=args.epochs, pt_interval=args.pt_interval, arch_lr=args.arch_lr,
                         channels=args.channels, **VARIANTS[variant])
@@ -65,8 +65,7 @@ def run_search(variant: str, seed: int, args: argparse.Namespace, dbs: Path) -> 
     import torch
     from nas import space
 
-    import studies
-    import trainers
+    from tunelab import studies, trainers
 
     torch.set_num_threads(1)
     dbs.mkdir(parents=True, exist_ok=True)
@@ -102,9 +101,7 @@ def run_reference(seed: int, dbs: Path) -> dict:
     import torch
     from nas import space
 
-    import search
-    import studies
-    import trainers
+    from tunelab import search, studies, trainers
 
     torch.set_num_threads(1)
     dbs.mkdir(parents=True, exist_ok=True)
@@ -122,8 +119,7 @@ def run_reference(seed: int, dbs: Path) -> dict:
 def retrain(genotype: str, seeds: list[int], epochs: int) -> dict:
     import torch
 
-    import spaces
-    import trainers
+    from tunelab import spaces, trainers
 
     torch.set_num_threads(1)
     config = {**RECIPE, **spaces.Genotype.from_string(genotype).to_config()}

@@ -19,11 +19,9 @@ from pathlib import Path
 
 from optuna.trial import TrialState as OTS
 
-import search
-import spaces
-import studies
-import trainers
-from studies.driver import Budget, Driver
+from tunelab import search, spaces, studies, trainers
+from tunelab.studies.driver import Budget, Driver
+from tunelab.studies.records import TrialState
 
 
 def _median_ms(fn, repeats: int = 30) -> float:
@@ -45,10 +43,10 @@ def measure(n_trials: int, folder: Path, open_every: int = 0) -> dict[str, float
     driver.load()
     rng = __import__("numpy").random.default_rng(0)
     for i in range(n_trials):
-        state = OTS.RUNNING if open_every and i % open_every == 0 else OTS.WAITING
-        row = driver.create_trial(space.sample(rng), proposal=i, target=2, attrs={}, state=state)
-        if state == OTS.WAITING:
-            study._storage.set_trial_state_values(row.trial_id, OTS.COMPLETE, values=[0.5])
+        state = TrialState.RUNNING if open_every and i % open_every == 0 else TrialState.PENDING
+        row = driver.recorder.create_trial(space.sample(rng), proposal=i, target=2, attrs={}, state=state)
+        if state == TrialState.PENDING:
+            study.storage.set_trial_state_values(row.trial_id, OTS.COMPLETE, values=[0.5])
         driver.in_flight.discard(row.trial_id)
     driver.load()
 
@@ -57,10 +55,11 @@ def measure(n_trials: int, folder: Path, open_every: int = 0) -> dict[str, float
             pass
 
     def refresh() -> None:
-        driver.refresh()
+        driver.planner.refresh()
 
     def create() -> None:
-        row = driver.create_trial(space.sample(rng), proposal=n_trials, target=2, attrs={}, state=OTS.WAITING)
+        row = driver.recorder.create_trial(space.sample(rng), proposal=n_trials, target=2, attrs={},
+                                           state=TrialState.PENDING)
         driver.rows.pop(row.trial_id)
 
     return {"trials": n_trials, "open": sum(r.state != "complete" for r in driver.rows.values()),

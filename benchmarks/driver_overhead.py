@@ -25,10 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-import search
-import spaces
-import studies
-import trainers
+from tunelab import search, spaces, studies, trainers
 
 
 class TimedTrainer(trainers.Trainer):
@@ -93,7 +90,7 @@ def overhead(trials: int, epochs: int, progress: bool, population: int = 1) -> d
         TimedTrainer.fit_seconds = 0.0
         t0 = time.perf_counter()
         if population > 1:
-            import trainers.population as module
+            import tunelab.trainers.population as module
 
             module.Population, original = TimedPopulation, module.Population  # what run_population builds
             try:

@@ -27,10 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 
-import search
-import spaces
-import studies
-import trainers
+from tunelab import search, spaces, studies, trainers
 
 STRATEGIES = {
     "freeze_thaw": lambda seed: search.FreezeThaw(seed=seed),

@@ -30,11 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from population import configs
 from trainer_speed import CONFIGS, paired_epochs
 
-import search
-import spaces
-import studies
-import trainers
-from trainers.population import Member, Population
+from tunelab import search, spaces, studies, trainers
+from tunelab.trainers.population import Member, Population
 
 
 def sync(device: torch.device) -> None:

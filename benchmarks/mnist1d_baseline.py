@@ -14,8 +14,7 @@ import argparse
 import statistics
 import time
 
-import spaces
-import trainers
+from tunelab import spaces, trainers
 
 ADAM = {"optimizer": "adam", "adam.lr": 1e-2, "adam.beta1": 0.9, "adam.weight_decay": 1e-6}
 

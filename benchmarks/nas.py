@@ -36,10 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-import search
-import spaces
-import studies
-import trainers
+from tunelab import search, spaces, studies, trainers
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "nas.json"

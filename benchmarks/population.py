@@ -28,11 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-import search
-import spaces
-import studies
-import trainers
-from trainers.population import Member, Population
+from tunelab import search, spaces, studies, trainers
+from tunelab.trainers.population import Member, Population
 
 MODELS = {
     "mlp32": {"model": "mlp", "model.width": 32, "model.depth": 2, "model.activation": "relu", "model.dropout": 0.0},

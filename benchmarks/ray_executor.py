@@ -32,11 +32,8 @@ from pathlib import Path
 
 import torch
 
-import search
-import spaces
-import studies
-import trainers
-from studies.executors import LocalExecutor, ProcessExecutor
+from tunelab import search, spaces, studies, trainers
+from tunelab.studies.executors import LocalExecutor, ProcessExecutor
 
 
 def space() -> spaces.Space:
@@ -48,7 +45,7 @@ def open_executor(kind: str, workers: int):
         return LocalExecutor()
     if kind == "pool":
         return ProcessExecutor(workers)
-    from studies.executors.ray_cluster import RayExecutor
+    from tunelab.studies.executors.ray_cluster import RayExecutor
 
     return RayExecutor(workers)
 

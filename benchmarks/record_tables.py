@@ -43,14 +43,11 @@ from typing import Any
 import numpy as np
 import torch
 
-import search
-import spaces
-import studies
-import studies.tables
-import trainers
-from spaces import Categorical, Fixed
-from spaces.cells import all_genotypes
-from trainers.replay import Curve, ReplayTable, TableHeader
+import tunelab.studies.tables  # noqa: F401  (studies.tables below)
+from tunelab import search, spaces, studies, trainers
+from tunelab.spaces import Categorical, Fixed
+from tunelab.spaces.cells import all_genotypes
+from tunelab.trainers.replay import Curve, ReplayTable, TableHeader
 
 FOLDER = Path(__file__).resolve().parent / "tables"
 SEEDS_CONFIGS = 5  # configurations also trained on seeds 1 and 2

@@ -48,7 +48,7 @@ SLOW = ("bayesian", "bayesian_warm_early", "asha", "freeze_thaw", "freeze_thaw_s
 
 
 def _strategies() -> dict[str, Callable[[int], Any]]:
-    import search
+    from tunelab import search
 
     return {
         "random": lambda s: search.Random(seed=s),
@@ -81,10 +81,9 @@ def table_path(table: str) -> Path:
 
 def run_one(table: str, strategy: str, seed: int, budget: int = max(BUDGETS)) -> dict[str, Any]:
     """One replayed study; returns its anytime curve (best validation metric after each epoch spent)."""
-    import studies
-    import trainers
-    from studies.executors import SimulatedExecutor
-    from trainers.replay import table_space
+    from tunelab import studies, trainers
+    from tunelab.studies.executors import SimulatedExecutor
+    from tunelab.trainers.replay import table_space
 
     class Logged(SimulatedExecutor):
         """The simulated executor, noting every epoch's validation metric in the order epochs are charged."""
@@ -164,7 +163,7 @@ def run(tables: list[str], strategies: list[str], seeds: int, jobs: int) -> None
 # ---------------------------------------------------------------------- report
 def _reference(table: str) -> tuple[float, float, str]:
     """(best at any epoch of any recorded run, median final, direction) of a table's seed-0 runs."""
-    from trainers.replay import ReplayTable
+    from tunelab.trainers.replay import ReplayTable
 
     t = ReplayTable.load(table_path(table))
     sign = 1.0 if t.header.direction == "maximize" else -1.0
@@ -208,7 +207,7 @@ def _reach_random(by: dict, name: str, seeds: list[int], sign: float) -> dict[st
 def report() -> dict[str, Any]:
     from scipy.stats import kendalltau, rankdata
 
-    from studies.stats import mean_interval
+    from tunelab.studies.compare.stats import mean_interval
 
     out: dict[str, Any] = {"budgets": list(BUDGETS), "tables": {}}
     for folder in sorted(p for p in RESULTS.iterdir() if p.is_dir()):
@@ -308,11 +307,10 @@ def _print(out: dict[str, Any]) -> None:
 
 def overhead(trials: int = 2000) -> dict[str, Any]:
     """Driver-side cost of replay: `Replay.fit` alone, with the simulated executor, and a whole replayed study."""
-    import studies
-    import trainers
-    from search import Random
-    from studies.executors import SimulatedExecutor, Work
-    from trainers.replay import table_space
+    from tunelab import studies, trainers
+    from tunelab.search import Random
+    from tunelab.studies.executors import SimulatedExecutor, Work
+    from tunelab.trainers.replay import table_space
 
     replay = trainers.Replay(table_path("mnist1d_mlp"))
     configs = replay.table.configs()

@@ -49,7 +49,6 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 PY = sys.executable
 
@@ -124,7 +123,7 @@ def _db_bytes(path: Path) -> int:
 
 def _tpe_step(tpe: Any, history: Any) -> float:
     """Seconds of `tpe`'s ask once the trial it proposed before has finished, as in a running study."""
-    import search
+    from tunelab import search
 
     smaller = search.History(history.space, history.trials[:-1], history.max_epochs, history.input_shape,
                              history.n_outputs)
@@ -141,7 +140,7 @@ def _history_asks(study: Any) -> dict[str, float]:
     """Evolution and OptunaSampler("tpe") asks on the study's history; a raw Optuna TPE ask on the same trials."""
     import optuna
 
-    import search
+    from tunelab import search
 
     history = study.history()
     out: dict[str, float] = {}
@@ -169,10 +168,8 @@ def _history_asks(study: Any) -> dict[str, float]:
 def grow(sizes: list[int], window: int) -> list[dict[str, Any]]:
     import optuna
 
-    import search
-    import studies
-    import trainers
-    from trainers.replay import table_space
+    from tunelab import search, studies, trainers
+    from tunelab.trainers.replay import table_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     replay = trainers.Replay(HERE / "tables" / "digits_mlp.json.gz")
@@ -194,10 +191,9 @@ def _at_size(study: Any, replay: Any, n: int, window: int, tmp: Path) -> dict[st
     from sqlalchemy.engine import Connection
     from sqlalchemy.orm import Session
 
-    import studies
-    import trainers
-    from studies.driver import Driver
-    from studies.lock import StudyLock
+    from tunelab import studies, trainers
+    from tunelab.studies.driver import Driver
+    from tunelab.studies.storage.lock import StudyLock
 
     url, db = study.storage_url, tmp / "scale.db"
     start = max(0, n - window)
@@ -265,7 +261,7 @@ def _at_size(study: Any, replay: Any, n: int, window: int, tmp: Path) -> dict[st
 
 def _objective(space: Any) -> Any:
     """A smooth synthetic objective over `space` (numbers near 0.3 of their range, first categories), small noise."""
-    from search.encoding import MixedEncoding
+    from tunelab.search.encoding import MixedEncoding
 
     enc = MixedEncoding(space)
     cont = [i for i in range(enc.dim) if i not in enc.cat_dims]
@@ -281,7 +277,7 @@ def _objective(space: Any) -> Any:
 def _conditional_history(n: int, seed: int = 0) -> Any:
     from driver_overhead import space
 
-    import search
+    from tunelab import search
 
     sp = space()
     objective = _objective(sp)
@@ -300,8 +296,8 @@ def _mll(history: Any, fit: dict[str, list[float]]) -> float:
     from botorch.models import MixedSingleTaskGP
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    from search.bayesian import _load
-    from search.encoding import MixedEncoding
+    from tunelab.search.bayesian import _load
+    from tunelab.search.encoding import MixedEncoding
 
     enc = MixedEncoding(history.space)
     X = torch.as_tensor(np.stack([enc.encode(t.config) for t in history.trials]), dtype=torch.float64)
@@ -319,7 +315,7 @@ def asks(sizes: tuple[int, ...] = (20, 200)) -> dict[str, Any]:
     """Bayesian asks (a study's first fit, then a warm-started one) against Optuna's GPSampler on the same trials."""
     import optuna
 
-    import search
+    from tunelab import search
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search.Bayesian(seed=0).ask(_conditional_history(20))  # imports (BoTorch, GPyTorch) out of the timings
@@ -357,10 +353,7 @@ def asks(sizes: tuple[int, ...] = (20, 200)) -> dict[str, Any]:
 
 def pool() -> dict[str, Any]:
     """Two 2-trial optimize calls with 2 workers (spawn, then reuse) against the same trials in process."""
-    import search
-    import spaces
-    import studies
-    import trainers
+    from tunelab import search, spaces, studies, trainers
 
     trainer = trainers.Trainer(trainers.workloads.mnist1d(n_train=256, max_epochs=2), epochs=2, seed=0)
     sp = spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(8, 64, log=True), depth=1)
@@ -387,8 +380,7 @@ def overhead() -> dict[str, Any]:
     from driver_overhead import TimedTrainer, space
     from driver_overhead import overhead as study_overhead
 
-    import search
-    import trainers
+    from tunelab import search, trainers
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out: dict[str, Any] = {"tunelab_5_epochs": study_overhead(30, 5, False),
@@ -398,7 +390,7 @@ def overhead() -> dict[str, Any]:
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/o.db"
-        from studies.storage import open_storage
+        from tunelab.studies.storage import open_storage
 
         storage = open_storage(url)  # the same WAL SQLite set-up
         study = optuna.create_study(storage=storage, study_name="plain", direction="maximize")

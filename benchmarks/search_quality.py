@@ -17,10 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-import search
-import spaces
-import studies
-import trainers
+from tunelab import search, spaces, studies, trainers
 
 STRATEGIES = {
     "random": lambda seed: search.Random(seed=seed),

@@ -45,7 +45,7 @@ GRID = (0.02, 0.1, 0.2, 0.35, 0.5, 0.7)
 
 
 def space(net: str):
-    import spaces
+    from tunelab import spaces
 
     regs = {"dropout": spaces.Float(0.0, 0.8, default=0.05), "input_dropout": spaces.Float(0.0, 0.5, default=0.05),
             "input_noise": spaces.Float(0.0, 1.0, default=0.05), "shift": spaces.Int(0, 8, default=1)}
@@ -69,9 +69,7 @@ def grid_config(net: str, fraction: float) -> dict:
 def run(net: str, method: str, seed: int, epochs: int, dbs: Path) -> dict:
     import torch
 
-    import search
-    import studies
-    import trainers
+    from tunelab import search, studies, trainers
 
     torch.set_num_threads(1)
     dbs.mkdir(parents=True, exist_ok=True)

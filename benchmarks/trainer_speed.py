@@ -19,8 +19,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-import spaces
-import trainers
+from tunelab import spaces, trainers
 
 CONFIGS = {
     "mlp": {

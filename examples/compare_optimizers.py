@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 
-import studies
+from tunelab import studies
 
 OPTIMIZERS = ["sgd", "adamw", "adabelief", "acprop", "sam", "lion"]
 PROBLEMS = ["mnist1d_mlp", "mnist1d_cnn", "digits_cnn"]

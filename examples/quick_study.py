@@ -4,10 +4,7 @@
     tunelab show --storage sqlite:///quick_study.db
 """
 
-import search
-import spaces
-import studies
-import trainers
+from tunelab import search, spaces, studies, trainers
 
 space = spaces.optimizers(["adamw", "sgd"]) | spaces.schedules(["constant", "cosine"]) | spaces.mlp()
 trainer = trainers.Trainer(trainers.workloads.mnist1d(), epochs=20, seed=0)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import spaces
-import trainers
+from tunelab import spaces, trainers
 
 space = spaces.optimizers(["adamw"]) | spaces.schedules(["warmup_cosine"]) | spaces.cnn(dim=1)
 config = space.default() | {"adamw.lr": 3e-3}

@@ -18,24 +18,24 @@ MacKay et al. 2019; Delta-STN, Bae & Grosse 2020) and replays the schedule it fi
 
 from __future__ import annotations
 
-from search.base import History, Request, Strategy, TrialView, config_key, strategies
-from search.bayesian import Bayesian
-from search.curves import FreezeThawGP
-from search.darts import Darts
-from search.darts_search import DartsSettings
-from search.deep_kernel import DeepKernelCurves
-from search.encoding import MixedEncoding
-from search.enqueue import Enqueue
-from search.evolution import Evolution, mutate
-from search.freeze_thaw import FreezeThaw
-from search.hyperband import ASHA, Hyperband
-from search.optuna_sampler import OptunaSampler
-from search.power_laws import PowerLawEnsemble
-from search.random import Random
-from search.routines import Routine, routines
-from search.stn import SelfTuning
-from search.stn_routine import StnSettings
-from search.supernet import Supernet
+from tunelab.search.base import History, Request, Strategy, TrialView, config_key, strategies
+from tunelab.search.bayesian import Bayesian
+from tunelab.search.curves import FreezeThawGP
+from tunelab.search.darts import Darts
+from tunelab.search.darts_routine import DartsSettings
+from tunelab.search.deep_kernel import DeepKernelCurves
+from tunelab.search.encoding import MixedEncoding
+from tunelab.search.enqueue import Enqueue
+from tunelab.search.evolution import Evolution, mutate
+from tunelab.search.freeze_thaw import FreezeThaw
+from tunelab.search.hyperband import ASHA, Hyperband
+from tunelab.search.optuna_sampler import OptunaSampler
+from tunelab.search.power_laws import PowerLawEnsemble
+from tunelab.search.random import Random
+from tunelab.search.stn import SelfTuning
+from tunelab.search.stn_routine import StnSettings
+from tunelab.search.supernet import Supernet
+from tunelab.trainers.routines import Routine, routines
 
 __all__ = [
     "ASHA",

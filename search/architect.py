@@ -30,8 +30,8 @@ from collections.abc import Callable
 import torch
 from torch.func import functional_call
 
-from search.supernet import Supernet
-from trainers import frozen_bn_stats
+from tunelab.search.supernet import Supernet
+from tunelab.trainers import frozen_bn_stats
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Autocast = Callable[[], contextlib.AbstractContextManager]

@@ -21,9 +21,9 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from spaces import ConfigError, Registry, Space
-from spaces.space import config_key
-from spaces.trust import Trust, check, resolve
+from tunelab.spaces import ConfigError, Registry, Space
+from tunelab.spaces.space import config_key
+from tunelab.spaces.trust import Trust, check, resolve
 
 RequestKind = Literal["start", "resume"]
 STATES = ("pending", "running", "paused", "complete", "pruned", "failed")
@@ -204,7 +204,7 @@ class History:
         A routine whose value is not a trained network's validation metric (a DARTS search's
         supernet) never counts as best; see `search.routines.Routine.comparable`.
         """
-        from search.routines import is_comparable
+        from tunelab.trainers.routines import is_comparable
 
         done = [t for t in self.complete
                 if t.value is not None and math.isfinite(t.value) and is_comparable(t.routine)]
@@ -228,6 +228,7 @@ class Strategy(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    pauses_trials: ClassVar[bool] = False  # multi-fidelity: it pauses trials and resumes them with more epochs
 
     def __init__(self, seed: int = 0) -> None:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):

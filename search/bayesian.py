@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from search.base import History, Request, Strategy, check_int, config_key, seen_configs
-from search.encoding import MixedEncoding
-from search.random import quasi_point
+from tunelab.search.base import History, Request, Strategy, check_int, config_key, seen_configs
+from tunelab.search.encoding import MixedEncoding
+from tunelab.search.random import quasi_point
 
 
 class Bayesian(Strategy):

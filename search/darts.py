@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy, TrialView, check_int
-from search.darts_search import DartsSettings, cell_ops_of
-from spaces import EDGES, ConfigError, Genotype, Space
-from spaces.cells import edge_name
+from tunelab.search.base import History, Request, Strategy, TrialView, check_int
+from tunelab.search.darts_routine import DartsSettings, cell_ops_of
+from tunelab.spaces import EDGES, ConfigError, Genotype, Space
+from tunelab.spaces.cells import edge_name
 
 ROLE = "darts"
 
@@ -207,7 +207,7 @@ def _role(trial: TrialView) -> str | None:
 
 
 def _fixed(space: Space, name: str) -> bool:
-    from spaces.params import Fixed
+    from tunelab.spaces.params import Fixed
 
     return isinstance(space[name], Fixed)
 

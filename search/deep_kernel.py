@@ -28,7 +28,7 @@ import gpytorch
 import numpy as np
 import torch
 
-from search.power_laws import curve_arrays, standardisation
+from tunelab.search.power_laws import curve_arrays, standardisation
 
 DTYPE = torch.float64
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from spaces import Config, ConfigError, Space
+from tunelab.spaces import Config, ConfigError, Space
 
 
 class MixedEncoding:

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy
-from spaces import ConfigError
+from tunelab.search.base import History, Request, Strategy
+from tunelab.spaces import ConfigError
 
 
 class Enqueue(Strategy):

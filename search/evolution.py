@@ -62,9 +62,9 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy, TrialView, check_int, config_key, seen_configs
-from search.encoding import MixedEncoding
-from spaces import EDGES, Categorical, Config, ConfigError, Fixed, Space, model_size, param_count
+from tunelab.search.base import History, Request, Strategy, TrialView, check_int, config_key, seen_configs
+from tunelab.search.encoding import MixedEncoding
+from tunelab.spaces import EDGES, Categorical, Config, ConfigError, Fixed, Space, model_size, param_count
 
 METHODS = ("regularized", "differential")
 ATTR = "evolution"

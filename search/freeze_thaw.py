@@ -66,11 +66,11 @@ from typing import Any
 
 import numpy as np
 
-from search.base import LIMIT, History, Request, Strategy, TrialView, check_int
-from search.curves import FreezeThawGP
-from search.encoding import MixedEncoding
-from search.random import quasi_point
-from spaces import ConfigError
+from tunelab.search.base import LIMIT, History, Request, Strategy, TrialView, check_int
+from tunelab.search.curves import FreezeThawGP
+from tunelab.search.encoding import MixedEncoding
+from tunelab.search.random import quasi_point
+from tunelab.spaces import ConfigError
 
 HYPER = "ft_hyper"
 FIT_AT = "ft_fit_at"
@@ -82,6 +82,9 @@ AUTO_SHARE = 0.05  # increment="auto": a decision costs at most this share of th
 
 class FreezeThaw(Strategy):
     """Freeze-thaw BO: a learning-curve surrogate (Deep Power Laws by default) with ifBO's MFPI-random acquisition.
+
+    Size: over 300 lines: the paper's decision (initial design, surrogate fit from a stored
+    snapshot, acquisition, retirement) with three surrogates behind one interface.
 
     Args:
         seed: Seed of every random choice.
@@ -110,6 +113,7 @@ class FreezeThaw(Strategy):
     """
 
     name = "freeze_thaw"
+    pauses_trials = True
 
     def __init__(
         self,
@@ -244,8 +248,8 @@ class FreezeThaw(Strategy):
 
     def _fit_snapshot(self, history: History, snap: dict[str, Any]) -> Any:
         """The surrogate trained from scratch on a snapshot's data (cached: one fit per snapshot per process)."""
-        from search.deep_kernel import DeepKernelCurves
-        from search.power_laws import PowerLawEnsemble
+        from tunelab.search.deep_kernel import DeepKernelCurves
+        from tunelab.search.power_laws import PowerLawEnsemble
 
         key = (self.surrogate, repr(snap))
         if self._base is not None and self._base[0] == key:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from search.base import History, Request, Strategy, TrialView, check_int
+from tunelab.search.base import History, Request, Strategy, TrialView, check_int
 
 
 def _rung_value(trial: TrialView, epochs: int) -> float:
@@ -46,6 +46,8 @@ class _Halving(Strategy):
     Raises:
         ConfigError: eta < 2 or min_epochs < 1.
     """
+
+    pauses_trials = True
 
     def __init__(self, seed: int = 0, eta: int = 3, min_epochs: int = 1) -> None:
         super().__init__(seed)

@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy, TrialView, check_int
-from spaces import Categorical, ConfigError, Fixed, Float, Int, Space
-from spaces.trust import split_path
+from tunelab.search.base import History, Request, Strategy, TrialView, check_int
+from tunelab.spaces import Categorical, ConfigError, Fixed, Float, Int, Space
+from tunelab.spaces.trust import split_path
 
 SAMPLERS = {
     "tpe": "TPESampler",

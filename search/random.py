@@ -18,9 +18,9 @@ import warnings
 
 import numpy as np
 
-from search.base import History, Request, Strategy
-from search.encoding import MixedEncoding
-from spaces import ConfigError, Space
+from tunelab.search.base import History, Request, Strategy
+from tunelab.search.encoding import MixedEncoding
+from tunelab.spaces import ConfigError, Space
 
 QUASI = ("sobol", "halton")
 

@@ -32,11 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from search.base import History, Request, Strategy, TrialView, check_int
-from search.stn_routine import StnSettings
-from spaces import ConfigError, Space
-from spaces.params import Float, Int
-from spaces.stn import TUNABLE, expand
+from tunelab.search.base import History, Request, Strategy, TrialView, check_int
+from tunelab.search.stn_routine import StnSettings
+from tunelab.spaces import ConfigError, Space
+from tunelab.spaces.params import Float, Int
+from tunelab.spaces.stn import TUNABLE, expand
 
 ROLE = "stn"
 

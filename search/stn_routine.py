@@ -41,9 +41,7 @@ continues bit for bit on the CPU.
 from __future__ import annotations
 
 import math
-import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -51,25 +49,21 @@ from typing import Any
 import torch
 from torch.func import jvp
 
-from search.routines import Routine, routines
-from spaces import ConfigError, Space, build_optimizer, build_schedule, optimizer_spec
-from spaces.errors import CheckpointError
-from spaces.regularizers import set_regularization
-from spaces.stn import StnModel, build_stn_model
-from trainers import (
+from tunelab.spaces import ConfigError, Space, build_optimizer, build_schedule, optimizer_spec
+from tunelab.spaces.errors import CheckpointError
+from tunelab.spaces.regularizers import set_regularization
+from tunelab.spaces.stn import StnModel, build_stn_model
+from tunelab.trainers import (
     EpochResult,
-    RunControl,
     TensorSplit,
     Trainer,
     TrainResult,
     batches,
-    best_metric,
     evaluate,
     load_checkpoint,
     make_step,
-    run_rng,
-    save_checkpoint,
 )
+from tunelab.trainers.routines import Routine, RunRequest, routines, run_epochs, started
 
 ENTROPY_CONST = 0.5 * math.log(2 * math.pi * math.e)
 
@@ -262,75 +256,73 @@ def sample_batch(trainer: Trainer, split: str, batch_size: int, generator: torch
     return x, y
 
 
-def run_stn(
-    trainer: Trainer,
-    config: Mapping[str, Any],
-    *,
-    until_epoch: int | None = None,
-    checkpoint: str | os.PathLike[str] | None = None,
-    report: Callable[[EpochResult], str | None] | None = None,
-    seed: int | None = None,
-    checkpoint_seconds: float | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> TrainResult:
-    """Run (or continue, from `checkpoint`) one self-tuning network; `fit`'s contract (see `search.routines`).
+def run_stn(trainer: Trainer, request: RunRequest) -> TrainResult:
+    """Run (or continue, from its checkpoint) one self-tuning network; `fit`'s contract (see `trainers.routines`).
 
     Args:
         trainer: The study's trainer (workload, epochs, batch size, device, precision).
-        config: The config without the tuned hyperparameters (architecture, optimizer, schedule).
-        until_epoch: Pause after this epoch.
-        checkpoint: The run's checkpoint file (continued from when it exists).
-        report: Called after every epoch; returns continue / stop / pause.
-        seed: The run's seed.
-        checkpoint_seconds: Periodic checkpoints every this many seconds (else every epoch).
-        options: `StnSettings` as a dict.
+        request: The run: `config` is the config without the tuned hyperparameters
+            (architecture, optimizer, schedule), and `options` are the `StnSettings`.
 
     Returns:
         A `TrainResult` whose `attrs` hold the hyperparameter schedule (value and scale per epoch).
     """
-    settings = StnSettings.from_options(options)
-    config = dict(config)
-    seed = trainer.seed if seed is None else int(seed)
-    until = trainer.epochs if until_epoch is None else min(trainer.epochs, int(until_epoch))
-    if until < 1:
-        raise ConfigError(f"until_epoch must be >= 1, got {until_epoch!r}")
+    settings = StnSettings.from_options(request.options)
+    config = dict(request.config)
     batch_size = int(config.get("batch_size", trainer.batch_size))
     total_steps = trainer.epochs * trainer.steps_per_epoch(batch_size)
-    path = Path(checkpoint) if checkpoint is not None else None
-    with run_rng(trainer.device, seed):
+    with started(trainer, request, trainer.epochs) as (seed, until, path):
         run = _build(trainer, config, settings, seed, total_steps)
         if path is not None and path.exists():
             _restore(run, path, trainer.device)
-        return _loop(run, settings, trainer, batch_size, until, path, report, checkpoint_seconds)
+        return run_epochs(_Epochs(run, settings, trainer, batch_size), trainer.workload, total=trainer.epochs,
+                          until=until, path=path, request=request)
 
 
-def _loop(run: _Run, settings: StnSettings, trainer: Trainer, batch_size: int, until: int, path: Path | None,
-          report: Callable[[EpochResult], str | None] | None, checkpoint_seconds: float | None) -> TrainResult:
-    workload, model = trainer.workload, run.model
-    dev = trainer.device
-    low, high = torch.tensor(settings.low, device=dev), torch.tensor(settings.high, device=dev)
-    spec = optimizer_spec(run.config)
-    loss_fn = workload.loss
-    steps = [make_step(spec.style, model, o, loss_fn, trainer.autocast) for o in run.optimizers]
-    step_schedule = not run.schedules[0].lr_lambdas[0].constant
-    n = len(settings.names)
-    status: str | None = None
-    control = RunControl(path, until, report, checkpoint_seconds)
+class _Epochs:
+    """One STN run as `trainers.routines.run_epochs` trains it (`EpochRun`): weight and hyperparameter steps."""
 
-    def perturbed(size: int) -> torch.Tensor:
-        eps = torch.randn(size, n, device=dev)
+    def __init__(self, run: _Run, settings: StnSettings, trainer: Trainer, batch_size: int) -> None:
+        self.run, self.settings, self.trainer, self.batch_size = run, settings, trainer, batch_size
+        dev = trainer.device
+        self.low, self.high = torch.tensor(settings.low, device=dev), torch.tensor(settings.high, device=dev)
+        self.spec = optimizer_spec(run.config)
+        self.steps = [make_step(self.spec.style, run.model, o, trainer.workload.loss, trainer.autocast)
+                      for o in run.optimizers]
+        self.step_schedule = not run.schedules[0].lr_lambdas[0].constant
+        self.seed, self.history = run.seed, run.history
+
+    @property
+    def epoch(self) -> int:
+        """Epochs done."""
+        return self.run.epoch
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:
+        self.run.epoch = value
+
+    @property
+    def grad_evals(self) -> int:
+        """Gradient evaluations so far."""
+        return self.run.grad_evals
+
+    def _perturbed(self, size: int) -> torch.Tensor:
+        run = self.run
+        eps = torch.randn(size, len(self.settings.names), device=self.trainer.device)
         return run.lam + torch.nn.functional.softplus(run.scale) * eps
 
-    def hyper_step() -> None:
-        x, y = sample_batch(trainer, "val", batch_size, run.val_gen)
+    def _hyper_step(self) -> None:
+        run, settings, trainer = self.run, self.settings, self.trainer
+        model, n = run.model, len(settings.names)
+        x, y = sample_batch(trainer, "val", self.batch_size, run.val_gen)
         model.eval()  # the validation loss without dropout, noise or shift (as the paper)
-        h = perturbed(x.shape[0]) if settings.tune_scales else run.lam.expand(x.shape[0], n)
+        h = self._perturbed(x.shape[0]) if settings.tune_scales else run.lam.expand(x.shape[0], n)
         inputs = h - run.lam.detach() if settings.delta else h
-        model.set_hyper(inputs, to_value(h, low, high))
+        model.set_hyper(inputs, to_value(h, self.low, self.high))
         with trainer.autocast():
             out = model(x)
         entropy = (torch.log(torch.nn.functional.softplus(run.scale)) + ENTROPY_CONST).sum()
-        loss = loss_fn(out.float(), y) - settings.tau * entropy
+        loss = trainer.workload.loss(out.float(), y) - settings.tau * entropy
         grads = torch.autograd.grad(loss, [run.lam, run.scale])
         run.lam.grad, run.scale.grad = grads
         run.hyper_opt.step()
@@ -339,16 +331,18 @@ def _loop(run: _Run, settings: StnSettings, trainer: Trainer, batch_size: int, u
         run.scale_opt.zero_grad(set_to_none=True)
         model.train()
 
-    def weight_step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _weight_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        run, settings, trainer = self.run, self.settings, self.trainer
+        model, low, high = run.model, self.low, self.high
         model.zero_grad(set_to_none=True)  # Delta-STN's two steps must not see each other's gradients
         with torch.no_grad():
-            h = perturbed(x.shape[0])
+            h = self._perturbed(x.shape[0])
         if not settings.delta:
             model.set_hyper(h, to_value(h, low, high))
-            return steps[0](x, y)
-        lam = run.lam.detach().expand(x.shape[0], n)
+            return self.steps[0](x, y)
+        lam = run.lam.detach().expand(x.shape[0], len(settings.names))
         model.set_hyper(torch.zeros_like(h), to_value(lam, low, high))  # general weights at the unperturbed lambda
-        loss = steps[0](x, y)
+        loss = self.steps[0](x, y)
         model.zero_grad(set_to_none=True)
         offset = h - lam
         values = to_value(h, low, high)
@@ -359,72 +353,66 @@ def _loop(run: _Run, settings: StnSettings, trainer: Trainer, batch_size: int, u
                     return model(x).float()
 
             primal, tangent = jvp(logits, (torch.zeros_like(offset),), (offset,))
-            response_loss = loss_fn(primal + tangent, y)
+            response_loss = trainer.workload.loss(primal + tangent, y)
             response_loss.backward(inputs=model.response_parameters())
             run.optimizers[1].step()
             run.optimizers[1].zero_grad(set_to_none=True)
         else:
             model.set_hyper(offset, values)
-            steps[1](x, y)
+            self.steps[1](x, y)
         return loss
 
-    while run.epoch < until:
-        t0 = time.perf_counter()
-        run.epoch += 1
-        model.train()
+    def train_epoch(self) -> tuple[float, float]:
+        """Weight steps over the training split, with hyperparameter steps every `train_steps` after warm-up."""
+        run, settings, trainer = self.run, self.settings, self.trainer
+        dev = trainer.device
+        run.model.train()
         losses, sizes = [], []
         tuning = run.epoch > settings.warmup
-        for i, (x, y) in enumerate(batches(trainer.split("train"), batch_size, shuffle=True, generator=run.train_gen,
-                                           device=dev)):
-            losses.append(weight_step(x, y))
+        for i, (x, y) in enumerate(batches(trainer.split("train"), self.batch_size, shuffle=True,
+                                           generator=run.train_gen, device=dev)):
+            losses.append(self._weight_step(x, y))
             sizes.append(y.shape[0])
-            if step_schedule:
+            if self.step_schedule:
                 for sch in run.schedules:
                     sch.step()
             if tuning and (run.step + i + 1) % settings.train_steps == 0:  # counted over the run, not the epoch
                 for _ in range(settings.val_steps):
-                    hyper_step()
+                    self._hyper_step()
         run.step += len(losses)
-        per_step = spec.grad_evals * (2 if settings.delta else 1)
+        per_step = self.spec.grad_evals * (2 if settings.delta else 1)
         run.grad_evals += len(losses) * per_step
         weights = torch.tensor(sizes, dtype=torch.float32, device=dev)
         train_loss = torch.dot(torch.stack(losses).float(), weights).item() / float(weights.sum())
         lr = float(run.optimizers[0].param_groups[0]["lr"])
         with torch.no_grad():
-            values = to_value(run.lam, low, high).tolist()
+            values = to_value(run.lam, self.low, self.high).tolist()
             scales = torch.nn.functional.softplus(run.scale).tolist()
         run.values.append([round(v, 6) for v in values])
         run.scales.append([round(v, 6) for v in scales])
-        if not math.isfinite(train_loss):
-            run.history.append(EpochResult(run.epoch, train_loss, math.nan, math.nan, lr, time.perf_counter() - t0,
-                                           run.grad_evals))
-            status = "diverged"
-            break
-        _at_lambda(run, settings, low, high)
-        val_loss, val_metric = evaluate(model, trainer.batches("val"), workload, trainer.autocast)
-        result = EpochResult(run.epoch, train_loss, val_loss, val_metric, lr, time.perf_counter() - t0,
-                             run.grad_evals)
-        run.history.append(result)
-        status = control.after_epoch(result, lambda p: save_checkpoint(p, _state(run, dev)))
-        if status is not None:
-            break
-    if status is None:
-        status = "complete" if run.epoch >= trainer.epochs else "paused"
-    test_metric = None
-    if status == "complete" and trainer.split("test") is not None:
-        _at_lambda(run, settings, low, high)
-        test_metric = evaluate(model, trainer.batches("test"), workload, trainer.autocast)[1]
-    return TrainResult(
-        status=status,  # type: ignore[arg-type]
-        epochs=list(run.history),
-        val_metric=run.history[-1].val_metric if run.history else None,
-        best_val_metric=best_metric(run.history, workload),
-        test_metric=test_metric,
-        checkpoint=control.settle(status),  # type: ignore[arg-type]
-        seed=run.seed,
-        checkpoint_error=control.save_error,
-        attrs=_results(run, settings),
-    )
+        return train_loss, lr
+
+    def validate(self) -> tuple[float, float]:
+        """Loss and metric on the validation split at the current hyperparameters (no perturbation)."""
+        _at_lambda(self.run, self.settings, self.low, self.high)
+        trainer = self.trainer
+        return evaluate(self.run.model, trainer.batches("val"), trainer.workload, trainer.autocast)
+
+    def state(self) -> dict[str, Any]:
+        """The run's checkpoint."""
+        return _state(self.run, self.trainer.device)
+
+    def test(self) -> float | None:
+        """The test metric at the final hyperparameters (None without a test split)."""
+        trainer = self.trainer
+        if trainer.split("test") is None:
+            return None
+        _at_lambda(self.run, self.settings, self.low, self.high)
+        return evaluate(self.run.model, trainer.batches("test"), trainer.workload, trainer.autocast)[1]
+
+    def results(self) -> dict[str, Any]:
+        """The hyperparameter schedule (value and scale per epoch) and the final values."""
+        return _results(self.run, self.settings)
 
 
 def _at_lambda(run: _Run, settings: StnSettings, low: torch.Tensor, high: torch.Tensor) -> None:
@@ -466,33 +454,23 @@ def schedule_at(schedule: Mapping[str, Sequence[float]], integer: Mapping[str, b
     return out
 
 
-def run_schedule(
-    trainer: Trainer,
-    config: Mapping[str, Any],
-    *,
-    until_epoch: int | None = None,
-    checkpoint: str | os.PathLike[str] | None = None,
-    report: Callable[[EpochResult], str | None] | None = None,
-    seed: int | None = None,
-    checkpoint_seconds: float | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> TrainResult:
-    """Train the plain network of `config` with a hyperparameter schedule replayed epoch by epoch.
+def run_schedule(trainer: Trainer, request: RunRequest) -> TrainResult:
+    """Train the plain network of `request.config` with a hyperparameter schedule replayed epoch by epoch.
 
-    `options`: `{"tune": [...], "schedule": {name: [value per epoch]}, "integer": {name: bool}}`
-    (what an STN run found). The tuned regularisers are built at their largest scheduled value
-    and set, before every epoch, to the schedule's value for it.
+    `request.options`: `{"tune": [...], "schedule": {name: [value per epoch]}, "integer": {name:
+    bool}}` (what an STN run found). The tuned regularisers are built at their largest scheduled
+    value and set, before every epoch, to the schedule's value for it.
 
     Raises:
         ConfigError: Options without a schedule.
     """
-    options = dict(options or {})
+    options = dict(request.options or {})
     schedule, integer = options.get("schedule"), dict(options.get("integer") or {})
     tune = options.get("tune") or []
     if not isinstance(schedule, Mapping) or not schedule or not isinstance(tune, list):
         raise ConfigError(f"the 'schedule' routine needs options {{'tune': [...], 'schedule': {{name: [values]}}}}, "
                           f"got {options}")
-    full = dict(config)
+    full = dict(request.config)
     for tuned in tune:
         values = [float(v) for n, vs in schedule.items() if n.startswith(tuned) for v in vs]
         full[tuned] = max(values) if values else 0.0
@@ -500,8 +478,8 @@ def run_schedule(
     def before_epoch(model: torch.nn.Module, epoch: int) -> None:
         set_regularization(model, schedule_at(schedule, integer, epoch))
 
-    result = trainer.fit(full, until_epoch=until_epoch, checkpoint=checkpoint, report=report, seed=seed,
-                         checkpoint_seconds=checkpoint_seconds, before_epoch=before_epoch)
+    result = trainer.fit(full, until_epoch=request.until_epoch, checkpoint=request.checkpoint, report=request.report,
+                         seed=request.seed, checkpoint_seconds=request.checkpoint_seconds, before_epoch=before_epoch)
     return TrainResult(**{**result.__dict__, "attrs": {"replayed": dict(schedule), "tune": tune}})
 
 

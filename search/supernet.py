@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-from spaces import EDGES, CellNetwork, ConfigError, Genotype, cell_ops
+from tunelab.spaces import EDGES, CellNetwork, ConfigError, Genotype, cell_ops
 
 N_EDGES = len(EDGES)
 

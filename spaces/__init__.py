@@ -8,9 +8,9 @@ hyperparameters) and `stn` (hyperlayers: the self-tuning variant of the MLP and 
 
 from __future__ import annotations
 
-from spaces import regularizers, stn
-from spaces.cells import DEFAULT_OPS, EDGES, CellNetwork, CellOp, Genotype, cell_ops, cells, genotype
-from spaces.errors import (
+from tunelab.spaces import regularizers, stn
+from tunelab.spaces.cells import DEFAULT_OPS, EDGES, CellNetwork, CellOp, Genotype, cell_ops, cells, genotype
+from tunelab.spaces.errors import (
     CheckpointError,
     ConfigError,
     SpaceError,
@@ -19,13 +19,24 @@ from spaces.errors import (
     UntrustedImportError,
     WorkloadError,
 )
-from spaces.models import PLAIN, Layers, ModelSpec, build_model, cnn, cnn_network, mlp, mlp_network, model_space, models
-from spaces.optimizers import OptimizerSpec, build_optimizer, optimizer_config, optimizer_spec, optimizers
-from spaces.params import Categorical, Fixed, Float, Int, Param
-from spaces.registry import Registry
-from spaces.schedules import Multiplier, ScheduleSpec, build_schedule, schedule_multiplier, schedules
-from spaces.size import ModelSize, model_size, param_count
-from spaces.space import Choice, Config, Entry, Slot, Space, as_rng, branch, config_key
+from tunelab.spaces.models import (
+    PLAIN,
+    Layers,
+    ModelSpec,
+    build_model,
+    cnn,
+    cnn_network,
+    mlp,
+    mlp_network,
+    model_space,
+    models,
+)
+from tunelab.spaces.optimizers import OptimizerSpec, build_optimizer, optimizer_config, optimizer_spec, optimizers
+from tunelab.spaces.params import Categorical, Fixed, Float, Int, Param
+from tunelab.spaces.registry import Registry
+from tunelab.spaces.schedules import Multiplier, ScheduleSpec, build_schedule, schedule_multiplier, schedules
+from tunelab.spaces.size import ModelSize, model_size, param_count
+from tunelab.spaces.space import Choice, Config, Entry, Slot, Space, as_rng, branch, config_key
 
 __all__ = [
     "DEFAULT_OPS",

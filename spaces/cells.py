@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spaces.errors import ConfigError
-from spaces.models import (
+from tunelab.spaces.errors import ConfigError
+from tunelab.spaces.models import (
     ModelSpec,
     Reshape,
     batchnorm_class,
@@ -40,9 +40,9 @@ from spaces.models import (
     model_space,
     models,
 )
-from spaces.params import Categorical, Int, Param, Value
-from spaces.registry import Registry
-from spaces.space import Space
+from tunelab.spaces.params import Categorical, Int, Param, Value
+from tunelab.spaces.registry import Registry
+from tunelab.spaces.space import Space
 
 #: The cell's edges `(from, to)` in the order of the genotype string.
 EDGES: tuple[tuple[int, int], ...] = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))

@@ -15,11 +15,11 @@ from typing import Any
 
 from torch import nn
 
-from spaces.errors import ConfigError, UnknownNameError
-from spaces.params import Categorical, Fixed, Float, Int, Param, Value, as_param
-from spaces.registry import Registry
-from spaces.regularizers import InputNoise, NamedDropout, RandomShift
-from spaces.space import Space, branch
+from tunelab.spaces.errors import ConfigError, UnknownNameError
+from tunelab.spaces.params import Categorical, Fixed, Float, Int, Param, Value, as_param
+from tunelab.spaces.registry import Registry
+from tunelab.spaces.regularizers import InputNoise, NamedDropout, RandomShift
+from tunelab.spaces.space import Space, branch
 
 ModelBuilder = Callable[[Mapping[str, Value], tuple[int, ...], int], nn.Module]
 

@@ -51,10 +51,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from spaces.errors import ConfigError
-from spaces.params import Categorical, Float, Value
-from spaces.registry import Registry
-from spaces.space import Choice, Config, Space, branch
+from tunelab.spaces.errors import ConfigError
+from tunelab.spaces.params import Categorical, Float, Value
+from tunelab.spaces.registry import Registry
+from tunelab.spaces.space import Choice, Config, Space, branch
 
 STYLES = ("standard", "create_graph", "sam", "gsam")
 
@@ -172,7 +172,7 @@ def _build_sgd(hp: Mapping[str, Value], params: list[Any], model: nn.Module | No
 
 
 def _build_acprop(hp: Mapping[str, Value], params: list[Any], model: nn.Module | None) -> torch.optim.Optimizer:
-    from spaces._acprop import ACProp
+    from tunelab.spaces._acprop import ACProp
 
     return ACProp(params, lr=hp["lr"], betas=(hp["beta1"], 0.999), eps=1e-8, weight_decay=hp["weight_decay"])
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from spaces.errors import SpaceError
+from tunelab.spaces.errors import SpaceError
 
 Value = Any  # None | bool | int | float | str
 _PRIMITIVES = (type(None), bool, int, float, str)

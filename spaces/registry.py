@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from spaces.errors import UnknownNameError
+from tunelab.spaces.errors import UnknownNameError
 
 T = TypeVar("T")
 

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from spaces.errors import ConfigError
-from spaces.params import Float, Value
-from spaces.registry import Registry
-from spaces.space import Choice, Space, branch
+from tunelab.spaces.errors import ConfigError
+from tunelab.spaces.params import Float, Value
+from tunelab.spaces.registry import Registry
+from tunelab.spaces.space import Choice, Space, branch
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from spaces.errors import ConfigError
-from spaces.models import build_model
-from spaces.params import Value
+from tunelab.spaces.errors import ConfigError
+from tunelab.spaces.models import build_model
+from tunelab.spaces.params import Value
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,9 @@
 """`Space` and `Choice`: conditional search spaces with flat dotted names.
 
+Size: over 500 lines because `Space` is one immutable type whose methods are DESIGN section
+2's API (sample, validate, active, encode/decode, mutate, neighbors, distributions, JSON); every
+strategy reads it, and its methods share one private table of entries and conditions.
+
 A `Space` is an immutable, ordered set of named parameters. A `Choice` is a categorical
 parameter whose chosen branch activates a sub-space; the branch's parameters are named
 `<branch>.<name>` (inside a branch of a branch: `<outer>.<branch>.<name>`), so every name is
@@ -29,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from spaces.errors import ConfigError, SpaceError
-from spaces.params import Categorical, Fixed, Float, Int, Param, Value, as_param, param_from_json
+from tunelab.spaces.errors import ConfigError, SpaceError
+from tunelab.spaces.params import Categorical, Fixed, Float, Int, Param, Value, as_param, param_from_json
 
 Config = dict[str, Value]
 
@@ -169,6 +173,9 @@ def _prefix_when(when: tuple[tuple[str, str], ...], prefix: str) -> tuple[tuple[
 
 class Space:
     """An immutable, named set of parameters, possibly conditional.
+
+    Size: about 400 lines, the methods of DESIGN section 2's API over one table of entries
+    (splitting them would scatter the conditions they all read).
 
     Args:
         *choices: `Choice` parameters (each carries its own name).

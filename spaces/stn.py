@@ -32,11 +32,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from spaces.errors import ConfigError
-from spaces.models import Layers, cnn_network, mlp_network
-from spaces.params import Value
-from spaces.regularizers import dropout_mask, random_shifts, shift_examples
-from spaces.space import branch
+from tunelab.spaces.errors import ConfigError
+from tunelab.spaces.models import Layers, cnn_network, mlp_network
+from tunelab.spaces.params import Value
+from tunelab.spaces.regularizers import dropout_mask, random_shifts, shift_examples
+from tunelab.spaces.space import branch
 
 #: Config names an STN can tune in the built-in models (`model.dropout` means one rate per layer).
 TUNABLE = ("model.dropout", "model.input_dropout", "model.input_noise", "model.shift")

@@ -1,6 +1,6 @@
 """Import paths named by a database: built-ins by name, everything else only with the caller's consent.
 
-A study database stores how to rebuild its parts: a workload factory (`"trainers.workloads:mnist1d"`),
+A study database stores how to rebuild its parts: a workload factory (`"tunelab.trainers.workloads:mnist1d"`),
 a strategy class, an Optuna sampler class. Importing and calling a path read from a file someone
 handed you is running their code (a trainer factory of `"os:system"` would run a shell command on
 `tunelab list`). So every such path goes through `resolve`: tunelab's own built-ins load, and any
@@ -20,7 +20,7 @@ import re
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from spaces.errors import ConfigError, UntrustedImportError
+from tunelab.spaces.errors import ConfigError, UntrustedImportError
 
 _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _ATTR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -53,6 +53,22 @@ def is_trusted(module: str, trust: Trust) -> bool:
     return any(module == p or module.startswith(p + ".") for p in trusted_prefixes(trust))
 
 
+LEGACY_PACKAGES = ("spaces", "search", "trainers", "studies")  # tunelab's top-level names before 0.4.0
+
+
+def current_path(path: Any) -> Any:
+    """A stored import path as this version names it.
+
+    Studies stored by tunelab 0.3.0 and earlier name tunelab's own code by its old top-level
+    packages (`"trainers.workloads:mnist1d"`); since 0.4.0 they live under `tunelab`
+    (`"tunelab.trainers.workloads:mnist1d"`). Other paths, and values that are not strings, are
+    returned as they are.
+    """
+    if isinstance(path, str) and path.split(".", 1)[0].split(":", 1)[0] in LEGACY_PACKAGES:
+        return f"tunelab.{path}"
+    return path
+
+
 def split_path(path: Any, what: str) -> tuple[str, str]:
     """`"pkg.mod:attr"` -> `("pkg.mod", "attr")`, refusing anything else.
 
@@ -79,6 +95,7 @@ def check(path: Any, *, what: str, trust: Trust = None, builtins: Collection[str
     Raises:
         UntrustedImportError: The path is malformed, or neither built in nor trusted.
     """
+    path = current_path(path)
     module, attr = split_path(path, what)
     if str(path) not in builtins and not is_trusted(module, trust):
         root = module.split(".")[0]
@@ -113,4 +130,5 @@ def resolve(path: Any, *, what: str, trust: Trust = None, builtins: Collection[s
     return getattr(importlib.import_module(module), attr)
 
 
-__all__ = ["Trust", "UntrustedImportError", "check", "is_trusted", "resolve", "split_path", "trusted_prefixes"]
+__all__ = ["Trust", "UntrustedImportError", "check", "current_path", "is_trusted", "resolve", "split_path",
+           "trusted_prefixes"]

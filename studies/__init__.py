@@ -10,7 +10,8 @@ comparison.table(), comparison.report("report/")
 
 from __future__ import annotations
 
-from spaces.errors import (
+from tunelab import __version__
+from tunelab.spaces.errors import (
     CheckpointError,
     ConfigError,
     SpaceError,
@@ -19,12 +20,9 @@ from spaces.errors import (
     UntrustedImportError,
     WorkloadError,
 )
-
-__version__ = "0.3.0"
-
-from studies.compare import Arm, Comparison, compare
-from studies.driver import Budget
-from studies.errors import (
+from tunelab.studies.compare import Arm, Comparison, compare
+from tunelab.studies.driver import Budget
+from tunelab.studies.errors import (
     BudgetError,
     ReadOnlyStudyError,
     StorageError,
@@ -34,18 +32,19 @@ from studies.errors import (
     StudyNotFoundError,
     TrialError,
 )
-from studies.executors import Executor, LocalExecutor, ProcessExecutor, open_executor
-from studies.executors import close_pools as close_workers
-from studies.problems import Problem, problems
-from studies.records import TrialRecord, TrialState
-from studies.storage import DEFAULT_STORAGE, open_storage
-from studies.study import Study, create, load, study_names
-from studies.tables import to_table
+from tunelab.studies.executors import Executor, LocalExecutor, ProcessExecutor, open_executor
+from tunelab.studies.executors import close_pools as close_workers
+from tunelab.studies.opening import create, load, study_names
+from tunelab.studies.problems import Problem, problems
+from tunelab.studies.records import TrialRecord, TrialState
+from tunelab.studies.storage import DEFAULT_STORAGE, open_storage
+from tunelab.studies.study import Study
+from tunelab.studies.tables import to_table
 
 
 def __getattr__(name: str) -> object:
     if name == "RayExecutor":  # imported on use: Ray is an optional dependency (pip install 'tunelab[ray]')
-        from studies.executors.ray_cluster import RayExecutor
+        from tunelab.studies.executors.ray_cluster import RayExecutor
 
         return RayExecutor
     raise AttributeError(f"module 'studies' has no attribute {name!r}")

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from studies.errors import StorageError
+from tunelab.studies.errors import StorageError
+from tunelab.studies.records import CHECKPOINT
 
 MARKER = "tunelab-study.json"
 UID_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -64,7 +65,7 @@ def folder_name(name: str, uid: str) -> str:
 
 def database_identity(url: str) -> str:
     """The database a study lives in, as its marker records it: a file's absolute path, or a URL without password."""
-    from studies.storage import sqlite_path
+    from tunelab.studies.storage import sqlite_path
 
     path = sqlite_path(url)
     if path is not None:
@@ -77,6 +78,44 @@ def database_identity(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not parseable here; the storage itself was opened, so the text identifies it
         return url.split("@")[-1]
+
+
+def checkpoint_name(folder: str | None, trial_id: int, number: int) -> str:
+    """The artifact id of a trial's checkpoint: the only name tunelab gives a trial's file.
+
+    `<study folder>/trial-<number>.pt` under the artifact root; a study written by tunelab 0.3.0
+    named its trials' files by trial id, `tunelab-trial-<id>.pt`, in the root (`folder` None).
+    """
+    if folder is None:
+        return f"tunelab-trial-{int(trial_id)}.pt"
+    return f"{folder}/trial-{int(number)}.pt"
+
+
+def checkpoint_path(artifacts: Path, folder: str | None, trial_id: int, number: int, stored: Any) -> Path | None:
+    """Where a trial's checkpoint lives, checking what the database says against the names allowed.
+
+    A database is untrusted input: a stored checkpoint attribute that is anything but this trial's
+    own artifact id (an absolute path, `../..`, another trial's file) is refused, so opening a
+    study never reads, overwrites or deletes a file outside its artifact folder. The names allowed
+    are the trial's name in its study's folder and, for a trial written by 0.3.0, its old name.
+
+    Raises:
+        StorageError: The stored name is not one of the trial's own.
+    """
+    if stored is None:
+        return None
+    allowed = {checkpoint_name(None, trial_id, number)}
+    if folder is not None:
+        allowed.add(checkpoint_name(folder, trial_id, number))
+    if stored not in allowed:
+        shown = " or ".join(repr(a) for a in sorted(allowed))
+        raise StorageError(
+            f"trial {number} names its checkpoint {str(stored)[:200]!r}, but a tunelab trial's checkpoint can only be "
+            f"{shown} inside the artifact folder {str(artifacts)!r}; the database was edited or damaged, so tunelab "
+            f"refuses to read, write or delete that path. Restore the attribute {CHECKPOINT!r} (or delete the "
+            f"trial's row) and open the study again"
+        )
+    return artifacts / stored
 
 
 def read_marker(folder: Path) -> dict[str, Any] | None:
@@ -154,7 +193,7 @@ def sweep(folder: Path) -> list[Path]:
     A temporary file is left over when the process that wrote it ran on this host and is gone,
     or when it is older than `STALE_TMP_S` (a checkpoint write takes seconds).
     """
-    from trainers.checkpoint import host_label, tmp_writer
+    from tunelab.trainers.checkpoint import host_label, tmp_writer
 
     removed: list[Path] = []
     try:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from studies.artifacts import safe_name
+from tunelab.studies.artifacts import safe_name
 
 STRATEGIES = ("bayesian", "random", "quasi", "tpe", "evolution", "freeze_thaw", "asha", "hyperband", "darts",
               "self_tuning")
@@ -17,7 +17,7 @@ MULTI_FIDELITY = ("freeze_thaw", "asha", "hyperband")
 
 
 def _strategy(name: str, seed: int) -> Any:
-    import search
+    from tunelab import search
 
     return {
         "bayesian": lambda: search.Bayesian(seed=seed),
@@ -36,9 +36,7 @@ def _strategy(name: str, seed: int) -> Any:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import spaces
-    import studies
-    import trainers
+    from tunelab import spaces, studies, trainers
 
     if args.strategy == "darts" and args.model != "cells":
         print("tunelab demo: --strategy darts searches a cell architecture; add --model cells", file=sys.stderr)
@@ -87,7 +85,7 @@ def _self_command() -> str:
 
 def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
     """The study the arguments name: read-only (from the database alone) or ready to train."""
-    import studies
+    from tunelab import studies
 
     name = args.study
     if name is None:
@@ -108,9 +106,8 @@ def _user_trainer(args: argparse.Namespace, name: str) -> Any:
     """The trainer of `--workload module:function`: the user's own data, imported because they named it."""
     import importlib
 
-    import studies
-    import trainers
-    from spaces.trust import split_path
+    from tunelab import studies, trainers
+    from tunelab.spaces.trust import split_path
 
     module, attr = split_path(args.workload, "--workload")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
@@ -145,8 +142,8 @@ def _print_best(study: Any, best: Any) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     """List the studies from what is stored: no workload is rebuilt and no code named by the database is imported."""
-    import studies
-    from studies.reader import read_studies
+    from tunelab import studies
+    from tunelab.studies.storage.reader import read_studies
 
     st = studies.open_storage(args.storage, create=False)
     summaries = read_studies(st)
@@ -164,11 +161,10 @@ def _list(args: argparse.Namespace) -> int:
 
 def _list_line(st: Any, summary: Any, trust: Any) -> str:
     """One study's line of `tunelab list` (raises on a damaged study; the caller reports it)."""
-    from studies.compare import MANIFEST
-    from studies.reader import read_study_attrs, read_trials
-    from studies.recipes import untrusted_imports
-    from studies.records import state_of
-    from studies.study import STRATEGY, TRAINER
+    from tunelab.studies.compare import MANIFEST
+    from tunelab.studies.recipes import STRATEGY, TRAINER, untrusted_imports
+    from tunelab.studies.records import state_of
+    from tunelab.studies.storage.reader import read_study_attrs, read_trials
 
     name = summary.name
     attrs = read_study_attrs(st, summary.study_id)
@@ -231,7 +227,7 @@ def _resume(args: argparse.Namespace) -> int:
     given = {k: getattr(args, k) for k in ("trials", "epochs", "seconds", "grad_evals") if getattr(args, k) is not None}
     budget = given or {k: v for k, v in (study.budget() or {}).items() if v is not None}
     if not budget:
-        import studies
+        from tunelab import studies
 
         raise studies.BudgetError("the study has no stored budget; pass --trials, --epochs, --seconds or --grad-evals")
     print(f"resuming {study.name!r} with budget {budget}")
@@ -241,7 +237,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from studies.report import report
+    from tunelab.studies.report import report
 
     study = _open(args, read_only=True)
     path = report(study, Path(args.out) if args.out else Path(safe_name(study.name) + "-report"))
@@ -251,11 +247,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _unlock(args: argparse.Namespace) -> int:
     """Break a study's lock (a driver that died on another host, or a clock that is wrong), after asking."""
-    import studies
-    from studies.lock import break_lock, describe_holder, read_lock
+    from tunelab import studies
+    from tunelab.studies.storage.lock import break_lock, describe_holder, read_lock
 
     study = _open(args, read_only=True)
-    holder = read_lock(study._storage, study._study_id)
+    holder = read_lock(study.storage, study.study_id)
     if not holder or not holder.get("owner"):
         print(f"study {study.name!r} is not locked")
         return 0
@@ -267,7 +263,7 @@ def _unlock(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("left locked")
             return 1
-    break_lock(study._storage, study._study_id)
+    break_lock(study.storage, study.study_id)
     print(f"unlocked study {study.name!r}")
     return 0
 
@@ -288,7 +284,7 @@ def _executor(args: argparse.Namespace) -> dict[str, Any]:
     extra = {"population": args.population} if args.population != 1 else {}
     if args.executor != "ray":
         if args.ray_address is not None:
-            import studies
+            from tunelab import studies
 
             raise studies.ConfigError("--ray-address needs --executor ray")
         return extra
@@ -296,8 +292,8 @@ def _executor(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    import studies
-    from studies.compare import Comparison
+    from tunelab import studies
+    from tunelab.studies.compare import Comparison
 
     if args.optimizers is None:  # continue (or report) a stored comparison
         comparison = Comparison.load(args.name, args.storage, device=args.device, trust=args.trust)
@@ -323,7 +319,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `tunelab`."""
-    from studies import DEFAULT_STORAGE, __version__
+    from tunelab.studies import DEFAULT_STORAGE, __version__
 
     parser = argparse.ArgumentParser(prog="tunelab", description="Search hyperparameters and architectures of "
                                      "PyTorch models.")
@@ -428,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tunelab` console script."""
-    from studies import TunelabError
+    from tunelab.studies import TunelabError
 
     args = build_parser().parse_args(argv)
     try:
@@ -441,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tunelab: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # a database failure outside the study layer's own guards: named, not a traceback
-        from studies.storage import is_storage_fault, storage_fault
+        from tunelab.studies.storage import is_storage_fault, storage_fault
 
         if not is_storage_fault(exc):
             raise

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spaces.errors import ConfigError, TunelabError
+from tunelab.spaces.errors import ConfigError, TunelabError
 
 
 class StorageError(TunelabError):

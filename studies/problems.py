@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from spaces import Config, ConfigError, Space, build_model, mlp
-from spaces.registry import Registry
-from studies.recipes import identity
-from trainers import Trainer, Workload, workloads
+from tunelab.spaces import Config, ConfigError, Space, build_model, mlp
+from tunelab.spaces.registry import Registry
+from tunelab.studies.recipes import identity
+from tunelab.trainers import Trainer, Workload, workloads
 
 
 def _model_config(model: Space | Mapping[str, Any] | None) -> Config:
@@ -78,7 +78,7 @@ class Problem:
     @property
     def space(self) -> Space:
         """The model config as a space of fixed values."""
-        from spaces import Fixed
+        from tunelab.spaces import Fixed
 
         return Space(**{k: Fixed(v) for k, v in self.model.items()})
 
@@ -104,7 +104,7 @@ def mnist1d_cnn(*, epochs: int = 20, device: str = "auto", seed: int = 0, **work
 
 def digits_cnn(*, epochs: int = 20, device: str = "auto", seed: int = 0, **workload_args: Any) -> Problem:
     """scikit-learn's 8x8 digits with a 2-D CNN: 2 blocks of 32 channels, kernel 3, batch norm."""
-    from spaces import cnn
+    from tunelab.spaces import cnn
 
     trainer = _trainer(workloads.digits(**workload_args), epochs, device, seed)
     model = cnn(dim=2, depth=2, channels=32, kernel=3, norm="batch", dropout=0.0)

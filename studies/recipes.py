@@ -6,22 +6,30 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from spaces.errors import UntrustedImportError, WorkloadError
-from spaces.trust import Trust, check, resolve
-from studies.limits import MAX_EPOCHS, count, optional_count
-from trainers import Trainer, workloads
+from tunelab.spaces.errors import UntrustedImportError, WorkloadError
+from tunelab.spaces.trust import Trust, check, current_path, resolve
+from tunelab.studies.storage.limits import MAX_EPOCHS, count, optional_count
+from tunelab.trainers import Trainer, workloads
+
+# Study user attributes that hold a study's recipe (written once, when it is created).
+VERSION = "tunelab:version"
+SPACE = "tunelab:space"
+STRATEGY = "tunelab:strategy"
+TRAINER = "tunelab:trainer"
+SEED = "tunelab:seed"
+UID = "tunelab:uid"  # the study's identity: its artifact folder's marker names it
 
 
 def builtin_factories() -> frozenset[str]:
     """Import paths of tunelab's own workload factories (loadable from any database without trust)."""
-    return frozenset(f"trainers.workloads:{name}" for name in workloads.__all__)
+    return frozenset(f"tunelab.trainers.workloads:{name}" for name in workloads.__all__)
 
 
 def factory_path(spec: Mapping[str, Any]) -> str | None:
     """The workload factory a stored trainer spec names (None for in-memory data)."""
     recipe = spec.get("workload") or {}
     factory = recipe.get("factory") if isinstance(recipe, Mapping) else None
-    return str(factory) if factory else None
+    return str(current_path(factory)) if factory else None
 
 
 def trainer_conflict(stored: Mapping[str, Any], given: Mapping[str, Any]) -> str | None:
@@ -41,8 +49,16 @@ def trainer_conflict(stored: Mapping[str, Any], given: Mapping[str, Any]) -> str
 
 
 def identity(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of a trainer spec that define what a trial measures (device and precision excluded)."""
-    return {k: spec.get(k) for k in ("workload", "epochs", "batch_size", "seed")}
+    """The parts of a trainer spec that define what a trial measures (device and precision excluded).
+
+    A workload factory stored by tunelab 0.3.0 under its old top-level package compares as the
+    path it has now (`spaces.trust.current_path`).
+    """
+    out = {k: spec.get(k) for k in ("workload", "epochs", "batch_size", "seed")}
+    recipe = out["workload"]
+    if isinstance(recipe, Mapping) and "factory" in recipe:
+        out["workload"] = {**recipe, "factory": current_path(recipe["factory"])}
+    return out
 
 
 def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust = None) -> Trainer:
@@ -104,7 +120,7 @@ def untrusted_imports(trainer_spec: Any, strategy_spec: Any, trust: Trust = None
 
     A malformed spec is reported as its text, since loading refuses it too.
     """
-    import search
+    from tunelab import search
 
     paths: list[tuple[str, frozenset[str]]] = []
     factory = factory_path(trainer_spec) if isinstance(trainer_spec, Mapping) else None

@@ -2,7 +2,8 @@
 
 tunelab's states map onto Optuna's as follows (DESIGN section 5): pending = WAITING,
 running and paused = RUNNING (told apart by the system attribute `tunelab:state`),
-complete = COMPLETE, pruned = PRUNED, failed = FAIL.
+complete = COMPLETE, pruned = PRUNED, failed = FAIL. `state_of_optuna` and `optuna_state` are
+the only two directions of that map.
 """
 
 from __future__ import annotations
@@ -10,11 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
-from studies.errors import StorageError
-from studies.limits import MAX_EPOCHS, count, mapping, number, optional_count, text
+from tunelab.studies.errors import StorageError
+from tunelab.studies.storage.limits import MAX_EPOCHS, count, mapping, number, optional_count, text
 
 # Trial system attributes (internal bookkeeping; users read TrialRecord).
 STATE = "tunelab:state"  # "running" | "paused" while Optuna says RUNNING
@@ -33,44 +33,6 @@ ROUTINE_OPTIONS = "tunelab:routine_options"  # that routine's settings, so a res
 # Trial user attributes (what DESIGN section 5 stores; visible in optuna-dashboard).
 METRICS = "metrics"
 METRIC_KEYS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
-
-
-def checkpoint_name(folder: str | None, trial_id: int, number: int) -> str:
-    """The artifact id of a trial's checkpoint: the only name tunelab gives a trial's file.
-
-    `<study folder>/trial-<number>.pt` under the artifact root; a study written by tunelab 0.3.0
-    named its trials' files by trial id, `tunelab-trial-<id>.pt`, in the root (`folder` None).
-    """
-    if folder is None:
-        return f"tunelab-trial-{int(trial_id)}.pt"
-    return f"{folder}/trial-{int(number)}.pt"
-
-
-def checkpoint_path(artifacts: Path, folder: str | None, trial_id: int, number: int, stored: Any) -> Path | None:
-    """Where a trial's checkpoint lives, checking what the database says against the names allowed.
-
-    A database is untrusted input: a stored checkpoint attribute that is anything but this trial's
-    own artifact id (an absolute path, `../..`, another trial's file) is refused, so opening a
-    study never reads, overwrites or deletes a file outside its artifact folder. The names allowed
-    are the trial's name in its study's folder and, for a trial written by 0.3.0, its old name.
-
-    Raises:
-        StorageError: The stored name is not one of the trial's own.
-    """
-    if stored is None:
-        return None
-    allowed = {checkpoint_name(None, trial_id, number)}
-    if folder is not None:
-        allowed.add(checkpoint_name(folder, trial_id, number))
-    if stored not in allowed:
-        shown = " or ".join(repr(a) for a in sorted(allowed))
-        raise StorageError(
-            f"trial {number} names its checkpoint {str(stored)[:200]!r}, but a tunelab trial's checkpoint can only be "
-            f"{shown} inside the artifact folder {str(artifacts)!r}; the database was edited or damaged, so tunelab "
-            f"refuses to read, write or delete that path. Restore the attribute {CHECKPOINT!r} (or delete the "
-            f"trial's row) and open the study again"
-        )
-    return artifacts / stored
 
 
 class TrialState(str, Enum):
@@ -141,7 +103,7 @@ class TrialRecord:
     @property
     def genotype(self) -> str | None:
         """The cell's genotype string: of a `spaces.cells()` config, or the one a DARTS search found (else None)."""
-        from spaces import Genotype
+        from tunelab.spaces import Genotype
 
         if "model.op_0_1" not in self.config:
             found = self.results.get("genotype")
@@ -151,24 +113,32 @@ class TrialRecord:
     @property
     def comparable(self) -> bool:
         """Whether its value competes for the study's best (see `search.routines.Routine.comparable`)."""
-        from search.routines import is_comparable
+        from tunelab.trainers.routines import is_comparable
 
         return is_comparable(self.routine)
 
 
-def state_of(trial: Any) -> TrialState:
-    """The tunelab state of an `optuna.trial.FrozenTrial`."""
+def state_of_optuna(state: Any, paused: bool = False) -> TrialState:
+    """Tunelab's state of an Optuna `TrialState` (the one map between the two; `paused` for RUNNING ones)."""
     from optuna.trial import TrialState as OTS
 
-    if trial.state == OTS.WAITING:
-        return TrialState.PENDING
-    if trial.state == OTS.RUNNING:
-        return TrialState.PAUSED if trial.system_attrs.get(STATE) == "paused" else TrialState.RUNNING
-    if trial.state == OTS.COMPLETE:
-        return TrialState.COMPLETE
-    if trial.state == OTS.PRUNED:
-        return TrialState.PRUNED
-    return TrialState.FAILED
+    if state == OTS.RUNNING:
+        return TrialState.PAUSED if paused else TrialState.RUNNING
+    return {OTS.WAITING: TrialState.PENDING, OTS.COMPLETE: TrialState.COMPLETE,
+            OTS.PRUNED: TrialState.PRUNED}.get(state, TrialState.FAILED)
+
+
+def state_of(trial: Any) -> TrialState:
+    """The tunelab state of a stored trial (an `optuna.trial.FrozenTrial` or a `StoredTrial`)."""
+    return state_of_optuna(trial.state, trial.system_attrs.get(STATE) == "paused")
+
+
+def optuna_state(state: TrialState) -> Any:
+    """The Optuna `TrialState` a finished or pending tunelab state is stored as."""
+    from optuna.trial import TrialState as OTS
+
+    return {TrialState.PENDING: OTS.WAITING, TrialState.RUNNING: OTS.RUNNING, TrialState.PAUSED: OTS.RUNNING,
+            TrialState.COMPLETE: OTS.COMPLETE, TrialState.PRUNED: OTS.PRUNED, TrialState.FAILED: OTS.FAIL}[state]
 
 
 def finite(x: Any) -> float | None:
@@ -280,3 +250,36 @@ def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
         routine=routine,
         results=dict(results) if isinstance(results, dict) else {},
     )
+
+
+def trials_frame(records: list[TrialRecord]) -> Any:
+    """Trials as a pandas DataFrame (`Study.dataframe`).
+
+    Columns: number, state, value, best_value, test_metric, epochs, grad_evals, seconds,
+    error, n_params and flops (of the network), genotype (cell spaces only), and one
+    `params.<name>` column per parameter.
+    """
+    import pandas as pd
+
+    rows = []
+    for t in records:
+        row: dict[str, Any] = {
+            "number": t.number, "state": str(t.state), "value": t.value, "best_value": t.best_value,
+            "test_metric": t.test_metric, "epochs": t.epochs, "grad_evals": t.grad_evals, "seconds": t.seconds,
+            "error": t.error, "n_params": t.n_params, "flops": t.flops,
+        }
+        if t.genotype is not None:
+            row["genotype"] = t.genotype
+        row.update({f"params.{k}": v for k, v in t.config.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def curves_frame(records: list[TrialRecord]) -> Any:
+    """Learning curves: a pandas DataFrame indexed by epoch (1..), one column per trial number (`Study.curves`)."""
+    import pandas as pd
+
+    data = {t.number: pd.Series(t.curve, index=range(1, len(t.curve) + 1), dtype=float) for t in records if t.curve}
+    frame = pd.DataFrame(data)
+    frame.index.name = "epoch"
+    return frame

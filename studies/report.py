@@ -12,12 +12,32 @@ from __future__ import annotations
 import math
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from studies.records import TrialState
+from tunelab.studies.records import TrialRecord, TrialState
 
-if TYPE_CHECKING:
-    from studies.study import Study
+
+class Study(Protocol):
+    """What a report reads of a study (`studies.Study` is one; a study opened read-only is enough)."""
+
+    name: str
+    storage_url: str
+    space: Any
+    direction: str
+    metric: str
+    workload_name: str
+    epochs: int | None
+    strategy_text: str
+
+    @property
+    def trials(self) -> list[TrialRecord]: ...  # noqa: D102
+
+    @property
+    def best(self) -> TrialRecord | None: ...  # noqa: D102
+
+    def curves(self) -> Any: ...  # noqa: D102
+
+    def budget(self) -> dict[str, Any] | None: ...  # noqa: D102
 
 
 def _fmt(v: Any) -> str:
@@ -138,7 +158,7 @@ def report(study: Study, folder: str | Path) -> Path:
 
     out = Path(folder)
     if out.exists() and not out.is_dir():
-        from spaces.errors import ConfigError
+        from tunelab.spaces.errors import ConfigError
 
         raise ConfigError(f"the report folder {str(out)!r} is a file; give a folder path (it is created if missing)")
     out.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from spaces.errors import ConfigError
-from spaces.space import config_key
-from studies.records import TrialState
-from trainers.replay import METRICS, Curve, ReplayTable, TableHeader
-from trainers.trainer import EpochResult
+from tunelab.spaces.errors import ConfigError
+from tunelab.spaces.space import config_key
+from tunelab.studies.records import TrialState
+from tunelab.trainers.replay import METRICS, Curve, ReplayTable, TableHeader
+from tunelab.trainers.trainer import EpochResult
 
 
 def study_curves(study: Any) -> list[Curve]:

@@ -1,21 +1,45 @@
 from __future__ import annotations
 
+import inspect
 import os
+
+# One torch thread per process: on a 2-core machine that is also running something else, torch's default
+# (a thread per core) is 7-20x slower; subprocesses and pool workers inherit it through the environment.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 import secrets
 import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
-import spaces
-import trainers
+from tunelab import search, spaces, trainers
+from tunelab.trainers.routines import routines
 
-REGISTRIES = (spaces.optimizers, spaces.schedules, spaces.models, spaces.cell_ops)
+REGISTRIES = (spaces.optimizers, spaces.schedules, spaces.models, spaces.cell_ops, routines, search.strategies)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by what they start, from what they use, so the markers never go missing.
+
+    `ray`: users of the session's Ray cluster; `subprocess`: tests that start Python processes;
+    `kill`: tests that SIGKILL one. `pytest -m "not subprocess"` runs the in-process tests only.
+    """
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+        try:
+            source = inspect.getsource(item.function)  # type: ignore[attr-defined]
+        except (AttributeError, OSError, TypeError):
+            continue
+        if any(s in source for s in ("subprocess.", "run_until_frozen(", "_run_script(", "ProcessExecutor(")):
+            item.add_marker(pytest.mark.subprocess)
+        if "SIGKILL" in source or ".kill()" in source:
+            item.add_marker(pytest.mark.kill)
 
 
 @pytest.fixture(autouse=True)
@@ -104,14 +128,16 @@ def ray_cluster(tmp_path_factory):
              str(port), "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
              "--temp-dir", str(temp)],
             env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        while True:  # the head's port opens once it serves (a state; pytest's timeout guards a hang)
+        def serving() -> bool:
             if head.poll() is not None:
                 raise RuntimeError("ray start --head exited")
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
+                    return True
             except OSError:
-                time.sleep(0.2)
+                return False
+
+        wait_for(serving, "the Ray head to serve its port", every=0.2)
         ray.init(address=f"127.0.0.1:{port}", log_to_driver=False)
         yield f"127.0.0.1:{port}"
     finally:

@@ -13,23 +13,25 @@ def freeze_at(trainer):
     spec = _os.environ.get("TUNELAB_TEST_FREEZE")
     if not spec:
         return trainer
-    from search.routines import routines
+    from tunelab.trainers.routines import routines
 
     marker, n = spec.rsplit(":", 1)
     count = [0]
 
     def frozen(run):
-        def frozen_run(trainer, config, *, report=None, **kwargs):
+        def frozen_run(trainer, request):
+            report = request.report
+
             def hook(epoch):
                 decision = report(epoch)  # written to the database before it returns (flush_seconds=0)
                 count[0] += 1
                 if count[0] == int(n):
                     open(marker, "w").close()
-                    while True:
-                        _time.sleep(1)
+                    _time.sleep(600)  # held until the test kills this process (it gives up after 10 min)
+                    raise SystemExit("held 600 s and nobody killed this process")
                 return decision
 
-            return run(trainer, config, report=hook, **kwargs)
+            return run(trainer, _dataclasses.replace(request, report=hook))
 
         return frozen_run
 
@@ -45,12 +47,15 @@ def run_until_frozen(script, args, marker, n):
     import os
     import subprocess
     import sys
-    import time
 
     env = {**os.environ, "TUNELAB_TEST_FREEZE": f"{marker}:{n}"}
     proc = subprocess.Popen([sys.executable, str(script), *map(str, args)], stderr=subprocess.PIPE, text=True, env=env)
-    while not os.path.exists(marker):  # a state, bounded only by pytest's hang guard
+    from waiting import wait_for
+
+    def frozen() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"the script ended before its epoch {n}: {proc.stderr.read()}")
-        time.sleep(0.05)
+        return os.path.exists(marker)
+
+    wait_for(frozen, f"the script to freeze after its epoch {n}")
     return proc

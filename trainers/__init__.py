@@ -7,13 +7,13 @@ iterators), `evaluate`, `make_step` (one optimisation step per optimizer style),
 
 from __future__ import annotations
 
-from trainers import workloads
-from trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, run_rng, save_checkpoint
-from trainers.data import batches, to_device
-from trainers.population import Member, Population
-from trainers.replay import Replay, ReplayTable, TableError
-from trainers.steps import frozen_bn_stats, make_step
-from trainers.trainer import (
+from tunelab.trainers import workloads
+from tunelab.trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, run_rng, save_checkpoint
+from tunelab.trainers.data import batches, to_device
+from tunelab.trainers.population import Member, Population
+from tunelab.trainers.replay import Replay, ReplayTable, TableError
+from tunelab.trainers.steps import frozen_bn_stats, make_step
+from tunelab.trainers.trainer import (
     DECISIONS,
     EpochResult,
     RunControl,
@@ -24,7 +24,7 @@ from trainers.trainer import (
     resolve_device,
     resolve_precision,
 )
-from trainers.workload import TensorSplit, Workload
+from tunelab.trainers.workload import TensorSplit, Workload
 
 __all__ = [
     "DECISIONS",

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from spaces.errors import CheckpointError
+from tunelab.spaces.errors import CheckpointError
 
 FORMAT = 1
 

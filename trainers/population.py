@@ -44,13 +44,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from spaces import optimizer_spec
-from spaces.errors import ConfigError
-from spaces.models import ACTIVATIONS
-from spaces.regularizers import NamedDropout
-from trainers.checkpoint import run_rng
-from trainers.stacked_optim import VECTORISED, StackedOptimizer, family_of
-from trainers.trainer import EVAL_BATCH, Decision, EpochResult, RunControl, Trainer, TrainResult, _RunState, best_metric
+from tunelab.spaces import optimizer_spec
+from tunelab.spaces.errors import ConfigError
+from tunelab.spaces.models import ACTIVATIONS
+from tunelab.spaces.regularizers import NamedDropout
+from tunelab.trainers.checkpoint import run_rng
+from tunelab.trainers.stacked_optim import VECTORISED, StackedOptimizer, family_of
+from tunelab.trainers.trainer import (
+    EVAL_BATCH,
+    Decision,
+    EpochResult,
+    RunControl,
+    RunState,
+    Trainer,
+    TrainResult,
+    best_metric,
+)
 
 MemberReport = Callable[[int, EpochResult], Decision | None]
 
@@ -170,7 +179,7 @@ class Population:
 class _Slot:
     """One member while it trains: its plain run (the source of truth between stacks) and loop state."""
 
-    run: _RunState
+    run: RunState
     until: int
     batch_size: int
     total_steps: int
@@ -230,9 +239,9 @@ class _Run:
         path = Path(m.checkpoint) if m.checkpoint is not None else None
         with run_rng(trainer.device, seed):
             model, optimizer, scheduler = trainer.build(config, total_steps)
-            run = _RunState(config, seed, model, optimizer, scheduler, optimizer_spec(config), trainer.generator(seed))
+            run = RunState(config, seed, model, optimizer, scheduler, optimizer_spec(config), trainer.generator(seed))
             if path is not None and path.exists():
-                trainer._restore(run, path)
+                trainer.restore(run, path)
             rng = torch.get_rng_state()
         member_report = None if report is None else (lambda e, i=i: report(i, e))
         control = RunControl(path, until, member_report, checkpoint_seconds, trainer.checkpoint_every)
@@ -429,7 +438,7 @@ class _Stack:
         self._write_member(i, slot)
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(slot.rng)
-            self.trainer._save(slot.run, path)
+            self.trainer.save(slot.run, path)
 
     @torch.no_grad()
     def _write_member(self, i: int, slot: _Slot) -> None:

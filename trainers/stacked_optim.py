@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from spaces import optimizer_config
-from spaces.space import branch
+from tunelab.spaces import optimizer_config
+from tunelab.spaces.space import branch
 
 VECTORISED = ("sgd", "adam", "adamw", "nadam", "lion")
 BETA2 = {"adam": 0.999, "adamw": 0.999, "nadam": 0.999, "lion": 0.99}

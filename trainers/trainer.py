@@ -24,161 +24,20 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
-from spaces import build_model, build_optimizer, build_schedule, model_size, optimizer_spec
-from spaces.errors import CheckpointError, ConfigError
-from trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, run_rng, save_checkpoint
-from trainers.data import batches, to_device
-from trainers.steps import make_step
-from trainers.workload import Split, TensorSplit, Workload
+from tunelab.spaces import build_model, build_optimizer, build_schedule, model_size, optimizer_spec
+from tunelab.spaces.errors import CheckpointError, ConfigError
+from tunelab.trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, run_rng, save_checkpoint
+from tunelab.trainers.data import batches, to_device
+from tunelab.trainers.run import DECISIONS, Decision, EpochResult, RunControl, Status, TrainResult, best_metric
+from tunelab.trainers.steps import make_step
+from tunelab.trainers.workload import Split, TensorSplit, Workload
 
-Decision = Literal["continue", "stop", "pause"]
-Status = Literal["complete", "stopped", "paused", "diverged"]
-DECISIONS = ("continue", "stop", "pause")
 EVAL_BATCH = 2048
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    """What one epoch measured.
-
-    Attributes:
-        epoch: 1-based epoch number within the run.
-        train_loss: Mean training loss over the epoch's steps (at the weights each step saw).
-        val_loss: Validation loss after the epoch.
-        val_metric: Validation metric after the epoch (`Workload.metric`).
-        lr: Learning rate of the first parameter group at the end of the epoch.
-        seconds: Wall time of the epoch (training and validation).
-        grad_evals: Gradient evaluations of the run so far (steps x the optimizer's cost per step).
-    """
-
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_metric: float
-    lr: float
-    seconds: float
-    grad_evals: int
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """The outcome of `Trainer.fit`.
-
-    Attributes:
-        status: "complete", "stopped" (report said stop), "paused" (report said pause, or
-            `until_epoch` was reached) or "diverged" (non-finite training loss; the last entry of
-            `epochs` is that epoch, with NaN validation values).
-        epochs: Every epoch of the run so far, including those before a resumed checkpoint.
-        val_metric: Validation metric of the last epoch (NaN if it diverged; None if no epoch ran).
-        best_val_metric: Best finite validation metric over the epochs (None if none).
-        test_metric: Test metric after the last epoch of a complete run, else None.
-        checkpoint: Path of the run's checkpoint, or None.
-        seed: The run's seed.
-        checkpoint_error: Why the last checkpoint could not be written (a full disk, a read-only
-            folder), or None. Training goes on without it: a result is never thrown away for a
-            file, and `checkpoint` then names an older checkpoint or None.
-        attrs: What a routine learned that is not a config value (DARTS alphas and genotype, an
-            STN hyperparameter schedule), JSON-ready; studies store it as the trial's user
-            attribute named after the routine. Empty for the standard loop (a replay answered
-            by a nearest recorded configuration says so here: `{"replay": {"nearest": ...}}`).
-    """
-
-    status: Status
-    epochs: list[EpochResult] = field(default_factory=list)
-    val_metric: float | None = None
-    best_val_metric: float | None = None
-    test_metric: float | None = None
-    checkpoint: str | None = None
-    seed: int = 0
-    checkpoint_error: str | None = None
-    attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def grad_evals(self) -> int:
-        """Gradient evaluations spent by the run."""
-        return self.epochs[-1].grad_evals if self.epochs else 0
-
-    @property
-    def seconds(self) -> float:
-        """Wall time of the run's epochs."""
-        return sum(e.seconds for e in self.epochs)
-
-    @property
-    def curve(self) -> list[float]:
-        """Validation metric per epoch."""
-        return [e.val_metric for e in self.epochs]
-
-
-@dataclass
-class RunControl:
-    """What every training loop does after an epoch: report it, obey the decision, checkpoint when due.
-
-    `Trainer.fit` and the gradient-based strategies' routines share it, so they pause, stop and
-    checkpoint by the same rules: a checkpoint is written on pause or stop, at `until`, and
-    periodically (every `checkpoint_every` epochs, or every `checkpoint_seconds` of training);
-    a checkpoint that cannot be written (full disk, read-only folder) is recorded in
-    `save_error` and training goes on, since a measured result is never thrown away for a file.
-
-    Attributes:
-        path: The run's checkpoint file, or None.
-        until: The epoch at which the run pauses.
-        report: The caller's callback (continue / stop / pause, or None).
-        checkpoint_seconds: Periodic checkpoints by time instead of by epochs, if given.
-        checkpoint_every: Periodic checkpoints every this many epochs.
-        save_error: Why the last checkpoint could not be written, or None.
-    """
-
-    path: Path | None
-    until: int
-    report: Callable[[EpochResult], Decision | None] | None = None
-    checkpoint_seconds: float | None = None
-    checkpoint_every: int = 1
-    save_error: str | None = None
-    last_save: float = field(default_factory=time.perf_counter)
-
-    def after_epoch(self, result: EpochResult, save: Callable[[Path], None]) -> Status | None:
-        """Report `result`, checkpoint with `save(path)` when due; "stopped" or "paused" if the run must end.
-
-        Raises:
-            ValueError: `report` returned something other than continue / stop / pause.
-        """
-        decision = self.report(result) if self.report is not None else None
-        decision = "continue" if decision is None else decision
-        if decision not in DECISIONS:
-            raise ValueError(f"report returned {decision!r}; it must return one of {DECISIONS} (or None)")
-        if self.checkpoint_seconds is None:
-            periodic = result.epoch % self.checkpoint_every == 0
-        else:
-            periodic = time.perf_counter() - self.last_save >= self.checkpoint_seconds
-        if self.path is not None and (decision != "continue" or result.epoch == self.until or periodic):
-            try:
-                save(self.path)
-                self.save_error = None
-            except OSError as err:  # the measured epochs are kept; the caller decides what a lost file means
-                self.save_error = f"could not write the checkpoint {self.path}: {type(err).__name__}: {err}"
-            self.last_save = time.perf_counter()
-        return {"stop": "stopped", "pause": "paused"}.get(decision)  # type: ignore[return-value]
-
-    def settle(self, status: Status) -> str | None:
-        """Finish the run's file: an older checkpoint must not pass for a finished run's state. Returns its path."""
-        if self.save_error is not None and status != "paused" and self.path is not None:
-            with contextlib.suppress(OSError):
-                self.path.unlink(missing_ok=True)
-        return str(self.path) if self.path is not None and self.path.exists() else None
-
-
-def best_metric(history: list[EpochResult], workload: Workload) -> float | None:
-    """The best finite validation metric of a run's epochs (None if none is finite)."""
-    best = None
-    for e in history:
-        if math.isfinite(e.val_metric) and (best is None or workload.better(e.val_metric, best)):
-            best = e.val_metric
-    return best
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -246,6 +105,9 @@ def evaluate(
 
 class Trainer:
     """Trains configurations on one workload.
+
+    Size: about 300 lines: `fit` and the pieces the other loops reuse (batches, evaluation,
+    checkpoint save and restore, devices, precision, model sizes).
 
     Args:
         workload: The data, loss and metric.
@@ -436,12 +298,17 @@ class Trainer:
         path = Path(checkpoint) if checkpoint is not None else None
         with run_rng(self.device, seed):
             model, optimizer, scheduler = self.build(config, total_steps)
-            run = _RunState(config, seed, model, optimizer, scheduler, spec, self.generator(seed))
+            run = RunState(config, seed, model, optimizer, scheduler, spec, self.generator(seed))
             if path is not None and path.exists():
-                self._restore(run, path)
+                self.restore(run, path)
             return self._train(run, until, batch_size, path, report, checkpoint_seconds, before_epoch)
 
-    def _restore(self, run: _RunState, path: Path) -> None:
+    def restore(self, run: RunState, path: Path) -> None:
+        """Load `run`'s state from its checkpoint at `path` (its config and seed must match).
+
+        Raises:
+            CheckpointError: The file belongs to another run, or cannot be read.
+        """
         state = load_checkpoint(path)
         if state.get("config") != run.config or state.get("seed") != run.seed:
             raise CheckpointError(
@@ -457,7 +324,8 @@ class Trainer:
         run.epoch, run.step, run.grad_evals = state["epoch"], state["step"], state["grad_evals"]
         run.history = [EpochResult(**e) for e in state["history"]]
 
-    def _save(self, run: _RunState, path: Path) -> None:
+    def save(self, run: RunState, path: Path) -> None:
+        """Write `run`'s checkpoint to `path` (atomically)."""
         save_checkpoint(
             path,
             {
@@ -476,7 +344,7 @@ class Trainer:
 
     def _train(
         self,
-        run: _RunState,
+        run: RunState,
         until: int,
         batch_size: int,
         path: Path | None,
@@ -522,7 +390,7 @@ class Trainer:
                 run.epoch, train_loss, val_loss, val_metric, lr, time.perf_counter() - t0, run.grad_evals
             )
             run.history.append(result)
-            status = control.after_epoch(result, lambda p: self._save(run, p))
+            status = control.after_epoch(result, lambda p: self.save(run, p))
             if status is not None:
                 break
         if status is None:
@@ -544,7 +412,7 @@ class Trainer:
 
 
 @dataclass
-class _RunState:
+class RunState:
     """Everything one run carries between epochs (and into its checkpoint)."""
 
     config: dict[str, Any]
@@ -560,5 +428,5 @@ class _RunState:
     history: list[EpochResult] = field(default_factory=list)
 
 
-__all__ = ["DECISIONS", "EpochResult", "RunControl", "TrainResult", "Trainer", "best_metric", "evaluate",
+__all__ = ["DECISIONS", "EpochResult", "RunControl", "RunState", "TrainResult", "Trainer", "best_metric", "evaluate",
            "resolve_device", "resolve_precision"]

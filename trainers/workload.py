@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from spaces.errors import WorkloadError
+from tunelab.spaces.errors import WorkloadError
 
 TASKS = ("classification", "regression")
 
@@ -102,6 +102,9 @@ class TaskMetric:
 
 class Workload(TaskMetric):
     """Data, loss and metric of a training problem.
+
+    Size: over 300 lines, most of them the checks of `from_tensors` and `from_datasets`, which
+    turn a user's data into typed errors naming the fix.
 
     Args:
         name: A short name (stored with studies).

@@ -18,8 +18,8 @@ import random
 import numpy as np
 import torch
 
-from spaces.errors import WorkloadError
-from trainers.workload import TensorSplit, Workload
+from tunelab.spaces.errors import WorkloadError
+from tunelab.trainers.workload import TensorSplit, Workload
 
 
 @functools.lru_cache(maxsize=1)
@@ -65,7 +65,7 @@ def mnist1d(
         n_outputs=10,
         batch_size=batch_size,
         max_epochs=max_epochs,
-        recipe={"factory": "trainers.workloads:mnist1d", "kwargs": kwargs},
+        recipe={"factory": "tunelab.trainers.workloads:mnist1d", "kwargs": kwargs},
     )
 
 
@@ -87,7 +87,7 @@ def mnist1d_published(*, batch_size: int = 100, max_epochs: int = 60) -> Workloa
         batch_size=batch_size,
         max_epochs=max_epochs,
         recipe={
-            "factory": "trainers.workloads:mnist1d_published",
+            "factory": "tunelab.trainers.workloads:mnist1d_published",
             "kwargs": {"batch_size": batch_size, "max_epochs": max_epochs},
         },
     )
@@ -119,7 +119,7 @@ def digits(*, batch_size: int = 64, max_epochs: int = 30, seed: int = 0) -> Work
         batch_size=batch_size,
         max_epochs=max_epochs,
         recipe={
-            "factory": "trainers.workloads:digits",
+            "factory": "tunelab.trainers.workloads:digits",
             "kwargs": {"batch_size": batch_size, "max_epochs": max_epochs, "seed": seed},
         },
     )

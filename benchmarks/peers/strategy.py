@@ -19,9 +19,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import search
-from search import History, Request
-from spaces import Categorical, ConfigError, Fixed
+from tunelab import search
+from tunelab.search import History, Request
+from tunelab.spaces import Categorical, ConfigError, Fixed
 
 HERE = Path(__file__).resolve().parent
 PEERS = ("optuna", "nevergrad", "dehb", "smac", "syne_tune")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from spaces import ConfigError
-from studies.executors.base import (
+from tunelab.spaces import ConfigError
+from tunelab.studies.executors.base import (
     EpochCallback,
     Executor,
     Flag,
@@ -26,9 +26,9 @@ from studies.executors.base import (
     run_work,
     works_of,
 )
-from studies.executors.local import LocalExecutor
-from studies.executors.pool import ProcessExecutor, close_pools, die_with_parent, shared_pool
-from studies.executors.simulated import SimulatedExecutor
+from tunelab.studies.executors.local import LocalExecutor
+from tunelab.studies.executors.pool import ProcessExecutor, close_pools, die_with_parent, shared_pool
+from tunelab.studies.executors.simulated import SimulatedExecutor
 
 EXECUTORS = ("local", "ray", "simulated")
 
@@ -49,7 +49,7 @@ def open_executor(name: str, n_workers: int, *, ray_address: str | None = None,
     if name not in EXECUTORS:
         raise ConfigError(f"executor must be one of {EXECUTORS} or an Executor instance, got {name!r}")
     if name == "ray":
-        from studies.executors.ray_cluster import RayExecutor
+        from tunelab.studies.executors.ray_cluster import RayExecutor
 
         return RayExecutor(n_workers, address=ray_address, resources=resources, shared_artifacts=shared_artifacts)
     given = {k: v for k, v in (("ray_address", ray_address), ("resources", resources),
@@ -63,7 +63,7 @@ def open_executor(name: str, n_workers: int, *, ray_address: str | None = None,
 
 def __getattr__(name: str) -> Any:
     if name == "RayExecutor":  # imported on use: Ray is an optional dependency
-        from studies.executors.ray_cluster import RayExecutor
+        from tunelab.studies.executors.ray_cluster import RayExecutor
 
         return RayExecutor
     raise AttributeError(name)

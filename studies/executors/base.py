@@ -3,7 +3,7 @@
 An executor trains units of work (`Work`) somewhere: in the driver's process
 (`LocalExecutor`), in a local pool of processes (`ProcessExecutor`) or on a Ray cluster
 (`RayExecutor`). Each of them runs `run_work`, which trains one unit of work with the routine
-it names (`search.routines`: `"train"` is `Trainer.fit`, `"darts"` a DARTS search, ...) and
+it names (`trainers.routines`: `"train"` is `Trainer.fit`, `"darts"` a DARTS search, ...) and
 reports every epoch through `send`. Workers never touch the database: they send epoch results
 and outcomes back, and the driver alone writes them.
 """
@@ -18,9 +18,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from search.routines import Routine, routines
-from spaces.errors import CheckpointError, UnknownNameError
-from trainers import EpochResult, Trainer, TrainResult
+from tunelab.spaces.errors import CheckpointError, UnknownNameError
+from tunelab.trainers import EpochResult, Trainer, TrainResult
+from tunelab.trainers.routines import Routine, RunRequest, routines
 
 
 @dataclass(frozen=True)
@@ -169,17 +169,11 @@ def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], No
         send(work.trial_id, epoch)
         return "pause" if stop.is_set() else None
 
+    request = RunRequest(work.config, until_epoch=work.until_epoch, checkpoint=work.checkpoint, report=report,
+                         seed=work.seed, checkpoint_seconds=work.checkpoint_seconds, options=work.options)
+
     def fit() -> TrainResult:
-        return routine.run(
-            trainer,
-            work.config,
-            until_epoch=work.until_epoch,
-            checkpoint=work.checkpoint,
-            report=report,
-            seed=work.seed,
-            checkpoint_seconds=work.checkpoint_seconds,
-            options=work.options,
-        )
+        return routine.run(trainer, request)
 
     restarted = None
     try:
@@ -212,7 +206,7 @@ def run_population(trainer: Trainer, works: Sequence[Work], send: Callable[[int,
     A member checkpoint that cannot be read (or belongs to another run) makes every member run
     alone through `run_work`, which restarts that one run from scratch.
     """
-    from trainers.population import Member, Population
+    from tunelab.trainers.population import Member, Population
 
     def report(i: int, epoch: EpochResult) -> str | None:
         send(works[i].trial_id, epoch)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from studies.executors.base import EpochCallback, Flag, Outcome, Unit, run_unit
-from trainers import Trainer
+from tunelab.studies.executors.base import EpochCallback, Flag, Outcome, Unit, run_unit
+from tunelab.trainers import Trainer
 
 
 class LocalExecutor:

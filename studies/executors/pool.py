@@ -21,9 +21,9 @@ from typing import Any
 
 import torch
 
-from search.routines import Routine
-from studies.executors.base import EpochCallback, Flag, Outcome, Unit, resolve_routine, run_unit, works_of
-from trainers import Trainer
+from tunelab.studies.executors.base import EpochCallback, Flag, Outcome, Unit, resolve_routine, run_unit, works_of
+from tunelab.trainers import Trainer
+from tunelab.trainers.routines import Routine
 
 PARENT_POLL_S = 0.5
 START_TIMEOUT_S = 120.0  # how long `check_start` waits for a first worker to answer
@@ -126,7 +126,7 @@ class ProcessExecutor:
             ConfigError: The workers died while starting; with the workers' own error when they
                 said why (a script without `if __name__ == "__main__":`).
         """
-        from spaces import ConfigError
+        from tunelab.spaces import ConfigError
 
         report = start_error_file(os.getpid())
         report.unlink(missing_ok=True)
@@ -259,7 +259,7 @@ def refuse_in_spawned_import() -> None:
     """
     if not getattr(multiprocessing.current_process(), "_inheriting", False):
         return
-    from spaces import ConfigError
+    from tunelab.spaces import ConfigError
 
     with contextlib.suppress(OSError):
         start_error_file(os.getppid()).write_text(MAIN_GUARD)

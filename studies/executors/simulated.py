@@ -20,9 +20,9 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from spaces.errors import ConfigError
-from studies.executors.base import EpochCallback, Flag, Outcome, Unit, run_unit
-from trainers import EpochResult, Trainer
+from tunelab.spaces.errors import ConfigError
+from tunelab.studies.executors.base import EpochCallback, Flag, Outcome, Unit, run_unit
+from tunelab.trainers import EpochResult, Trainer
 
 
 @dataclass(order=True)

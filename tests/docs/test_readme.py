@@ -17,10 +17,7 @@ import pytest
 import torch
 from torch import nn
 
-import search
-import spaces
-import studies
-import trainers
+from tunelab import search, spaces, studies, trainers
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

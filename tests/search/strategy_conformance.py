@@ -26,9 +26,8 @@ from dataclasses import replace
 
 import numpy as np
 
-import search
-import spaces
-from search import History, TrialView
+from tunelab import search, spaces
+from tunelab.search import History, TrialView
 
 STRATEGIES: dict[str, Callable[[int], search.Strategy]] = {
     "random": lambda seed: search.Random(seed=seed),

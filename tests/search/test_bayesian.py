@@ -1,9 +1,8 @@
 import numpy as np
 
-import search
-import spaces
-from search import History, TrialView
-from search.random import quasi_point
+from tunelab import search, spaces
+from tunelab.search import History, TrialView
+from tunelab.search.random import quasi_point
 
 
 def space1d():

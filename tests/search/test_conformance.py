@@ -7,11 +7,8 @@ import numpy as np
 import pytest
 from strategy_conformance import MODEL_BASED, STRATEGIES, best, toy_loop, toy_space
 
-import search
-import spaces
-import studies
-import trainers
-from search import History, Request
+from tunelab import search, spaces, studies, trainers
+from tunelab.search import History, Request
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,7 +135,7 @@ def test_strategy_spec_round_trips_and_rejects_bad_settings():
 
 
 def test_quasi_random_covers_the_unit_cube_evenly():
-    from search.random import quasi_point
+    from tunelab.search.random import quasi_point
 
     pts = np.stack([quasi_point("sobol", 2, 0, i) for i in range(64)])
     counts = np.histogram2d(pts[:, 0], pts[:, 1], bins=4, range=[[0, 1], [0, 1]])[0]

@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 from strategy_conformance import toy_space
 
-import search
-import studies
-import trainers
-from search import History, TrialView
-from search.deep_kernel import DeepKernelCurves
-from search.freeze_thaw import COST
-from search.power_laws import PowerLawEnsemble
-from trainers.replay import table_space
+from tunelab import search, studies, trainers
+from tunelab.search import History, TrialView
+from tunelab.search.deep_kernel import DeepKernelCurves
+from tunelab.search.freeze_thaw import COST
+from tunelab.search.power_laws import PowerLawEnsemble
+from tunelab.trainers.replay import table_space
 
 TABLES = Path(__file__).resolve().parents[2] / "benchmarks" / "tables"
 
@@ -145,7 +143,7 @@ def test_only_swersky_retires_on_probability_by_default():
 
 @pytest.mark.slow  # about 30 s
 def test_four_workers_decide_several_increments_at_once_and_never_thaw_a_running_trial(tmp_path):
-    from studies.executors import SimulatedExecutor
+    from tunelab.studies.executors import SimulatedExecutor
 
     replay = trainers.Replay(TABLES / "digits_mlp.json.gz")
     seen_running: list[set[int]] = []

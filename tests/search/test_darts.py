@@ -13,13 +13,11 @@ import torch
 from freezing import FREEZE, run_until_frozen
 from torch import nn
 
-import search
-import spaces
-import studies
-import trainers
-from search.darts_search import DartsSettings, choose, run_darts, score_edge
-from spaces import ConfigError, Genotype
-from studies.cli import main as cli
+from tunelab import search, spaces, studies, trainers
+from tunelab.search.darts_routine import DartsSettings, choose, run_darts, score_edge
+from tunelab.spaces import ConfigError, Genotype
+from tunelab.studies.cli import main as cli
+from tunelab.trainers.routines import RunRequest
 
 FAST = {"epochs": 2, "pt_interval": 1, "batch_size": 32, "channels": 4, "arch_lr": 3e-3}
 
@@ -71,10 +69,10 @@ def test_the_routine_continues_bit_for_bit_after_pauses_in_search_and_selection(
     options = DartsSettings(order=order, **FAST).to_options()
     config = search.Darts(seed=0, **FAST).base_config(cell_space())
     config = {k: v for k, v in config.items() if not k.startswith("model.op_")}
-    straight = run_darts(tiny, config, checkpoint=tmp_path / "a.pt", seed=5, options=options)
+    straight = run_darts(tiny, RunRequest(config, checkpoint=tmp_path / "a.pt", seed=5, options=options))
     path = tmp_path / "b.pt"
     for until in (1, 2, 3, 5, 8):  # pauses at the end of the search and between DARTS-PT decisions
-        stepped = run_darts(tiny, config, until_epoch=until, checkpoint=path, seed=5, options=options)
+        stepped = run_darts(tiny, RunRequest(config, until_epoch=until, checkpoint=path, seed=5, options=options))
     assert straight.status == stepped.status == "complete"
     assert [e.val_metric for e in stepped.epochs] == [e.val_metric for e in straight.epochs]
     assert [e.train_loss for e in stepped.epochs] == [e.train_loss for e in straight.epochs]
@@ -128,7 +126,7 @@ def test_alphas_learn_to_avoid_a_planted_bad_op(easy):
     spaces.cell_ops.register("garbage", spaces.CellOp(lambda c, dim: Garbage()))
     settings = DartsSettings(ops=OPS3, epochs=6, selection="argmax", batch_size=32, channels=4, arch_lr=1e-2)
     config = {"model": "cells", "model.dim": 1, "model.channels": 4, "model.cells_per_stage": 1}
-    result = run_darts(easy, config, seed=0, options=settings.to_options())
+    result = run_darts(easy, RunRequest(config, seed=0, options=settings.to_options()))
     first, last = result.attrs["alphas"][0], result.attrs["alphas"][-1]
     bad, good = OPS3.index("garbage"), OPS3.index("skip")
     assert sum(row[bad] - row[good] for row in last) < sum(row[bad] - row[good] for row in first) - 0.1
@@ -160,7 +158,7 @@ def test_two_searches_run_in_parallel_workers_and_each_is_retrained(tmp_path, ti
 SCRIPT = FREEZE + textwrap.dedent(
     """
     import sys
-    import search, spaces, studies, trainers
+    from tunelab import search, spaces, studies, trainers
 
     url = sys.argv[1]
     trainer = freeze_at(trainers.Trainer(trainers.workloads.mnist1d(n_train=256, max_epochs=2), epochs=2, seed=0))
@@ -226,11 +224,12 @@ def test_bad_input_is_refused_with_the_fix(tmp_path, tiny):
 
 
 def test_routines_are_pluggable_and_a_request_is_checked_against_its_routine(tmp_path, tiny):
-    from search.routines import Routine, routines
+    from tunelab.trainers.routines import Routine, routines
 
-    def halved(trainer, config, *, options=None, **kwargs):
-        result = trainer.fit(config, **kwargs)
-        return trainers.TrainResult(**{**result.__dict__, "attrs": {"note": options["note"]}})
+    def halved(trainer, request):
+        result = trainer.fit(request.config, until_epoch=request.until_epoch, checkpoint=request.checkpoint,
+                             report=request.report, seed=request.seed, checkpoint_seconds=request.checkpoint_seconds)
+        return trainers.TrainResult(**{**result.__dict__, "attrs": {"note": request.options["note"]}})
 
     routines.register("halved", Routine(halved, doc="a test routine"))
     try:
@@ -253,12 +252,12 @@ def test_routines_are_pluggable_and_a_request_is_checked_against_its_routine(tmp
     # an unknown routine, or options for the standard loop, are refused when the strategy asks
     driver_study = studies.create("q", f"sqlite:///{tmp_path / 'q.db'}", space=cell_space(), trainer=tiny,
                                   strategy=search.Random(seed=0))
-    from studies.driver import Budget, Driver
+    from tunelab.studies.driver import Budget, Driver
 
     driver = Driver(driver_study, Budget(trials=1), n_workers=1, executor="local", progress=False,
                     checkpoint_seconds=None, max_failures=3, flush_seconds=0.0)
     config = cell_space().complete({})
     with pytest.raises(ConfigError, match="unknown routine"):
-        driver._from_request(search.Request.start(config, routine="nope"))
+        driver.planner.from_request(search.Request.start(config, routine="nope"))
     with pytest.raises(ConfigError, match="takes no options"):
-        driver._from_request(search.Request.start(config, options={"x": 1}))
+        driver.planner.from_request(search.Request.start(config, options={"x": 1}))

@@ -4,10 +4,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from search.architect import first_order, hessian_vector, second_order, unrolled_weights, weight_names
-from search.darts_search import choose
-from search.supernet import Supernet
-from spaces import CellNetwork, Genotype
+from tunelab.search.architect import first_order, hessian_vector, second_order, unrolled_weights, weight_names
+from tunelab.search.darts_routine import choose
+from tunelab.search.supernet import Supernet
+from tunelab.spaces import CellNetwork, Genotype
 
 OPS = ("none", "skip", "conv1x1", "conv3x3", "avgpool3x3")
 
@@ -96,7 +96,7 @@ def test_finite_difference_hessian_vector_product_matches_the_exact_one():
     g = torch.Generator().manual_seed(9)
     vector = {n: torch.randn(p.shape, generator=g, dtype=torch.float64)
               for n, p in model.named_parameters() if n != "alphas"}
-    from trainers import frozen_bn_stats
+    from tunelab.trainers import frozen_bn_stats
 
     with frozen_bn_stats(model):
         approx = hessian_vector(model, vector, x, y, loss_fn, r=1e-4)
@@ -116,7 +116,7 @@ def test_second_order_gradient_matches_autograd_through_the_unrolled_step():
     optimizer.step()
     optimizer.zero_grad()
     eta = 0.05
-    from trainers import frozen_bn_stats
+    from tunelab.trainers import frozen_bn_stats
 
     with frozen_bn_stats(model):
         # exact: differentiate L_val(w - eta * (m * buf + grad L_train(w, a) + wd * w), a) with respect to a

@@ -2,9 +2,8 @@
 
 import pytest
 
-import search
-import spaces
-from search import History, Request, TrialView
+from tunelab import search, spaces
+from tunelab.search import History, Request, TrialView
 
 
 def test_proposes_the_configs_in_order_then_nothing():

@@ -6,11 +6,10 @@ import numpy as np
 import pytest
 from strategy_conformance import best, toy_loop, toy_space
 
-import search
-import spaces
-from search import History, TrialView
-from search.evolution import mutate
-from spaces import EDGES, Genotype
+from tunelab import search, spaces
+from tunelab.search import History, TrialView
+from tunelab.search.evolution import mutate
+from tunelab.spaces import EDGES, Genotype
 
 SHAPES = {"input_shape": (40,), "n_outputs": 10}
 

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 from strategy_conformance import toy_space
 
-import search
-import studies
-from search import History, TrialView
-from search.hyperband import asha_rungs
+from tunelab import search, studies
+from tunelab.search import History, TrialView
+from tunelab.search.hyperband import asha_rungs
 
 
 def synthetic_curves(seed, n=24, d=3):

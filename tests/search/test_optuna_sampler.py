@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from strategy_conformance import toy_space
 
-import search
-from search import History, TrialView
+from tunelab import search
+from tunelab.search import History, TrialView
 
 
 def objective(config):

@@ -11,13 +11,11 @@ import torch
 import torch.nn.functional as F
 from freezing import FREEZE, run_until_frozen
 
-import search
-import spaces
-import studies
-import trainers
-from search.stn_routine import StnSettings, run_schedule, run_stn, schedule_at, to_value
-from spaces import ConfigError
-from spaces.stn import HyperConv, HyperLinear, build_stn_model, expand
+from tunelab import search, spaces, studies, trainers
+from tunelab.search.stn_routine import StnSettings, run_schedule, run_stn, schedule_at, to_value
+from tunelab.spaces import ConfigError
+from tunelab.spaces.stn import HyperConv, HyperLinear, build_stn_model, expand
+from tunelab.trainers.routines import RunRequest
 
 
 def reg_space(dropout=0.05, **extra):
@@ -100,7 +98,7 @@ def test_stn_lowers_validation_loss_over_a_deliberately_bad_fixed_dropout(tmp_pa
 
 
 def test_a_self_tuning_study_runs_then_replays_its_schedule(tmp_path, small, capsys):
-    from studies.cli import main as cli
+    from tunelab.studies.cli import main as cli
 
     url = f"sqlite:///{tmp_path / 's.db'}"
     strategy = search.SelfTuning(seed=0, tune=["model.dropout", "model.input_noise", "model.shift"], warmup=1)
@@ -136,8 +134,8 @@ def test_the_replay_sets_each_epochs_values_in_the_plain_network(small):
     small.fit = spy
     try:
         config = {k: v for k, v in reg_space().default().items() if k not in ("model.dropout", "model.shift")}
-        result = run_schedule(small, config, options={"tune": ["model.dropout", "model.shift"], "schedule": schedule,
-                                                      "integer": {"model.shift": True}})
+        options = {"tune": ["model.dropout", "model.shift"], "schedule": schedule, "integer": {"model.shift": True}}
+        result = run_schedule(small, RunRequest(config, options=options))
     finally:
         del small.fit
     assert result.status == "complete"
@@ -150,9 +148,10 @@ def test_an_stn_run_continues_bit_for_bit_after_pauses(tmp_path, small, delta):
                                  warmup=1)
     settings, config = strategy.settings(reg_space())
     options = settings.to_options()
-    straight = run_stn(small, config, checkpoint=tmp_path / "a.pt", seed=3, options=options)
+    straight = run_stn(small, RunRequest(config, checkpoint=tmp_path / "a.pt", seed=3, options=options))
     for until in (1, 2, 4):
-        stepped = run_stn(small, config, until_epoch=until, checkpoint=tmp_path / "b.pt", seed=3, options=options)
+        stepped = run_stn(small, RunRequest(config, until_epoch=until, checkpoint=tmp_path / "b.pt", seed=3,
+                                            options=options))
     assert straight.status == stepped.status == "complete"
     assert stepped.attrs["schedule"] == straight.attrs["schedule"]
     assert [e.val_loss for e in stepped.epochs] == [e.val_loss for e in straight.epochs]
@@ -164,7 +163,7 @@ def test_an_stn_run_continues_bit_for_bit_after_pauses(tmp_path, small, delta):
 SCRIPT = FREEZE + textwrap.dedent(
     """
     import sys
-    import search, spaces, studies, trainers
+    from tunelab import search, spaces, studies, trainers
 
     url = sys.argv[1]
     trainer = freeze_at(trainers.Trainer(trainers.workloads.mnist1d(n_train=256, max_epochs=6), epochs=6, seed=0))

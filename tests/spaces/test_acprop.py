@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from spaces._acprop import ACProp
+from tunelab.spaces._acprop import ACProp
 
 # Hand-chosen gradients for four steps on a 3-element parameter (including a sign flip and a zero).
 _X0 = [1.0, -2.0, 0.5]

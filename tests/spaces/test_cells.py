@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-import spaces
-from spaces import DEFAULT_OPS, EDGES, CellNetwork, CellOp, ConfigError, Genotype, UnknownNameError
-from spaces.cells import Cell, all_genotypes, edge_name
+from tunelab import spaces
+from tunelab.spaces import DEFAULT_OPS, EDGES, CellNetwork, CellOp, ConfigError, Genotype, UnknownNameError
+from tunelab.spaces.cells import Cell, all_genotypes, edge_name
 
 EXAMPLE = Genotype(("conv3x3", "skip", "conv1x1", "none", "avgpool3x3", "conv3x3"))
 EXAMPLE_STR = "|conv3x3~0|+|skip~0|conv1x1~1|+|none~0|avgpool3x3~1|conv3x3~2|"
@@ -296,7 +296,7 @@ def test_register_custom_op() -> None:
 
 @pytest.mark.parametrize("shape", [(4, 3, 13), (2, 3, 1), (2, 2, 2), (3, 2, 7, 9), (2, 2, 1, 5), (2, 1, 1, 1)])
 def test_avgpool3_gives_torchs_numbers_bit_for_bit_and_the_same_gradients(shape):
-    from spaces.cells import AvgPool3
+    from tunelab.spaces.cells import AvgPool3
 
     dim = len(shape) - 2
     reference = (torch.nn.AvgPool1d if dim == 1 else torch.nn.AvgPool2d)(3, stride=1, padding=1,

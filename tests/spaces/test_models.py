@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-import spaces
-from spaces import ConfigError, Int, ModelSpec, UnknownNameError
+from tunelab import spaces
+from tunelab.spaces import ConfigError, Int, ModelSpec, UnknownNameError
 
 
 def _inputs(shape: tuple[int, ...], n: int = 5) -> torch.Tensor:

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-import spaces
-from spaces import ConfigError, Float, OptimizerSpec, Space, UnknownNameError
+from tunelab import spaces
+from tunelab.spaces import ConfigError, Float, OptimizerSpec, Space, UnknownNameError
 
 ALL = spaces.optimizers.names()
 BUILTIN = (
@@ -275,7 +275,7 @@ def test_built_hyperparameters_land_in_the_optimizer() -> None:
     assert default.param_groups[0]["lr"] == 1e-3
     assert default.param_groups[0]["weight_decay"] == 1e-2
 
-    from spaces._acprop import ACProp
+    from tunelab.spaces._acprop import ACProp
 
     assert isinstance(spaces.build_optimizer(_default_config("acprop"), model), ACProp)
 
@@ -416,7 +416,7 @@ def test_adahessian_uses_rademacher_probes_and_the_official_eps():
     assert inspect.signature(pytorch_optimizer.AdaHessian).parameters["hessian_distribution"].default == "rademacher"
     # one step drives the probe: its Hessian estimate is the diagonal of a quadratic's Hessian
     x = torch.randn(256, 3, generator=torch.Generator().manual_seed(0))
-    import trainers
+    from tunelab import trainers
 
     step = trainers.make_step("create_graph", model, opt, lambda out, y: (out.squeeze(1) - y).pow(2).mean())
     step(x, x.sum(1))

@@ -9,9 +9,9 @@ import numpy as np
 import optuna
 import pytest
 
-import spaces
-from spaces import Categorical, Fixed, Float, Int, Space
-from spaces.params import as_param, param_from_json
+from tunelab import spaces
+from tunelab.spaces import Categorical, Fixed, Float, Int, Space
+from tunelab.spaces.params import as_param, param_from_json
 
 # ---------------------------------------------------------------------------- bad definitions
 

@@ -9,8 +9,8 @@ from itertools import pairwise
 import pytest
 import torch
 
-import spaces
-from spaces import ConfigError, Float, ScheduleSpec, Space, UnknownNameError
+from tunelab import spaces
+from tunelab.spaces import ConfigError, Float, ScheduleSpec, Space, UnknownNameError
 
 
 def mult(config: dict, total: int) -> spaces.Multiplier:

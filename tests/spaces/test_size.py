@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-import spaces
+from tunelab import spaces
 
 
 def test_model_size_counts_parameters_and_forward_flops_of_a_known_network():

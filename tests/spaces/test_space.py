@@ -8,8 +8,8 @@ import numpy as np
 import optuna
 import pytest
 
-import spaces
-from spaces import Categorical, Choice, ConfigError, Fixed, Float, Int, Space, SpaceError
+from tunelab import spaces
+from tunelab.spaces import Categorical, Choice, ConfigError, Fixed, Float, Int, Space, SpaceError
 
 N_SEEDS = 150
 

@@ -1,7 +1,6 @@
 import pytest
 
-import spaces
-import trainers
+from tunelab import spaces, trainers
 
 
 @pytest.fixture(scope="session")

@@ -6,22 +6,19 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import optuna
 import pytest
+from waiting import wait_for
 
-import search
-import spaces
-import studies
-from studies import stats
-from studies.cli import main as cli
-from studies.compare import Arm, Comparison
+from tunelab import search, spaces, studies
+from tunelab.studies.cli import main as cli
+from tunelab.studies.compare import Arm, Comparison, stats
 
 SETUP = textwrap.dedent(
     """
-    import spaces, studies, trainers
+    from tunelab import spaces, studies, trainers
 
     def tiny_problems():
         trainer = trainers.Trainer(trainers.workloads.mnist1d(n_train=200), epochs=2, seed=0, device="cpu")
@@ -110,7 +107,7 @@ def test_table(done):
 
 
 def test_boundary_flag():
-    from studies.compare import _at_boundary
+    from tunelab.studies.compare.analysis import at_boundary as _at_boundary
 
     space = spaces.optimizers(["adamw"])
     config = {**space.default(), "adamw.lr": 0.099, "adamw.beta1": 0.9}
@@ -141,7 +138,7 @@ def test_the_same_call_again_trains_nothing(done):
 
 
 def test_one_process_pool_serves_every_study_of_a_comparison(done, tmp_path, monkeypatch):
-    from studies.executors import ProcessExecutor
+    from tunelab.studies.executors import ProcessExecutor
 
     pools = []
     new_pool = ProcessExecutor._new_pool
@@ -162,7 +159,7 @@ def test_an_interrupted_comparison_completes_only_what_is_missing(done, tmp_path
                                 equalize="grad_evals", one_shot=True,
                                 **{k: v for k, v in ARGS.items() if k != "progress"})
     first = partial.arms()[0]
-    partial._tuning_study(first, 0).optimize(trials=2, progress=False)
+    partial.tuning_study(first, 0).optimize(trials=2, progress=False)
     kept = snapshot(url)
     studies.compare(tiny_problems(), storage=url, **ARGS)
     after = snapshot(url)
@@ -187,19 +184,16 @@ def test_sigkill_then_the_same_call_finishes_with_the_uninterrupted_results(done
     script.write_text(KILL_SCRIPT)
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     proc = subprocess.Popen([sys.executable, str(script), url], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 1800  # bounds a hang only: the loop waits for a state
-    while True:  # kill once the second arm's runs study has started
-        time.sleep(0.05)
+    def second_runs_study() -> bool:  # kill once the second arm's runs study has started
         assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "the comparison never reached its second runs study"
         try:
-            names = studies.study_names(url)
+            return "cmp/tiny_mlp/sam/cosine/seed0/runs" in studies.study_names(url)
         except studies.TunelabError:
-            continue
-        if "cmp/tiny_mlp/sam/cosine/seed0/runs" in names:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            break
+            return False
+
+    wait_for(second_runs_study, "the comparison to reach its second runs study", deadline=240)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
     kept = snapshot(url)
     studies.compare(tiny_problems(), storage=url, **ARGS)
     after = snapshot(url)

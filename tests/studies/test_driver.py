@@ -8,11 +8,8 @@ import torch
 from conftest import small_space
 from torch import nn
 
-import search
-import spaces
-import studies
-import trainers
-from studies.cli import main
+from tunelab import search, spaces, studies, trainers
+from tunelab.studies.cli import main
 
 
 class Flaky(nn.Module):
@@ -174,9 +171,8 @@ def test_cli_list_show_resume_report(tmp_path, small_trainer, capsys):
 
 def test_a_strategy_chosen_seed_is_used_recorded_and_kept_when_an_interrupted_trial_is_requeued(tmp_path,
                                                                                                  small_trainer):
-    from optuna.trial import TrialState as OTS
-
-    from studies.driver import Budget, Driver
+    from tunelab.studies.driver import Budget, Driver
+    from tunelab.studies.records import TrialState
 
     space = small_space()
     config = space.default()
@@ -186,7 +182,8 @@ def test_a_strategy_chosen_seed_is_used_recorded_and_kept_when_an_interrupted_tr
                     max_failures=1, flush_seconds=0.0)
     driver.load()
     # a trial left running by a driver that died before its first checkpoint
-    driver.create_trial(config, proposal=0, target=small_trainer.epochs, attrs={}, state=OTS.RUNNING, seed=7)
+    driver.recorder.create_trial(config, proposal=0, target=small_trainer.epochs, attrs={}, state=TrialState.RUNNING,
+                                 seed=7)
     study.optimize(trials=2, progress=False)
     trials = study.trials
     assert [t.state for t in trials] == ["failed", "complete", "complete"]

@@ -12,10 +12,8 @@ import pytest
 from conftest import small_space
 from freezing import FREEZE, run_until_frozen
 
-import search
-import spaces
-import studies
-from studies.cli import main as cli
+from tunelab import search, spaces, studies
+from tunelab.studies.cli import main as cli
 
 SHAPES = {"input_shape": (40,), "n_outputs": 10}
 
@@ -73,7 +71,7 @@ def test_asynchronous_workers_breed_children_from_finished_parents(tmp_path, sma
 SCRIPT = FREEZE + textwrap.dedent(
     """
     import sys
-    import search, spaces, studies, trainers
+    from tunelab import search, spaces, studies, trainers
 
     url = sys.argv[1]
     trainer = freeze_at(trainers.Trainer(trainers.workloads.mnist1d(n_train=512), epochs=8, seed=0))
@@ -122,6 +120,6 @@ def test_population_after_a_sigkill_and_resume_equals_the_population_before(tmp_
 
 
 def test_demo_cli_offers_evolution():
-    from studies.cli import STRATEGIES, _strategy
+    from tunelab.studies.cli import STRATEGIES, _strategy
 
     assert "evolution" in STRATEGIES and _strategy("evolution", 3) == search.Evolution(seed=3)

@@ -10,16 +10,13 @@ import pytest
 import torch
 from conftest import small_space
 
-import search
-import spaces
-import studies
-import trainers
-from studies.cli import main
+from tunelab import search, spaces, studies, trainers
+from tunelab.studies.cli import main
 
 USER_DATA = textwrap.dedent(
     """
     import numpy as np
-    import trainers
+    from tunelab import trainers
 
     def make():
         rng = np.random.default_rng(0)
@@ -171,7 +168,7 @@ def test_torch_tensors_pass_the_checks_unchanged():
 
 # ---------------------------------------------------------------------- ranges users choose
 def test_a_widened_range_trains_and_an_impossible_one_is_refused_at_create(tmp_path, small_trainer):
-    from spaces import Float
+    from tunelab.spaces import Float
 
     url = f"sqlite:///{tmp_path / 'w.db'}"
     wide = spaces.optimizers(["sgd", "adamw"]).replace(**{
@@ -187,7 +184,7 @@ def test_a_widened_range_trains_and_an_impossible_one_is_refused_at_create(tmp_p
 
 
 def test_replace_keeps_conditions_and_round_trips(tmp_path):
-    from spaces import Float, SpaceError
+    from tunelab.spaces import Float, SpaceError
 
     space = spaces.optimizers(["sgd", "adamw"]).replace(**{"sgd.lr": Float(1e-3, 10.0, log=True)})
     assert space["sgd.lr"].high == 10.0
@@ -201,7 +198,7 @@ def test_replace_keeps_conditions_and_round_trips(tmp_path):
 
 
 def test_merge_conflicts_suggest_the_right_fix():
-    from spaces import SpaceError
+    from tunelab.spaces import SpaceError
 
     with pytest.raises(SpaceError, match=r"one call: spaces.optimizers\(\['sgd', 'adamw'"):
         spaces.optimizers(["sgd"]) | spaces.optimizers(["adamw"])
@@ -274,7 +271,7 @@ def test_cmaes_without_its_package_fails_at_construction(monkeypatch):
 
 
 def test_the_demo_hint_names_a_command_that_works_from_here(monkeypatch, tmp_path):
-    from studies.cli import _self_command
+    from tunelab.studies.cli import _self_command
 
     exe = tmp_path / ".venv" / "bin" / "tunelab"
     exe.parent.mkdir(parents=True)

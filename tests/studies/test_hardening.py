@@ -16,11 +16,9 @@ import numpy as np
 import pytest
 from conftest import small_space
 
-import search
-import studies
-import trainers
-from studies.cli import main
-from studies.lock import LOCK, StudyLock, break_lock, read_lock
+from tunelab import search, studies, trainers
+from tunelab.studies.cli import main
+from tunelab.studies.storage.lock import LOCK, StudyLock, break_lock, read_lock
 
 DATA = Path(__file__).parent / "data"
 
@@ -130,8 +128,8 @@ def _hold(storage, study_id, owner, until):
 
 def test_a_lock_held_forever_by_another_host_gives_up_with_who_holds_it(two_trials, capsys):
     study, _url, _ = two_trials
-    _hold(study._storage, study._study_id, "far-away-host:4242:abcd", 1e18)
-    lock = StudyLock(study._storage, study._study_id, "me:1:x", wait=3.0, label="study 'h'")
+    _hold(study.storage, study.study_id, "far-away-host:4242:abcd", 1e18)
+    lock = StudyLock(study.storage, study.study_id, "me:1:x", wait=3.0, label="study 'h'")
     with pytest.raises(studies.StudyLockedError, match=r"host far-away-host, pid 4242.*tunelab unlock"):
         lock.acquire()
     assert "waiting for the lock of study 'h', held by host far-away-host, pid 4242" in capsys.readouterr().err
@@ -140,27 +138,27 @@ def test_a_lock_held_forever_by_another_host_gives_up_with_who_holds_it(two_tria
 @pytest.mark.parametrize("owner", ["far-away-host:4242:abcd", f"{socket.gethostname()}:1:abcd"])
 def test_a_lease_from_a_clock_far_ahead_or_a_live_pid_counts_only_the_studys_lease_length(two_trials, owner):
     study, _, _ = two_trials
-    _hold(study._storage, study._study_id, owner, 1e18)
-    lock = StudyLock(study._storage, study._study_id, "me:1:x", ttl=0.5, wait=60.0)
+    _hold(study.storage, study.study_id, owner, 1e18)
+    lock = StudyLock(study.storage, study.study_id, "me:1:x", ttl=0.5, wait=60.0)
     start = time.monotonic()
     with lock:
-        assert read_lock(study._storage, study._study_id)["owner"] == "me:1:x"
+        assert read_lock(study.storage, study.study_id)["owner"] == "me:1:x"
     assert time.monotonic() - start >= 0.5  # it waited out the lease length, not the stored lease end
 
 
 def test_tunelab_unlock_breaks_a_lock_after_asking(two_trials, capsys, monkeypatch):
     study, url, _ = two_trials
-    _hold(study._storage, study._study_id, "far-away-host:4242:abcd", 1e18)
+    _hold(study.storage, study.study_id, "far-away-host:4242:abcd", 1e18)
     monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: it must not break the lock unasked
     assert main(["unlock", "--storage", url, "--study", "h"]) == 2
     assert "--yes" in capsys.readouterr().err
-    assert read_lock(study._storage, study._study_id)["owner"] == "far-away-host:4242:abcd"
+    assert read_lock(study.storage, study.study_id)["owner"] == "far-away-host:4242:abcd"
     assert main(["unlock", "--storage", url, "--study", "h", "--yes"]) == 0
     assert "locked by host far-away-host, pid 4242" in capsys.readouterr().out
-    assert read_lock(study._storage, study._study_id)["owner"] is None
+    assert read_lock(study.storage, study.study_id)["owner"] is None
     assert main(["unlock", "--storage", url, "--study", "h"]) == 0
     assert "is not locked" in capsys.readouterr().out
-    break_lock(study._storage, study._study_id)  # breaking a free lock is harmless
+    break_lock(study.storage, study.study_id)  # breaking a free lock is harmless
     study.optimize(trials=3, progress=False)
 
 
@@ -261,7 +259,7 @@ def test_a_0_3_0_study_adopts_a_marker_and_resumes_from_its_old_checkpoints(tmp_
 
 
 def test_leftover_temporary_checkpoints_of_dead_processes_are_removed_at_the_next_open(tmp_path, small_trainer):
-    from trainers.checkpoint import tmp_prefix
+    from tunelab.trainers.checkpoint import tmp_prefix
 
     url = f"sqlite:///{tmp_path / 't.db'}"
     study = studies.create("t", url, space=small_space(), trainer=small_trainer)
@@ -278,7 +276,7 @@ def test_leftover_temporary_checkpoints_of_dead_processes_are_removed_at_the_nex
 
 # ---------------------------------------------------------------------------------------------- 6. replay tables
 def _table(tmp_path, rows_epochs, n_params=None):
-    from trainers.replay import Curve, ReplayTable, TableHeader
+    from tunelab.trainers.replay import Curve, ReplayTable, TableHeader
 
     space = search.Random().spec()  # any JSON; the header's space is only parsed when used
     curves = [Curve({"x": i}, 0, tuple(trainers.EpochResult(e + 1, 1.0, 1.0, 0.5, 0.1, 0.1, 1) for e in range(n)),
@@ -289,7 +287,7 @@ def _table(tmp_path, rows_epochs, n_params=None):
 
 
 def test_a_replay_table_that_promises_more_epochs_than_a_row_holds_is_refused_when_opened(tmp_path):
-    from trainers.replay import ReplayTable, TableError
+    from tunelab.trainers.replay import ReplayTable, TableError
 
     with pytest.raises(TableError, match=r"row 2 .* has 3 epochs, but the header promises 4"):
         ReplayTable.load(_table(tmp_path, [4, 3]))
@@ -306,18 +304,18 @@ def test_a_read_only_database_is_a_storage_error_before_anything_trains(two_tria
     def query_only(conn, _record):
         conn.execute("PRAGMA query_only = ON")
 
-    sqlalchemy.event.listen(study._storage.engine, "connect", query_only)
-    study._storage.engine.dispose()
+    sqlalchemy.event.listen(study.storage.engine, "connect", query_only)
+    study.storage.engine.dispose()
     with pytest.raises(studies.StorageError, match=r"h\.db.*readonly.*read-only.*read_only=True"):
         study.optimize(trials=4, progress=False)
-    sqlalchemy.event.remove(study._storage.engine, "connect", query_only)
-    study._storage.engine.dispose()
+    sqlalchemy.event.remove(study.storage.engine, "connect", query_only)
+    study.storage.engine.dispose()
     assert len(study.trials) == 2  # nothing was trained or recorded, and the study continues normally
     study.optimize(trials=3, progress=False)
 
 
 def test_a_database_locked_past_the_busy_timeout_names_the_cause(two_trials, monkeypatch):
-    import studies.storage as storage_module
+    import tunelab.studies.storage.connect as storage_module
 
     _study, url, path = two_trials
     monkeypatch.setattr(storage_module, "BUSY_TIMEOUT_S", 0.2)
@@ -338,7 +336,7 @@ def test_a_database_locked_past_the_busy_timeout_names_the_cause(two_trials, mon
 def test_a_script_without_a_main_guard_stops_at_once_with_the_fix(tmp_path):
     script = tmp_path / "newcomer.py"
     script.write_text(textwrap.dedent(f"""
-        import search, spaces, studies, trainers
+        from tunelab import search, spaces, studies, trainers
         trainer = trainers.Trainer(trainers.workloads.mnist1d(n_train=256, max_epochs=2), epochs=2)
         study = studies.create("g", "sqlite:///{tmp_path / 'g.db'}", trainer=trainer,
                                space=spaces.optimizers(["adamw"]) | spaces.mlp(depth=1))
@@ -348,7 +346,7 @@ def test_a_script_without_a_main_guard_stops_at_once_with_the_fix(tmp_path):
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(studies.__file__).parents[1])})
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("spaces.errors.ConfigError") and 'if __name__ == "__main__":' in last
+    assert last.startswith("tunelab.spaces.errors.ConfigError") and 'if __name__ == "__main__":' in last
     assert "nothing was trained" in last
     assert studies.load("g", f"sqlite:///{tmp_path / 'g.db'}", read_only=True).trials == []
 

@@ -10,12 +10,12 @@ import optuna
 import pytest
 from freezing import FREEZE, run_until_frozen
 
-import studies
+from tunelab import studies
 
 SCRIPT = FREEZE + textwrap.dedent(
     """
     import sys
-    import search, spaces, studies, trainers
+    from tunelab import search, spaces, studies, trainers
 
     url, checkpoint_seconds = sys.argv[1], float(sys.argv[2])
     trainer = freeze_at(trainers.Trainer(trainers.workloads.mnist1d(), epochs=25, seed=0))

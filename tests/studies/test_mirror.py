@@ -7,14 +7,12 @@ import json
 import numpy as np
 import pytest
 
-import search
-import spaces
-import studies
-import trainers
-from studies.driver import Budget, Driver, row_of
-from studies.executors import Flag, run_work
-from studies.lock import LIVE
-from trainers.replay import Curve, ReplayTable, TableHeader, table_space
+from tunelab import search, spaces, studies, trainers
+from tunelab.studies.driver import Budget, Driver, row_of
+from tunelab.studies.driver.views import view_of
+from tunelab.studies.executors import Flag, run_work
+from tunelab.studies.storage.lock import LIVE
+from tunelab.trainers.replay import Curve, ReplayTable, TableHeader, table_space
 
 FIELDS = ("state", "epochs", "config", "target", "owner", "paused_by", "superseded", "attrs", "value", "lease",
           "metrics", "retries", "stored_steps", "seconds", "grad_evals", "proposal", "error")  # checkpoint: below
@@ -53,9 +51,9 @@ def check_totals(d: Driver) -> None:
     assert d.study_best() == (max(done, key=lambda t: t[1]) if done else None)
     assert [r.number for r in d.mirror.unfinished()] == sorted(
         r.number for r in rows if r.state.value not in finished)
-    assert all(d.row_of_number(r.number) is r for r in rows)
+    assert all(d.ctx.row_of_number(r.number) is r for r in rows)
     # the history's views, rebuilt only for changed rows, equal views built afresh
-    assert d.history().trials == tuple(d._view(r) for r in proposals)
+    assert d.planner.history().trials == tuple(view_of(r, d.ctx.sign) for r in proposals)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -84,13 +82,13 @@ def test_incremental_mirror_equals_a_full_read_after_random_interleavings(tmp_pa
                 work = d.next_work()
                 if work is not None:
                     queue.append(work)
-            full = {t._trial_id: row_of(t) for t in study._storage.get_all_trials(study._study_id, deepcopy=False)}
+            full = {t._trial_id: row_of(t) for t in study.storage.get_all_trials(study.study_id, deepcopy=False)}
             for d in drivers:
                 if rng.random() < 0.5:  # a driver may hold the lock several times in a row (then it reads less)
                     continue
                 with d.lock:
                     quiet += not d.lock.others_since()
-                    d.refresh()
+                    d.planner.refresh()
                 check_totals(d)
                 mirror = {tid: r for tid, r in d.rows.items() if tid not in d.in_flight}
                 assert {tid: view(r) for tid, r in mirror.items()} == {

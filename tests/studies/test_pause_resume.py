@@ -12,10 +12,8 @@ import torch
 from conftest import small_space
 from freezing import FREEZE, run_until_frozen
 
-import search
-import studies
-import trainers
-from search import Request, Strategy
+from tunelab import search, studies, trainers
+from tunelab.search import Request, Strategy
 
 
 class PauseThenThaw(Strategy):
@@ -104,7 +102,7 @@ def test_hyperband_retires_the_rung_losers_and_frees_their_checkpoints(tmp_path,
 SCRIPT = FREEZE + textwrap.dedent(
     """
     import sys
-    import search, spaces, studies, trainers
+    from tunelab import search, spaces, studies, trainers
 
     url = sys.argv[1]
     trainer = freeze_at(trainers.Trainer(trainers.workloads.mnist1d(n_train=1000), epochs=8, seed=0))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from conftest import small_space
 
-import search
-import studies
-from studies.executors import pool as pool_module
+from tunelab import search, studies
+from tunelab.studies.executors import pool as pool_module
 
 
 def test_workers_serve_the_next_optimize_call_and_stop_on_close_workers(tmp_path, small_trainer):

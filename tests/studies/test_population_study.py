@@ -6,14 +6,11 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
+from waiting import wait_for
 
-import search
-import spaces
-import studies
-import trainers
+from tunelab import search, spaces, studies, trainers
 
 TOL = 0.02  # final validation accuracy of a trial vs the same trial trained alone (see test_population.py)
 
@@ -67,7 +64,7 @@ def test_bad_population_is_refused(tmp_path):
 SCRIPT = textwrap.dedent(
     """
     import json, sys
-    import search, spaces, studies, trainers
+    from tunelab import search, spaces, studies, trainers
 
     space = (spaces.optimizers(["adamw", "sgd", "nadam"]) | spaces.schedules(["constant", "cosine"])
              | spaces.mlp(width=24, depth=2, dropout=0.0, activation="relu"))
@@ -94,9 +91,11 @@ def test_a_population_killed_mid_epoch_resumes_with_no_trial_lost_or_repeated(tm
     proc = subprocess.Popen([sys.executable, str(script), url, "killed"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     before = _epochs_written(tmp_path / "k.db")
-    while _epochs_written(tmp_path / "k.db") < before + 5:  # the first population is past its first epoch
+    def past_first_epoch() -> bool:
         assert proc.poll() is None, proc.stderr.read()[-3000:]
-        time.sleep(0.05)
+        return _epochs_written(tmp_path / "k.db") >= before + 5
+
+    wait_for(past_first_epoch, "the first population to pass its first epoch")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     resumed = subprocess.run([sys.executable, str(script), url, "killed"], capture_output=True, text=True)
@@ -109,7 +108,7 @@ def test_a_population_killed_mid_epoch_resumes_with_no_trial_lost_or_repeated(tm
 
 
 def test_the_cli_trains_populations(tmp_path, capsys):
-    from studies.cli import main as cli
+    from tunelab.studies.cli import main as cli
 
     study = _study(tmp_path, "cli")
     study.optimize(trials=1, progress=False)

@@ -14,16 +14,15 @@ import warnings
 from pathlib import Path
 
 import pytest
+from waiting import wait_for
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'tunelab[ray]' (CI installs it)")
 
-import search  # noqa: E402
-import spaces  # noqa: E402
-import studies  # noqa: E402
-import trainers  # noqa: E402
-from search.routines import routines  # noqa: E402
-from studies.executors import ray_cluster as ray_executor  # noqa: E402
-from studies.executors.ray_cluster import RayExecutor  # noqa: E402
+from tunelab import search, spaces, studies, trainers  # noqa: E402
+from tunelab.studies.executors import ray_cluster as ray_executor  # noqa: E402
+from tunelab.studies.executors import ray_setup  # noqa: E402
+from tunelab.studies.executors.ray_cluster import RayExecutor  # noqa: E402
+from tunelab.trainers.routines import routines  # noqa: E402
 
 
 def _space():
@@ -58,16 +57,20 @@ def gate(tmp_path):
     folder.mkdir()
 
     def install(at):
-        def run(trainer, config, *, report=None, **kwargs):
+        def run(trainer, request):
+            report = request.report
+
             def hook(epoch):
                 if epoch.epoch == at and not (folder / "go").exists():
                     marker = folder / f"at-{os.getpid()}-{time.monotonic_ns()}"
                     marker.write_text(str(os.getpid()))
-                    while not (folder / "go").exists():
+                    deadline = time.monotonic() + 120
+                    while not (folder / "go").exists():  # the test says "go" once it has looked
+                        assert time.monotonic() < deadline, "waited 120 s for the test's go"
                         time.sleep(0.02)
                 return report(epoch)
 
-            return base.run(trainer, config, report=hook, **kwargs)
+            return base.run(trainer, dataclasses.replace(request, report=hook))
 
         routines.register("train", dataclasses.replace(base, run=run), replace=True)
         return folder
@@ -76,9 +79,8 @@ def gate(tmp_path):
     routines.register("train", base, replace=True)
 
 
-def _wait_for(predicate):
-    while not predicate():  # a state, bounded only by pytest's hang guard
-        time.sleep(0.05)
+def _wait_for(predicate, what="a trial to hold at its epoch"):
+    wait_for(predicate, what)
 
 
 def test_a_study_on_ray_equals_the_in_process_study_bit_for_bit(tmp_path, ray_cluster):
@@ -227,8 +229,8 @@ DRIVER_SCRIPT = '''
 import dataclasses, json, os, sys, time
 from pathlib import Path
 
-import search, spaces, studies, trainers
-from search.routines import routines
+from tunelab import search, spaces, studies, trainers
+from tunelab.trainers.routines import routines
 
 folder, address, freeze = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "freeze"
 space = spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(8, 64, log=True), depth=1)
@@ -238,16 +240,18 @@ study = studies.create("driver-killed", f"sqlite:///{folder / 'k.db'}", space=sp
 if freeze:  # the first run to reach epoch 2 leaves its worker's pid and holds there; the driver is killed
     base = routines.get("train")
 
-    def run(trainer, config, *, report=None, **kwargs):
+    def run(trainer, request):
+        report = request.report
+
         def hook(epoch):
             decision = report(epoch)
             if epoch.epoch == 2 and not list(folder.glob("held-*")):
                 (folder / f"held-{os.getpid()}").touch()
-                while True:
-                    time.sleep(1)
+                time.sleep(600)  # held until the test kills the driver (gives up after 10 min)
+                raise SystemExit("held 600 s and nobody killed this process")
             return decision
 
-        return base.run(trainer, config, report=hook, **kwargs)
+        return base.run(trainer, dataclasses.replace(request, report=hook))
 
     routines.register("train", dataclasses.replace(base, run=run), replace=True)
 study.optimize(trials=3, n_workers=2, executor="ray", ray_address=address, progress=False, checkpoint_seconds=0,
@@ -272,9 +276,11 @@ def test_a_killed_driver_leaves_no_actor_training_and_a_new_driver_resumes(tmp_p
     env = dict(os.environ)  # the session cluster's token settings (see `ray_cluster`)
     driver = subprocess.Popen([sys.executable, str(script), str(tmp_path), ray_cluster, "freeze"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while not list(tmp_path.glob("held-*")):  # a state, bounded only by pytest's hang guard
+    def held() -> bool:
         assert driver.poll() is None, driver.stderr.read()[-3000:]
-        time.sleep(0.05)
+        return bool(list(tmp_path.glob("held-*")))
+
+    wait_for(held, "a worker of the killed driver to hold its trial")
     worker = int(next(tmp_path.glob("held-*")).name.split("-")[1])
     driver.kill()
     driver.wait()
@@ -297,8 +303,8 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-import search, spaces, studies, trainers
-from search.routines import routines
+from tunelab import search, spaces, studies, trainers
+from tunelab.trainers.routines import routines
 
 folder = Path(sys.argv[1])
 space = spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(width=spaces.Int(8, 64, log=True), depth=1)
@@ -320,23 +326,29 @@ ray.init(address=cluster.address, log_to_driver=False)
 base = routines.get("train")
 
 
-def run(trainer, config, *, report=None, **kwargs):  # holds every first run at epoch 2 until "go"
+def run(trainer, request):  # holds every first run at epoch 2 until "go"
+    report = request.report
+
     def hook(epoch):
         if epoch.epoch == 2 and not (folder / "go").exists():
             node = ray.get_runtime_context().get_node_id()
             (folder / f"at-{node}-{time.monotonic_ns()}").touch()
-            while not (folder / "go").exists():
+            deadline = time.monotonic() + 120
+            while not (folder / "go").exists():  # the test says "go" once the node is gone
+                assert time.monotonic() < deadline, "waited 120 s for the test's go"
                 time.sleep(0.02)
         return report(epoch)
 
-    return base.run(trainer, config, report=hook, **kwargs)
+    return base.run(trainer, dataclasses.replace(request, report=hook))
 
 
 routines.register("train", dataclasses.replace(base, run=run), replace=True)
 
 
 def remove_node():
-    while not list(folder.glob(f"at-{doomed.node_id}-*")):
+    deadline = time.monotonic() + 120
+    while not list(folder.glob(f"at-{doomed.node_id}-*")):  # the doomed node's trial holds at epoch 2
+        assert time.monotonic() < deadline, "waited 120 s for a trial on the doomed node"
         time.sleep(0.05)
     cluster.remove_node(doomed)  # the node leaves while its trial holds at epoch 2
     (folder / "go").touch()
@@ -411,7 +423,7 @@ def test_the_test_cluster_listens_on_the_loopback_only(ray_cluster):
 
 
 def test_joining_a_cluster_on_another_machine_without_a_token_warns_once(monkeypatch, tmp_path):
-    monkeypatch.setattr(ray_executor, "_warned_unauthenticated", False)  # as in a fresh process
+    monkeypatch.setattr(ray_setup, "_warned_unauthenticated", False)  # as in a fresh process
     home = tmp_path / "home"  # no .ray/auth_token in it
     (tmp_path / "with-token" / ".ray").mkdir(parents=True)
     (tmp_path / "with-token" / ".ray" / "auth_token").write_text("f" * 64)
@@ -420,34 +432,34 @@ def test_joining_a_cluster_on_another_machine_without_a_token_warns_once(monkeyp
         warnings.simplefilter("error")  # none of these warns
         for address in (None, "local", "127.0.0.1:6379", "127.4.5.6:6379", "localhost:6379", "[::1]:6379",
                         "ray://localhost:10001"):
-            assert not ray_executor.warn_if_unauthenticated(address, environ=none, home=home), address
-        assert not ray_executor.warn_if_unauthenticated("auto", joined=None, environ=none, home=home)  # unknown
-        assert not ray_executor.warn_if_unauthenticated("auto", joined="127.0.0.1:6379", environ=none, home=home)
-        assert not ray_executor.warn_if_unauthenticated("10.0.0.5:6379", environ={"RAY_AUTH_MODE": "token"}, home=home)
-        assert not ray_executor.warn_if_unauthenticated("10.0.0.5:6379", environ={"RAY_AUTH_MODE": " Token "},
+            assert not ray_setup.warn_if_unauthenticated(address, environ=none, home=home), address
+        assert not ray_setup.warn_if_unauthenticated("auto", joined=None, environ=none, home=home)  # unknown
+        assert not ray_setup.warn_if_unauthenticated("auto", joined="127.0.0.1:6379", environ=none, home=home)
+        assert not ray_setup.warn_if_unauthenticated("10.0.0.5:6379", environ={"RAY_AUTH_MODE": "token"}, home=home)
+        assert not ray_setup.warn_if_unauthenticated("10.0.0.5:6379", environ={"RAY_AUTH_MODE": " Token "},
                                                         home=home)
         # "auto" with RAY_AUTH_MODE unset: Ray turns token mode on by itself where a token is at hand
-        assert not ray_executor.warn_if_unauthenticated("auto", joined="10.0.0.5:6379", environ=none,
+        assert not ray_setup.warn_if_unauthenticated("auto", joined="10.0.0.5:6379", environ=none,
                                                         home=tmp_path / "with-token")
-        assert not ray_executor.warn_if_unauthenticated("auto", joined="10.0.0.5:6379",
+        assert not ray_setup.warn_if_unauthenticated("auto", joined="10.0.0.5:6379",
                                                         environ={"RAY_AUTH_TOKEN": "f" * 64}, home=home)
     # an explicit address never turns token mode on, whatever token lies around
-    with pytest.warns(ray_executor.UnauthenticatedClusterWarning,
+    with pytest.warns(ray_setup.UnauthenticatedClusterWarning,
                       match=r"10\.0\.0\.5:6379 without token authentication.*arbitrary code.*RAY_AUTH_MODE=token"):
-        assert ray_executor.warn_if_unauthenticated("10.0.0.5:6379", environ={"RAY_AUTH_TOKEN": "f" * 64},
+        assert ray_setup.warn_if_unauthenticated("10.0.0.5:6379", environ={"RAY_AUTH_TOKEN": "f" * 64},
                                                     home=tmp_path / "with-token")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert not ray_executor.warn_if_unauthenticated("head-host:6379", environ=none, home=home)  # once a process
-    monkeypatch.setattr(ray_executor, "_warned_unauthenticated", False)
-    with pytest.warns(ray_executor.UnauthenticatedClusterWarning, match=r"auto \(192\.0\.2\.7:6379\)"):
-        assert ray_executor.warn_if_unauthenticated("auto", joined="192.0.2.7:6379",
+        assert not ray_setup.warn_if_unauthenticated("head-host:6379", environ=none, home=home)  # once a process
+    monkeypatch.setattr(ray_setup, "_warned_unauthenticated", False)
+    with pytest.warns(ray_setup.UnauthenticatedClusterWarning, match=r"auto \(192\.0\.2\.7:6379\)"):
+        assert ray_setup.warn_if_unauthenticated("auto", joined="192.0.2.7:6379",
                                                     environ={"RAY_AUTH_MODE": "disabled"}, home=tmp_path / "with-token")
 
 
 def test_the_executor_warns_after_joining_without_a_token_and_names_a_refused_token(monkeypatch):
     """The executor's own calls, with `ray.init` faked: nothing here joins or leaves the session's cluster."""
-    monkeypatch.setattr(ray_executor, "_warned_unauthenticated", False)
+    monkeypatch.setattr(ray_setup, "_warned_unauthenticated", False)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a process that has not joined a cluster
     monkeypatch.setattr(ray_executor, "check_address", lambda address: None)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -457,7 +469,7 @@ def test_the_executor_warns_after_joining_without_a_token_and_names_a_refused_to
 
     monkeypatch.setattr(RayExecutor, "_check_cluster", stop)
     monkeypatch.setattr(ray, "init", lambda **kw: None)
-    with pytest.warns(ray_executor.UnauthenticatedClusterWarning, match="head-host:6379"), \
+    with pytest.warns(ray_setup.UnauthenticatedClusterWarning, match="head-host:6379"), \
             pytest.raises(studies.ConfigError, match="stopped after joining"):
         RayExecutor(1, address="head-host:6379")
 

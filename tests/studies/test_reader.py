@@ -10,13 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import search
-import spaces
-import studies
-import trainers
-from studies.driver import Budget, Driver
-from studies.reader import read_trials
-from trainers.replay import Curve, ReplayTable, TableHeader, table_space
+from tunelab import search, spaces, studies, trainers
+from tunelab.studies.driver import Budget, Driver
+from tunelab.studies.storage.reader import read_trials
+from tunelab.trainers.replay import Curve, ReplayTable, TableHeader, table_space
 
 DATA = Path(__file__).parent / "data"
 FIELDS = ("_trial_id", "number", "state", "params", "values", "user_attrs", "system_attrs", "intermediate_values",
@@ -79,16 +76,16 @@ def test_an_old_study_continues_and_its_resumed_trials_mix_both_layouts_correctl
 
 def test_the_sql_reader_equals_optunas_on_every_trial_and_reads_only_what_it_is_asked(old_db):
     study = studies.load("old", old_db, read_only=True)
-    frozen = study._storage.get_all_trials(study._study_id, deepcopy=False)  # Optuna's own read
-    ours = read_trials(study._storage, study._study_id)
+    frozen = study.storage.get_all_trials(study.study_id, deepcopy=False)  # Optuna's own read
+    ours = read_trials(study.storage, study.study_id)
     assert len(ours) == len(frozen) == 12
     for a, b in zip(frozen, ours, strict=True):
         for f in FIELDS:
             assert getattr(a, f) == getattr(b, f), f
     ids = [t._trial_id for t in frozen]
-    part = read_trials(study._storage, study._study_id, include={ids[1], ids[4]}, after=ids[-3])
+    part = read_trials(study.storage, study.study_id, include={ids[1], ids[4]}, after=ids[-3])
     assert [t._trial_id for t in part] == [ids[1], ids[4], ids[-2], ids[-1]]
-    summary = read_trials(study._storage, study._study_id, curves=False)
+    summary = read_trials(study.storage, study.study_id, curves=False)
     assert all(not t.intermediate_values and "metrics" not in t.user_attrs for t in summary)
     assert [t.user_attrs for t in summary] == [{k: v for k, v in t.user_attrs.items() if k != "metrics"}
                                                for t in frozen]
@@ -137,7 +134,7 @@ def test_a_strategy_stored_by_an_earlier_release_matches_the_unchanged_script(tm
         made[name] = studies.create(name, url, space=table_space(replay), trainer=replay, strategy=strategy)
         spec = strategy.spec()
         old = {"name": spec["name"], "args": {k: v for k, v in spec["args"].items() if k not in added}}
-        made[name]._storage.set_study_user_attr(made[name]._study_id, "tunelab:strategy", old)  # as 0.2.0 stored it
+        made[name].storage.set_study_user_attr(made[name].study_id, "tunelab:strategy", old)  # as 0.2.0 stored it
     # Bayesian's new arguments default to what the study was doing: the unchanged script goes on
     again = studies.create("b", url, space=table_space(replay), trainer=replay, strategy=search.Bayesian(seed=0))
     assert again.strategy == search.Bayesian(seed=0)

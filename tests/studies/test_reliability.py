@@ -15,12 +15,12 @@ import torch
 from conftest import small_space
 from optuna.trial import TrialState as OTS
 
-import search
-import studies
-import trainers
-from studies._batch import write_trial
-from studies.driver import Budget, Driver
-from studies.executors import Outcome, Work, is_out_of_memory, run_work
+from tunelab import search, studies, trainers
+from tunelab.studies.driver import Budget, Driver
+from tunelab.studies.executors import Outcome, Work, is_out_of_memory, run_work
+from tunelab.studies.records import TrialState
+from tunelab.studies.storage import writer
+from tunelab.studies.storage.writer import write_trial
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,8 @@ def _driver(study, trials=1, **kw):
 
 def _orphan(study, config):
     """A trial left running by a driver that died (a Driver that never ran is not alive)."""
-    return _driver(study).create_trial(config, proposal=0, target=study.trainer.epochs, attrs={}, state=OTS.RUNNING)
+    return _driver(study).recorder.create_trial(config, proposal=0, target=study.trainer.epochs, attrs={},
+                                                state=TrialState.RUNNING)
 
 
 def _curve(url, name, number):
@@ -50,9 +51,9 @@ def _curve(url, name, number):
 def _drive(url, barrier, trials, artifacts):
     from conftest import small_space as space
 
-    import search as s
-    import studies as st
-    import trainers as tr
+    from tunelab import search as s
+    from tunelab import studies as st
+    from tunelab import trainers as tr
 
     trainer = tr.Trainer(tr.workloads.mnist1d(n_train=256, max_epochs=2), epochs=2, seed=0)
     study = st.create("shared", url, space=space(), trainer=trainer, strategy=s.Random(seed=0), artifacts=artifacts)
@@ -83,18 +84,18 @@ def test_two_drivers_of_one_study_share_its_budget_and_train_no_config_twice(tmp
 
 
 def test_the_study_lock_admits_one_holder_and_frees_a_dead_one(tmp_path, small_trainer, db_url):
-    from studies.lock import LIVE, StudyLock
+    from tunelab.studies.storage.lock import LIVE, StudyLock
 
     study = studies.create("lock", db_url, space=small_space(), trainer=small_trainer, artifacts=tmp_path / "a")
-    a = StudyLock(study._storage, study._study_id, "h:1:a")
-    b = StudyLock(study._storage, study._study_id, "h:1:b")
+    a = StudyLock(study.storage, study.study_id, "h:1:a")
+    b = StudyLock(study.storage, study.study_id, "h:1:b")
     assert a.try_acquire() and not b.try_acquire()
     a.release()
     assert b.try_acquire()
     b.release()
     # a holder of this host whose process is gone is not waited for
     me = f"{os.uname().nodename}:{os.getpid()}:dead"
-    dead = StudyLock(study._storage, study._study_id, me)
+    dead = StudyLock(study.storage, study.study_id, me)
     assert dead.try_acquire()
     assert me not in LIVE and a.try_acquire()
 
@@ -105,15 +106,14 @@ def test_recovery_of_a_trial_commits_its_failure_and_its_rerun_together(tmp_path
     url = db_url
     study = studies.create("r", url, space=small_space(), trainer=small_trainer, artifacts=tmp_path / "a")
     _orphan(study, small_space().default())
-    storage = study._storage
-    real = storage._set_trial_attr_without_commit
+    real = writer._upsert_attrs
 
-    def crash(session, model, trial_id, key, value):  # the process dies half-way through recovery
-        if key == "tunelab:superseded":
+    def crash(storage, session, model, rows):  # the process dies half-way through recovery's transaction
+        if any(key == "tunelab:superseded" for _, key, _ in rows):
             raise KeyboardInterrupt
-        return real(session, model, trial_id, key, value)
+        return real(storage, session, model, rows)
 
-    monkeypatch.setattr(storage, "_set_trial_attr_without_commit", crash)
+    monkeypatch.setattr(writer, "_upsert_attrs", crash)
     with pytest.raises(KeyboardInterrupt):
         study.optimize(trials=1, progress=False)
     monkeypatch.undo()
@@ -128,7 +128,7 @@ def test_recovery_of_a_trial_commits_its_failure_and_its_rerun_together(tmp_path
 def test_the_interrupted_message_says_when_a_checkpoint_is_missing_after_epochs(tmp_path, small_trainer):
     study = studies.create("m", f"sqlite:///{tmp_path / 'm.db'}", space=small_space(), trainer=small_trainer)
     row = _orphan(study, small_space().default())
-    write_trial(study._storage, row.trial_id, new_values={1: 0.5}, user_attrs={"metrics": {"val_metric": [0.5]}})
+    write_trial(study.storage, row.trial_id, new_values={1: 0.5}, user_attrs={"metrics": {"val_metric": [0.5]}})
     study.optimize(trials=1, progress=False)
     error = study.trials[0].error
     assert "before" not in error and "after 1 recorded epochs" in error and "deleted" in error
@@ -146,7 +146,7 @@ def test_optuna_curves_equal_an_uninterrupted_run_after_a_resume(tmp_path, train
     trainer6.fit(config, until_epoch=checkpoint_epoch, checkpoint=study.artifacts / row.checkpoint)
     # the database lags (or, after a checkpoint older than its last flush, leads) the checkpoint
     stored = {i + 1: twin[i] for i in range(stored_epochs)}
-    write_trial(study._storage, row.trial_id, new_values=stored,
+    write_trial(study.storage, row.trial_id, new_values=stored,
                 user_attrs={"metrics": {"val_metric": list(stored.values())}})
     study.optimize(trials=1, progress=False)
     assert study.trials[0].state == "complete"
@@ -180,7 +180,7 @@ def test_a_corrupt_checkpoint_at_resume_restarts_the_run_from_scratch(tmp_path, 
 # ---------------------------------------------------------------------- disk faults
 def test_a_full_disk_keeps_every_result_and_stops_the_study_after_repeated_failures(tmp_path, small_trainer,
                                                                                    monkeypatch):
-    import trainers.trainer as trainer_module
+    import tunelab.trainers.trainer as trainer_module
 
     def full(path, state):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
@@ -233,7 +233,7 @@ def test_the_progress_bar_stops_at_its_total_on_a_resume_with_a_pending_trial(tm
     driver = Driver(study, Budget(trials=2), n_workers=1, executor="local", progress=True, checkpoint_seconds=None,
                     max_failures=3, flush_seconds=0.0)
     driver.run()
-    assert driver._bar.n == driver._bar.total == 2
+    assert driver.progress.bar.n == driver.progress.bar.total == 2
     assert sum(t.state == "complete" for t in study.trials) == 2
 
 
@@ -241,13 +241,12 @@ def test_the_progress_bar_stops_at_its_total_on_a_resume_with_a_pending_trial(tm
 ORPHAN = textwrap.dedent(
     """
     import multiprocessing, os, sys, time
-    from studies.executors import die_with_parent
+    from tunelab.studies.executors import die_with_parent
 
     def child(parent, ready):
         die_with_parent(parent)
         ready.set()
-        while True:
-            time.sleep(0.1)
+        time.sleep(600)  # until die_with_parent ends it with its parent (the test fails long before this)
 
     if __name__ == "__main__":
         ctx = multiprocessing.get_context("spawn")
@@ -292,7 +291,7 @@ def test_a_worker_exits_when_its_driver_is_killed(tmp_path):
 POOL = textwrap.dedent(
     """
     import sys
-    import search, spaces, studies, trainers
+    from tunelab import search, spaces, studies, trainers
 
     if __name__ == "__main__":  # spawned workers import this script
         trainer = trainers.Trainer(trainers.workloads.mnist1d(max_epochs=200), epochs=200, seed=0)
@@ -322,8 +321,8 @@ def test_sigkill_of_a_pool_driver_ends_its_workers_and_resource_tracker(tmp_path
     script.write_text(POOL)
     url = f"sqlite:///{tmp_path / 'pool.db'}"
     proc = subprocess.Popen([sys.executable, str(script), url], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # until both workers have reported an epoch
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until both workers have reported an epoch (asserted below)
         time.sleep(0.1)
         assert proc.poll() is None, proc.stderr.read()
         try:
@@ -333,6 +332,8 @@ def test_sigkill_of_a_pool_driver_ends_its_workers_and_resource_tracker(tmp_path
             continue
         if len(running) == 2:
             break
+    else:
+        raise AssertionError("waited 120 s for both pool workers to report an epoch")
     kids = _descendants(proc.pid)
     assert len(kids) >= 3  # two workers and multiprocessing's resource tracker
     os.kill(proc.pid, signal.SIGKILL)
@@ -375,7 +376,7 @@ def test_max_retries_reruns_an_errored_trial_from_its_checkpoint(tmp_path, retri
 
 
 def test_a_study_is_created_with_its_recipe_in_one_transaction(tmp_path):
-    from studies._batch import create_study
+    from tunelab.studies.storage.writer import create_study
 
     storage = studies.open_storage(f"sqlite:///{tmp_path / 'a.db'}")
     with pytest.raises(TypeError):  # dies after the study row, before its last attribute

@@ -7,18 +7,16 @@ import optuna
 import pytest
 from conftest import small_space
 
-import search
-import studies
-from studies.cli import main
-from studies.recipes import untrusted_imports
-from studies.study import STRATEGY, TRAINER
+from tunelab import search, studies
+from tunelab.studies.cli import main
+from tunelab.studies.recipes import STRATEGY, TRAINER, untrusted_imports
 
 EVIL = textwrap.dedent(
     """
     import pathlib
     import optuna
-    import search
-    import trainers
+    from tunelab import search
+    from tunelab import trainers
 
     MARKER = pathlib.Path({marker!r})
 
@@ -61,7 +59,7 @@ def _edit(url, name, key, value):
 def test_a_foreign_workload_factory_is_refused_by_load_and_cli_and_list_only_marks_it(tmp_path, small_trainer, evil,
                                                                                      capsys):
     study, url = _study(tmp_path, small_trainer)
-    spec = study._study_attrs()[TRAINER]
+    spec = study.attrs()[TRAINER]
     spec["workload"] = {"name": "mine", "factory": "evilpkg_x:workload", "kwargs": {}}
     _edit(url, "s", TRAINER, spec)
 
@@ -89,7 +87,7 @@ def test_a_foreign_workload_factory_is_refused_by_load_and_cli_and_list_only_mar
 def test_os_system_as_a_factory_runs_nothing(tmp_path, small_trainer, capsys):
     study, url = _study(tmp_path, small_trainer)
     marker = tmp_path / "shell-ran"
-    spec = study._study_attrs()[TRAINER]
+    spec = study.attrs()[TRAINER]
     spec["workload"] = {"name": "x", "factory": "os:system", "kwargs": {"command": f"touch {marker}"}}
     _edit(url, "s", TRAINER, spec)
     assert main(["list", "--storage", url]) == 0
@@ -139,7 +137,7 @@ def test_trust_entries_are_package_names_not_wildcards(tmp_path, small_trainer):
 
 
 def test_a_comparison_manifest_naming_foreign_code_is_refused(tmp_path, evil):
-    from studies.compare import MANIFEST
+    from tunelab.studies.compare import MANIFEST
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     optuna.create_study(study_name="cmp", storage=url, direction="maximize")
@@ -165,10 +163,8 @@ def test_list_marks_a_broken_study_and_lists_the_others(tmp_path, small_trainer,
 
 @pytest.mark.parametrize("where", ["absolute", "relative"])
 def test_a_stored_checkpoint_path_outside_the_artifact_folder_is_refused(tmp_path, small_trainer, where):
-    from optuna.trial import TrialState as OTS
-
-    from studies.driver import Budget, Driver
-    from studies.records import CHECKPOINT
+    from tunelab.studies.driver import Budget, Driver
+    from tunelab.studies.records import CHECKPOINT, TrialState
 
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -176,9 +172,10 @@ def test_a_stored_checkpoint_path_outside_the_artifact_folder_is_refused(tmp_pat
     driver = Driver(study, Budget(trials=1), n_workers=1, executor="local", progress=False, checkpoint_seconds=None,
                     max_failures=1, flush_seconds=0.0)
     driver.load()
-    row = driver.create_trial(small_space().default(), proposal=0, target=2, attrs={}, state=OTS.RUNNING)
+    row = driver.recorder.create_trial(small_space().default(), proposal=0, target=2, attrs={},
+                                       state=TrialState.RUNNING)
     stored = str(victim) if where == "absolute" else "../victim.txt"
-    study._storage.set_trial_system_attr(row.trial_id, CHECKPOINT, stored)
+    study.storage.set_trial_system_attr(row.trial_id, CHECKPOINT, stored)
     with pytest.raises(studies.StorageError, match=r"names its checkpoint .*victim\.txt.*refuses"):
         study.optimize(trials=1, progress=False)
     with pytest.raises(studies.StorageError, match="victim"):

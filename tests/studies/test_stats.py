@@ -8,8 +8,8 @@ import pytest
 from scipy import integrate
 from scipy import stats as sps
 
-from spaces import ConfigError
-from studies import stats
+from tunelab.spaces import ConfigError
+from tunelab.studies.compare import stats
 
 
 def brute_force_max(values, k, maximize=True):

@@ -9,10 +9,7 @@ import optuna
 import pytest
 from conftest import small_space
 
-import search
-import spaces
-import studies
-import trainers
+from tunelab import search, spaces, studies, trainers
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -50,7 +47,7 @@ def test_optuna_load_study_reads_params_values_and_curves(done):
         assert ft.user_attrs["epochs"] == 2 and ft.user_attrs["grad_evals"] == 2 * 3  # 256/100 -> 3 steps
     attrs = ost.user_attrs
     assert attrs["tunelab:strategy"] == {"name": "random", "args": {"seed": 0, "quasi": False}}
-    assert attrs["tunelab:trainer"]["workload"]["factory"] == "trainers.workloads:mnist1d"
+    assert attrs["tunelab:trainer"]["workload"]["factory"] == "tunelab.trainers.workloads:mnist1d"
     assert spaces.Space.from_json(json.dumps(attrs["tunelab:space"])) == small_space()
     assert attrs["tunelab:budget"]["trials"] == 4 and attrs["tunelab:version"] == studies.__version__
 
@@ -171,7 +168,7 @@ def test_opening_a_new_database_while_another_process_creates_its_schema_succeed
     # "table studies already exists" (seen in CI). open_storage tries again and then finds the tables.
     import sqlalchemy
 
-    from studies.storage import open_storage
+    from tunelab.studies.storage import open_storage
 
     url = f"sqlite:///{tmp_path / 'race.db'}"
     real = optuna.storages.RDBStorage

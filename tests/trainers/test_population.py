@@ -5,9 +5,8 @@ import math
 import pytest
 import torch
 
-import spaces
-import trainers
-from trainers.population import Member, Population, architecture
+from tunelab import spaces, trainers
+from tunelab.trainers.population import Member, Population, architecture
 
 TOL = 1e-4  # losses of a member vs its sequential run, over 3 epochs (measured: <= 2e-6 on this data)
 

@@ -11,13 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-import search
-import spaces
-import studies
-import trainers
-from spaces import Categorical, Fixed
-from studies.driver import SECONDS_SPENT
-from trainers.replay import Curve, ReplayTable, TableError, TableHeader, table_space
+from tunelab import search, spaces, studies, trainers
+from tunelab.spaces import Categorical, Fixed
+from tunelab.studies.driver import SECONDS_SPENT
+from tunelab.trainers.replay import Curve, ReplayTable, TableError, TableHeader, table_space
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -240,7 +237,7 @@ def test_the_simulated_clock_orders_asynchronous_completions(tmp_path):
         expected.append((start + 2 * s, x))
     assert finished == sorted(expected)
     assert executor.clock() == max(end for end, _ in expected)
-    assert math.isclose(study._study_attrs()[SECONDS_SPENT], executor.clock())
+    assert math.isclose(study.attrs()[SECONDS_SPENT], executor.clock())
 
 
 def test_a_seconds_budget_runs_on_simulated_time(tmp_path):

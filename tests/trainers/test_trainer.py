@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-import spaces
-import trainers
-from spaces import CheckpointError, ConfigError
+from tunelab import spaces, trainers
+from tunelab.spaces import CheckpointError, ConfigError
 
 
 def mlp_config(optimizer: str = "adamw", schedule: str | None = None, **model) -> dict:

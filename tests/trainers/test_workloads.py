@@ -7,9 +7,8 @@ import pytest
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-import spaces
-import trainers
-from spaces import WorkloadError
+from tunelab import spaces, trainers
+from tunelab.spaces import WorkloadError
 
 
 def test_mnist1d_sizes_and_shapes(mnist1d):
@@ -20,7 +19,7 @@ def test_mnist1d_sizes_and_shapes(mnist1d):
     assert w.train.x.dtype == torch.float32 and w.train.y.dtype == torch.int64
     assert set(w.train.y.unique().tolist()) == set(range(10))
     assert (w.metric, w.direction, w.batch_size) == ("accuracy", "maximize", 100)
-    assert w.recipe["factory"] == "trainers.workloads:mnist1d"
+    assert w.recipe["factory"] == "tunelab.trainers.workloads:mnist1d"
 
 
 def test_mnist1d_is_deterministic_and_leaves_global_rngs_alone(mnist1d):

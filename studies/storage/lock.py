@@ -123,9 +123,9 @@ class StudyLock:
         self.holder: Any = None  # the last holder seen while waiting
 
     def _model(self) -> Any:
-        from optuna.storages._rdb.models import StudySystemAttributeModel
+        from tunelab.studies.storage import rdb
 
-        return StudySystemAttributeModel
+        return rdb.models().StudySystemAttributeModel
 
     def _free(self, value: str | None) -> bool:
         holder = parse_lock(value)
@@ -191,7 +191,7 @@ class StudyLock:
         while not self.try_acquire():
             now = time.monotonic()
             if now - start >= self.wait:
-                from studies.errors import StudyLockedError
+                from tunelab.studies.errors import StudyLockedError
 
                 raise StudyLockedError(
                     f"{self.label} is locked by another driver ({describe_holder(self.holder)}) and the lock was not "
@@ -232,8 +232,8 @@ def parse_lock(value: str | None) -> dict[str, Any] | None:
     """A stored lock value as a dict; None when absent, and {} when damaged (a damaged lock is free)."""
     if not value:
         return None
-    from studies.errors import StorageError
-    from studies.limits import loads
+    from tunelab.studies.errors import StorageError
+    from tunelab.studies.storage.limits import loads
 
     try:
         holder = loads(value, "the study lock")

@@ -1,5 +1,8 @@
 """The `"darts"` routine: DARTS' bilevel search of a cell, then argmax or DARTS-PT selection.
 
+Size: about 500 lines: the search, DARTS-PT's selection and the settings' checks belong to one
+run and one checkpoint format.
+
 References:
 - Liu, Simonyan & Yang 2019, "DARTS: Differentiable Architecture Search", ICLR (algorithm 1;
   reference code quark0/darts `cnn/train_search.py`, `cnn/architect.py`).
@@ -39,9 +42,7 @@ CPU.
 from __future__ import annotations
 
 import math
-import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -50,27 +51,23 @@ import numpy as np
 import torch
 from torch.utils.data import Subset
 
-from search.architect import first_order, second_order
-from search.base import check_int
-from search.routines import Routine, routines
-from search.supernet import N_EDGES, Supernet, parameter_free
-from spaces import EDGES, ConfigError, Genotype, Space, cell_ops
-from spaces.cells import edge_name
-from spaces.errors import CheckpointError
-from trainers import (
+from tunelab.search.architect import first_order, second_order
+from tunelab.search.base import check_int
+from tunelab.search.supernet import N_EDGES, Supernet, parameter_free
+from tunelab.spaces import EDGES, ConfigError, Genotype, Space, cell_ops
+from tunelab.spaces.cells import edge_name
+from tunelab.spaces.errors import CheckpointError
+from tunelab.trainers import (
     EpochResult,
-    RunControl,
     TensorSplit,
     Trainer,
     TrainResult,
     batches,
-    best_metric,
     evaluate,
     frozen_bn_stats,
     load_checkpoint,
-    run_rng,
-    save_checkpoint,
 )
+from tunelab.trainers.routines import Routine, RunRequest, routines, run_epochs, started
 
 SELECTIONS = ("argmax", "pt")
 
@@ -177,7 +174,7 @@ def cell_ops_of(space: Space) -> tuple[str, ...]:
     Raises:
         ConfigError: The space has no cell architecture, an edge is fixed, or edges differ.
     """
-    from spaces.params import Categorical
+    from tunelab.spaces.params import Categorical
 
     names = [edge_name(i, j) for i, j in EDGES]
     missing = [n for n in names if n not in space]
@@ -254,6 +251,67 @@ class _Run:
     alphas: list[list[list[float]]] = field(default_factory=list)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     base_scores: dict[str, float] = field(default_factory=dict)
+    # what the run trains with (not its state: rebuilt from the trainer, the settings and the seed)
+    settings: DartsSettings = field(default_factory=DartsSettings, repr=False)
+    trainer: Any = field(default=None, repr=False)
+    train_half: Any = field(default=None, repr=False)
+    val_half: Any = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ `trainers.routines.EpochRun`
+    def train_epoch(self) -> tuple[float, float]:
+        """One epoch: the DARTS-PT decision it opens (if due), then architecture and weight steps in turn."""
+        settings, trainer, model = self.settings, self.trainer, self.model
+        loss_fn, autocast = trainer.workload.loss, trainer.autocast
+        weights = model.weight_parameters()
+        _decide(self, settings, self.val_half, trainer)
+        lr = cosine_lr(settings, self.epoch)
+        for group in self.w_opt.param_groups:
+            group["lr"] = lr
+        model.train()
+        losses = []
+        bs = settings.batch_size
+        pairs = zip(batches(self.train_half, bs, shuffle=True, generator=self.train_gen, device=trainer.device),
+                    batches(self.val_half, bs, shuffle=True, generator=self.val_gen, device=trainer.device),
+                    strict=False)
+        for (xt, yt), (xv, yv) in pairs:
+            if len(model.fixed) < N_EDGES:  # an architecture step, while any edge is undecided
+                if settings.order == 1:
+                    grad, _ = first_order(model, xv, yv, loss_fn, autocast)
+                else:
+                    grad, _ = second_order(model, self.w_opt, xt, yt, xv, yv, loss_fn, lr, autocast=autocast)
+                model.alphas.grad = grad
+                self.a_opt.step()
+                self.a_opt.zero_grad(set_to_none=True)
+            with autocast():
+                out = model(xt)
+            loss = loss_fn(out.float(), yt)
+            loss.backward(inputs=weights)
+            torch.nn.utils.clip_grad_norm_(weights, settings.grad_clip)
+            self.w_opt.step()
+            self.w_opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+        self.step += len(losses)
+        self.grad_evals += len(losses) * settings.grad_evals_per_step()
+        self.alphas.append([[round(v, 5) for v in row] for row in torch.softmax(model.alphas.detach(), -1).tolist()])
+        return (torch.stack(losses).mean().item() if losses else math.nan), lr
+
+    def validate(self) -> tuple[float, float]:
+        """The supernet's loss and metric on the search-validation half (evaluation mode)."""
+        trainer = self.trainer
+        return evaluate(self.model, batches(self.val_half, 2048, device=trainer.device), trainer.workload,
+                        trainer.autocast)
+
+    def state(self) -> dict[str, Any]:
+        """The run's checkpoint."""
+        return _state(self, self.trainer.device)
+
+    def test(self) -> float | None:
+        """None: a supernet is not a result; the retrained genotype's trial has the test metric."""
+        return None
+
+    def results(self) -> dict[str, Any]:
+        """The alphas per epoch, the genotype, the selection's scores and the collapse check."""
+        return _results(self, self.settings, int(self.config["model.dim"]))
 
 
 def _edge_key(e: int) -> str:
@@ -276,7 +334,8 @@ def _build(trainer: Trainer, config: Mapping[str, Any], settings: DartsSettings,
     a_opt = torch.optim.Adam([model.alphas], lr=settings.arch_lr, betas=tuple(settings.arch_betas),
                              weight_decay=settings.arch_weight_decay)
     order = np.random.default_rng([seed, 7]).permutation(N_EDGES).tolist()  # DARTS-PT's random edge order
-    return _Run(dict(config), seed, model, w_opt, a_opt, trainer.generator(seed), trainer.generator(seed + 1), order)
+    return _Run(dict(config), seed, model, w_opt, a_opt, trainer.generator(seed), trainer.generator(seed + 1), order,
+                settings=settings, trainer=trainer)
 
 
 def _state(run: _Run, device: torch.device) -> dict[str, Any]:
@@ -408,126 +467,30 @@ def _results(run: _Run, settings: DartsSettings, dim: int) -> dict[str, Any]:
     return out
 
 
-def run_darts(
-    trainer: Trainer,
-    config: Mapping[str, Any],
-    *,
-    until_epoch: int | None = None,
-    checkpoint: str | os.PathLike[str] | None = None,
-    report: Callable[[EpochResult], str | None] | None = None,
-    seed: int | None = None,
-    checkpoint_seconds: float | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> TrainResult:
-    """Run (or continue, from `checkpoint`) one DARTS search; `fit`'s contract (see `search.routines`).
+def run_darts(trainer: Trainer, request: RunRequest) -> TrainResult:
+    """Run (or continue, from its checkpoint) one DARTS search; `fit`'s contract (see `trainers.routines`).
 
     Args:
         trainer: The study's trainer: its workload, device and precision (its optimizer settings
             are not used; the search has its own).
-        config: The cell space's non-operation values (`model.channels`, `model.cells_per_stage`,
-            `model.dim`, ...).
-        until_epoch: Pause after this epoch of the whole run (search, then selection).
-        checkpoint: The run's checkpoint file (continued from when it exists).
-        report: Called after every epoch; returns continue / stop / pause.
-        seed: The run's seed (split, initialisation, data orders, edge order).
-        checkpoint_seconds: Periodic checkpoints every this many seconds (else every epoch).
-        options: `DartsSettings` as a dict.
+        request: The run: `config` holds the cell space's non-operation values (`model.channels`,
+            `model.cells_per_stage`, `model.dim`, ...), `until_epoch` counts the whole run
+            (search, then selection), `seed` draws the split, initialisation, data orders and
+            edge order, and `options` are the `DartsSettings`.
 
     Returns:
         A `TrainResult` whose `attrs` hold the alphas per epoch, the genotype, the selection's scores
         and the collapse check.
     """
-    settings = DartsSettings.from_options(options)
-    config = dict(config)
-    seed = trainer.seed if seed is None else int(seed)
+    settings = DartsSettings.from_options(request.options)
     total = settings.total_epochs
-    until = total if until_epoch is None else min(total, int(until_epoch))
-    if until < 1:
-        raise ConfigError(f"until_epoch must be >= 1, got {until_epoch!r}")
-    train_half, val_half = search_halves(trainer, seed, settings.batch_size)
-    path = Path(checkpoint) if checkpoint is not None else None
-    device = trainer.device
-    with run_rng(device, seed):
-        run = _build(trainer, config, settings, seed)
+    with started(trainer, request, total) as (seed, until, path):
+        train_half, val_half = search_halves(trainer, seed, settings.batch_size)
+        run = _build(trainer, request.config, settings, seed)
+        run.train_half, run.val_half = train_half, val_half
         if path is not None and path.exists():
-            _restore(run, path, device)
-        return _loop(run, settings, trainer, train_half, val_half, until, path, report, checkpoint_seconds)
-
-
-def _loop(run: _Run, settings: DartsSettings, trainer: Trainer, train_half: Any, val_half: Any, until: int,
-          path: Path | None, report: Callable[[EpochResult], str | None] | None,
-          checkpoint_seconds: float | None) -> TrainResult:
-    workload, model = trainer.workload, run.model
-    weights = model.weight_parameters()
-    loss_fn = workload.loss
-    dim = int(run.config["model.dim"])
-    status: str | None = None
-    control = RunControl(path, until, report, checkpoint_seconds)
-
-    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with trainer.autocast():
-            out = model(x)
-        return loss_fn(out.float(), y)
-
-    autocast = trainer.autocast
-
-    while run.epoch < until:
-        t0 = time.perf_counter()
-        run.epoch += 1
-        _decide(run, settings, val_half, trainer)
-        lr = cosine_lr(settings, run.epoch)
-        for group in run.w_opt.param_groups:
-            group["lr"] = lr
-        model.train()
-        losses = []
-        bs = settings.batch_size
-        pairs = zip(batches(train_half, bs, shuffle=True, generator=run.train_gen, device=trainer.device),
-                    batches(val_half, bs, shuffle=True, generator=run.val_gen, device=trainer.device), strict=False)
-        for (xt, yt), (xv, yv) in pairs:
-            if len(model.fixed) < N_EDGES:  # an architecture step, while any edge is undecided
-                if settings.order == 1:
-                    grad, _ = first_order(model, xv, yv, loss_fn, autocast)
-                else:
-                    grad, _ = second_order(model, run.w_opt, xt, yt, xv, yv, loss_fn, lr, autocast=autocast)
-                model.alphas.grad = grad
-                run.a_opt.step()
-                run.a_opt.zero_grad(set_to_none=True)
-            loss = loss_of(xt, yt)
-            loss.backward(inputs=weights)
-            torch.nn.utils.clip_grad_norm_(weights, settings.grad_clip)
-            run.w_opt.step()
-            run.w_opt.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
-        run.step += len(losses)
-        run.grad_evals += len(losses) * settings.grad_evals_per_step()
-        train_loss = torch.stack(losses).mean().item() if losses else math.nan
-        run.alphas.append([[round(v, 5) for v in row] for row in torch.softmax(model.alphas.detach(), -1).tolist()])
-        if not math.isfinite(train_loss):
-            run.history.append(EpochResult(run.epoch, train_loss, math.nan, math.nan, lr, time.perf_counter() - t0,
-                                           run.grad_evals))
-            status = "diverged"
-            break
-        val_loss, val_metric = evaluate(model, batches(val_half, 2048, device=trainer.device), workload,
-                                        trainer.autocast)
-        result = EpochResult(run.epoch, train_loss, val_loss, val_metric, lr, time.perf_counter() - t0,
-                             run.grad_evals)
-        run.history.append(result)
-        status = control.after_epoch(result, lambda p: save_checkpoint(p, _state(run, trainer.device)))
-        if status is not None:
-            break
-    if status is None:
-        status = "complete" if run.epoch >= settings.total_epochs else "paused"
-    return TrainResult(
-        status=status,  # type: ignore[arg-type]
-        epochs=list(run.history),
-        val_metric=run.history[-1].val_metric if run.history else None,
-        best_val_metric=best_metric(run.history, workload),
-        test_metric=None,  # a supernet is not a result; the retrained genotype's trial has the test metric
-        checkpoint=control.settle(status),  # type: ignore[arg-type]
-        seed=run.seed,
-        checkpoint_error=control.save_error,
-        attrs=_results(run, settings, dim),
-    )
+            _restore(run, path, trainer.device)
+        return run_epochs(run, trainer.workload, total=total, until=until, path=path, request=request)
 
 
 routines.register("darts", Routine(

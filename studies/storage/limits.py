@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from studies.errors import StorageError
+from tunelab.studies.errors import StorageError
 
 MAX_JSON_DEPTH = 64
 MAX_EPOCHS = 100_000

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from spaces.errors import ConfigError
+from tunelab.spaces.errors import ConfigError
 
 LEVEL = 0.95
 

@@ -1,12 +1,13 @@
-"""Several writes to one trial in one database transaction.
+"""Every write tunelab makes to a study's database: the study layer's only writer of results.
 
 Optuna's storage API commits every intermediate value and every attribute separately; a
 60-epoch trial would cost some 80 SQLite transactions (~1.5 ms each here), which alone is
-over 2% of a short MNIST-1D trial. `write_trial` groups them into one transaction through the
-same per-item routines `RDBStorage` itself uses (`_set_trial_intermediate_value_without_commit`,
-`_set_trial_attr_without_commit`, in optuna 4.x-5.x). These are private: if a future Optuna
-removes them, `write_trial` falls back to the public one-commit-per-item API (same result,
-slower), and `tests/studies` notices through its overhead-independent checks of what is stored.
+over 2% of a short MNIST-1D trial. The functions here group what belongs together into one
+transaction (a trial's last epochs, attributes and outcome; a trial's insertion with its claim;
+recovery's "failed, re-queued as trial n" with the re-run's insertion) through the same
+per-item routines `RDBStorage` itself uses, which `rdb` wraps (the only module touching
+Optuna's private API). A storage without tables (Optuna's in-memory or journal storage) gets
+the same writes through the public API, one commit per item.
 """
 
 from __future__ import annotations
@@ -17,14 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tunelab.studies.storage import rdb
+
 METRIC_NAMES = "study:metric_names"  # where optuna.Study.set_metric_names keeps the objective's name
-
-
-def _batched(storage: Any) -> bool:
-    return all(
-        hasattr(storage, name)
-        for name in ("scoped_session", "_set_trial_intermediate_value_without_commit", "_set_trial_attr_without_commit")
-    )
 
 
 def write_trial(
@@ -41,19 +37,25 @@ def write_trial(
     `values` may overwrite stored steps; `new_values` must be steps the trial does not have yet
     (inserted in bulk, without looking each one up first).
     """
-    write_trials(storage, [TrialValues(trial_id, values or {}, new_values or {}, user_attrs or {},
+    write_trials(storage, [TrialWrite(trial_id, values or {}, new_values or {}, user_attrs or {},
                                        system_attrs or {})])
 
 
 @dataclass(frozen=True)
-class TrialValues:
-    """What `write_trials` writes to one trial (see `write_trial` for the first fields).
+class TrialWrite:
+    """Everything one transaction writes to one existing trial.
 
     Attributes:
+        trial_id: The trial written.
+        values: Curve steps (step -> value) that may overwrite stored ones.
+        new_values: Curve steps the trial does not have yet (inserted in bulk, not looked up).
+        user_attrs: User attributes to set.
+        system_attrs: System attributes to set.
         drop_after: Delete the trial's intermediate values after this step (a run that started
             over ended before its old curve did), or None.
         drop_system: System attributes to delete (bookkeeping a finished trial no longer needs).
-        state: A finished Optuna state to move the trial to, after everything else, or None.
+        state: An Optuna state to move the trial to, after everything else, or None (a finished
+            one also stamps the trial's completion time).
         value: The objective value that goes with a finished `state` (None: no value).
     """
 
@@ -68,13 +70,13 @@ class TrialValues:
     value: float | None = None
 
 
-def write_trials(storage: Any, items: Sequence[TrialValues]) -> None:
+def write_trials(storage: Any, items: Sequence[TrialWrite]) -> None:
     """`write_trial` for several trials in one transaction (the members of a population flush together)."""
     items = [i for i in items if i.values or i.new_values or i.user_attrs or i.system_attrs
              or i.drop_after is not None or i.drop_system or i.state is not None]
     if not items:
         return
-    if not _batched(storage):
+    if not rdb.has_tables(storage):
         for item in items:
             for step, v in {**item.values, **item.new_values}.items():
                 storage.set_trial_intermediate_value(item.trial_id, step, v)
@@ -86,47 +88,53 @@ def write_trials(storage: Any, items: Sequence[TrialValues]) -> None:
                 storage.set_trial_state_values(item.trial_id, item.state,
                                                values=[item.value] if item.value is not None else None)
         return
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
+    with rdb.session(storage, ignore_integrity_error=True) as session:
+        _apply(storage, session, items)
 
+
+def _apply(storage: Any, session: Any, items: Sequence[TrialWrite]) -> None:
+    """Write `items` inside `session` (the body of `write_trials`, also used by `create_trial`)."""
+    models = rdb.models()
     model = models.TrialIntermediateValueModel
-    with _create_scoped_session(storage.scoped_session, True) as session:
-        user: list[tuple[int, str, Any]] = []
-        system: list[tuple[int, str, Any]] = []
-        ending: list[tuple[Any, TrialValues]] = []
-        for item in items:
-            trial_id = item.trial_id
-            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=item.state is not None)
-            storage.check_trial_is_updatable(trial_id, trial.state)
-            if item.drop_after is not None:
-                session.query(model).filter(model.trial_id == trial_id, model.step > item.drop_after).delete(
-                    synchronize_session=False)
-            if item.drop_system:
-                system_model = models.TrialSystemAttributeModel
-                session.query(system_model).filter(system_model.trial_id == trial_id,
-                                                   system_model.key.in_(item.drop_system)).delete(
-                    synchronize_session=False)
-            if item.state is not None:
-                ending.append((trial, item))
-            if item.new_values:
-                rows = []
-                for step, v in item.new_values.items():
-                    stored, kind = model.intermediate_value_to_stored_repr(float(v))
-                    rows.append(
-                        model(trial_id=trial_id, step=step, intermediate_value=stored, intermediate_value_type=kind)
-                    )
-                session.add_all(rows)
-            for step, v in item.values.items():
-                storage._set_trial_intermediate_value_without_commit(session, trial_id, step, v)
-            user += [(trial_id, k, v) for k, v in item.user_attrs.items()]
-            system += [(trial_id, k, v) for k, v in item.system_attrs.items()]
-        _upsert_attrs(storage, session, models.TrialUserAttributeModel, user)
-        _upsert_attrs(storage, session, models.TrialSystemAttributeModel, system)
-        for trial, item in ending:  # what RDBStorage.set_trial_state_values does for a finished state
-            if item.value is not None:
-                storage._set_trial_value_without_commit(session, trial, 0, item.value)
-            trial.state = item.state
+    user: list[tuple[int, str, Any]] = []
+    system: list[tuple[int, str, Any]] = []
+    ending: list[tuple[Any, TrialWrite]] = []
+    for item in items:
+        trial_id = item.trial_id
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=item.state is not None)
+        rdb.check_updatable(storage, trial_id, trial.state)
+        if item.drop_after is not None:
+            session.query(model).filter(model.trial_id == trial_id, model.step > item.drop_after).delete(
+                synchronize_session=False)
+        if item.drop_system:
+            system_model = models.TrialSystemAttributeModel
+            session.query(system_model).filter(system_model.trial_id == trial_id,
+                                               system_model.key.in_(item.drop_system)).delete(
+                synchronize_session=False)
+        if item.state is not None:
+            ending.append((trial, item))
+        if item.new_values:
+            rows = []
+            for step, v in item.new_values.items():
+                stored, kind = rdb.step_to_stored(v)
+                rows.append(
+                    model(trial_id=trial_id, step=step, intermediate_value=stored, intermediate_value_type=kind)
+                )
+            session.add_all(rows)
+        for step, v in item.values.items():
+            rdb.set_intermediate_value(storage, session, trial_id, step, v)
+        user += [(trial_id, k, v) for k, v in item.user_attrs.items()]
+        system += [(trial_id, k, v) for k, v in item.system_attrs.items()]
+    _upsert_attrs(storage, session, models.TrialUserAttributeModel, user)
+    _upsert_attrs(storage, session, models.TrialSystemAttributeModel, system)
+    for trial, item in ending:  # what RDBStorage.set_trial_state_values does
+        if item.value is not None:
+            rdb.set_trial_value(storage, session, trial, 0, item.value)
+        trial.state = item.state
+        if item.state.is_finished():
             trial.datetime_complete = datetime.now()
+        elif item.state.name == "RUNNING":  # a pending trial claimed: it starts now
+            trial.datetime_start = datetime.now()
 
 
 def _upsert_attrs(storage: Any, session: Any, model_cls: Any, rows: Sequence[tuple[int, str, Any]]) -> None:
@@ -144,7 +152,7 @@ def _upsert_attrs(storage: Any, session: Any, model_cls: Any, rows: Sequence[tup
         from sqlalchemy.dialects.postgresql import insert
     else:
         for trial_id, key, value in rows:
-            storage._set_trial_attr_without_commit(session, model_cls, trial_id, key, value)
+            rdb.set_trial_attr(storage, session, model_cls, trial_id, key, value)
         return
     latest = {(t, k): v for t, k, v in rows}  # one row per key: a statement may not set a key twice
     stmt = insert(model_cls).values([{"trial_id": t, "key": k, "value_json": json.dumps(v, separators=(",", ":"))}
@@ -152,23 +160,6 @@ def _upsert_attrs(storage: Any, session: Any, model_cls: Any, rows: Sequence[tup
     stmt = stmt.on_conflict_do_update(index_elements=[model_cls.trial_id, model_cls.key],
                                       set_={"value_json": stmt.excluded.value_json})
     session.execute(stmt)
-
-
-@dataclass(frozen=True)
-class TrialWrite:
-    """Writes to an existing trial that commit together with a new trial (see `create_trial`).
-
-    Attributes:
-        trial_id: The trial written.
-        user_attrs: User attributes to set.
-        system_attrs: System attributes to set.
-        state: A finished Optuna state to move it to (None: leave its state).
-    """
-
-    trial_id: int
-    user_attrs: Mapping[str, Any] = field(default_factory=dict)
-    system_attrs: Mapping[str, Any] = field(default_factory=dict)
-    state: Any = None
 
 
 def create_trial(
@@ -186,41 +177,24 @@ def create_trial(
     Returns:
         `(trial_id, number)` of the new trial.
     """
-    if not (_batched(storage) and hasattr(storage, "_set_trial_value_without_commit")):
+    if not rdb.has_tables(storage):
         trial_id = storage.create_new_trial(study_id, template_trial=template)
         number = storage.get_trial_number_from_id(trial_id)
         system, writes = extra(trial_id, number)
         for k, v in system.items():
             storage.set_trial_system_attr(trial_id, k, v)
-        for w in writes:
-            for k, v in w.user_attrs.items():
-                storage.set_trial_user_attr(w.trial_id, k, v)
-            for k, v in w.system_attrs.items():
-                storage.set_trial_system_attr(w.trial_id, k, v)
-            if w.state is not None:
-                storage.set_trial_state_values(w.trial_id, w.state)
+        write_trials(storage, writes)
         return trial_id, number
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
+    models = rdb.models()
 
-    with _create_scoped_session(storage.scoped_session) as session:
+    with rdb.session(storage) as session:
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)  # numbers trials one at a time
         trial = _insert_trial(storage, session, study_id, template)
         trial_id, number = int(trial.trial_id), int(trial.number)
         system, writes = extra(trial_id, number)
         session.add_all(models.TrialSystemAttributeModel(trial_id=trial_id, key=k, value_json=json.dumps(v))
                         for k, v in {**template.system_attrs, **system}.items())
-        for w in writes:
-            for k, v in w.user_attrs.items():
-                storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, w.trial_id, k, v)
-            for k, v in w.system_attrs.items():
-                storage._set_trial_attr_without_commit(session, models.TrialSystemAttributeModel, w.trial_id, k, v)
-            if w.state is not None:
-                other = models.TrialModel.find_or_raise_by_id(w.trial_id, session, for_update=True)
-                storage.check_trial_is_updatable(w.trial_id, other.state)
-                other.state = w.state
-                if w.state.is_finished():
-                    other.datetime_complete = datetime.now()
+        _apply(storage, session, writes)
     return trial_id, number
 
 
@@ -235,7 +209,7 @@ def _insert_trial(storage: Any, session: Any, study_id: int, template: Any) -> A
     """
     import sqlalchemy as sa
     from optuna.distributions import distribution_to_json
-    from optuna.storages._rdb import models
+    models = rdb.models()
     from optuna.trial import TrialState
 
     trial = models.TrialModel(study_id=study_id, number=None, state=TrialState.RUNNING,
@@ -253,9 +227,9 @@ def _insert_trial(storage: Any, session: Any, study_id: int, template: Any) -> A
              for k, v in template.user_attrs.items()]
     session.add_all(rows)
     if template.value is not None:
-        storage._set_trial_value_without_commit(session, trial, 0, template.value)
+        rdb.set_trial_value(storage, session, trial, 0, template.value)
     for step, v in template.intermediate_values.items():
-        storage._set_trial_intermediate_value_without_commit(session, trial_id, step, v)
+        rdb.set_intermediate_value(storage, session, trial_id, step, v)
     trial.state = template.state
     # Optuna numbers a trial by counting the study's earlier trials (a scan of the whole study); the
     # study row is locked above, numbers are consecutive by trial id: the previous trial's number + 1
@@ -270,13 +244,12 @@ def _insert_trial(storage: Any, session: Any, study_id: int, template: Any) -> A
 
 def drop_steps_after(storage: Any, trial_id: int, last: int) -> None:
     """Delete a trial's intermediate values after step `last` (a curve replaced by a shorter, truer one)."""
-    if not _batched(storage):
+    if not rdb.has_tables(storage):
         return  # Optuna's public API cannot delete a step; the stale tail stays visible there
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
+    models = rdb.models()
 
     model = models.TrialIntermediateValueModel
-    with _create_scoped_session(storage.scoped_session) as session:
+    with rdb.session(storage) as session:
         session.query(model).filter(model.trial_id == trial_id, model.step > last).delete(synchronize_session=False)
 
 
@@ -297,7 +270,7 @@ def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[st
     from optuna.study import StudyDirection
 
     directions = [StudyDirection.MAXIMIZE if direction == "maximize" else StudyDirection.MINIMIZE]
-    if not hasattr(storage, "scoped_session"):
+    if not rdb.has_tables(storage):
         study_id = storage.create_new_study(directions, name)
         for k, v in user_attrs.items():
             storage.set_study_user_attr(study_id, k, v)
@@ -305,11 +278,10 @@ def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[st
             storage.set_study_system_attr(study_id, METRIC_NAMES, [metric])
         return study_id
     import sqlalchemy.exc
-    from optuna.storages._rdb import models
-    from optuna.storages._rdb.storage import _create_scoped_session
+    models = rdb.models()
 
     try:
-        with _create_scoped_session(storage.scoped_session) as session:
+        with rdb.session(storage) as session:
             study = models.StudyModel(study_name=name, directions=[
                 models.StudyDirectionModel(objective=0, direction=directions[0])])
             session.add(study)
@@ -330,7 +302,7 @@ def set_study_attr_once(storage: Any, study_id: int, key: str, value: Any) -> An
     Two processes that open an old study at once both try; the database's unique key on
     (study, key) lets one insert win, and the other reads what it wrote.
     """
-    from studies.reader import read_study_attrs
+    from tunelab.studies.storage.reader import read_study_attrs
 
     stored = read_study_attrs(storage, study_id)
     if key in stored:
@@ -339,7 +311,7 @@ def set_study_attr_once(storage: Any, study_id: int, key: str, value: Any) -> An
         storage.set_study_user_attr(study_id, key, value)
         return value
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
+    models = rdb.models()
 
     table = models.StudyUserAttributeModel.__table__
     try:
@@ -359,8 +331,26 @@ def drop_system_attrs(storage: Any, trial_id: int, keys: Sequence[str]) -> None:
     if not hasattr(storage, "engine"):
         return  # a storage without tables keeps the stale name; `Study.checkpoint` checks the file exists
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
+    models = rdb.models()
 
     table = models.TrialSystemAttributeModel.__table__
     with storage.engine.begin() as conn:
         conn.execute(sa.delete(table).where(table.c.trial_id == trial_id, table.c.key.in_(list(keys))))
+
+
+def set_study_attr(storage: Any, study_id: int, key: str, value: Any) -> None:
+    """Set one user attribute of a study (its budget, the seconds it has spent)."""
+    storage.set_study_user_attr(study_id, key, value)
+
+
+def renew_leases(storage: Any, trial_ids: Sequence[int], key: str, until: float) -> None:
+    """Set the lease attribute `key` of each trial to `until`, one commit each; a trial that has finished is skipped.
+
+    Each trial on its own: one that ended a moment ago cannot be updated any more, and must not
+    stop the others' leases from being renewed.
+    """
+    for trial_id in trial_ids:
+        try:
+            write_trial(storage, trial_id, system_attrs={key: until})
+        except Exception:
+            continue

@@ -19,9 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from search.routines import is_comparable
-from studies.limits import MAX_EPOCHS, count, mapping, number, optional_count, text
-from studies.records import (
+from tunelab.studies.records import (
     CHECKPOINT,
     LEASE,
     METRIC_KEYS,
@@ -39,6 +37,8 @@ from studies.records import (
     state_of,
     stored_metrics,
 )
+from tunelab.studies.storage.limits import MAX_EPOCHS, count, mapping, number, optional_count, text
+from tunelab.trainers.routines import is_comparable
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAILED)
 UNFINISHED = (TrialState.PENDING, TrialState.RUNNING, TrialState.PAUSED)

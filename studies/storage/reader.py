@@ -3,7 +3,7 @@
 `RDBStorage.get_all_trials` builds an SQLAlchemy ORM object for every parameter, attribute
 and intermediate value (some 50 per trial), about 2 ms a trial on SQLite: reading a study of
 5,000 trials took 8 s before its first new trial could start. `read_trials` runs one plain
-`SELECT` per table of Optuna's schema (the tables of `optuna.storages._rdb.models`, so column
+`SELECT` per table of Optuna's schema (Optuna's own tables, through `rdb`, so column
 names follow Optuna's) and builds light `StoredTrial`s that carry the fields tunelab reads of
 an `optuna.trial.FrozenTrial`. It reads either every trial or only the ones a caller names and
 those inserted after a trial id, which is what keeps a study's mirror incremental.
@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from studies.errors import StorageError
-from studies.limits import loads
-from studies.records import METRICS
+from tunelab.studies.errors import StorageError
+from tunelab.studies.records import METRICS
+from tunelab.studies.storage import rdb
+from tunelab.studies.storage.limits import loads
 
 IN_LIMIT = 500  # more named trial ids than this are read with the rest of the study and picked out here
 
@@ -77,7 +78,7 @@ def read_trials(
     study_id: int,
     *,
     include: Collection[int] = (),
-    after: int = -1,
+    after: int | None = -1,
     curves: bool = True,
 ) -> list[StoredTrial]:
     """The study's trials whose id is in `include` or greater than `after`, by trial id.
@@ -86,22 +87,24 @@ def read_trials(
         storage: An `optuna.storages.RDBStorage` (another storage is read through its public API).
         study_id: The study's id.
         include: Trial ids to read even when not greater than `after`.
-        after: Read trials with a larger id; -1 reads every trial.
+        after: Read trials with a larger id; -1 reads every trial, None only those in `include`.
         curves: Read per-epoch data (intermediate values, the `metrics` attribute). Without it
             the trials have empty `intermediate_values` and no `metrics` attribute.
     """
-    if not hasattr(storage, "engine"):  # e.g. an in-memory or journal storage: no tables to read
+    if not rdb.has_tables(storage):  # e.g. an in-memory or journal storage: no tables to read
         return _read_public(storage, study_id, set(include), after)
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
+    models = rdb.models()
 
     trials = models.TrialModel.__table__
     named = set(include)
     picked = None
     if len(named) > IN_LIMIT:  # beyond what every database accepts in one IN list: read all, pick here
-        picked, named, after = (named, after), set(), -1
+        picked, named, after = (named, -1 if after is None else after), set(), -1
     where = [trials.c.study_id == study_id]
-    if after > -1:
+    if after is None:  # only the named trials
+        where.append(trials.c.trial_id.in_(named))
+    elif after > -1:
         newer = trials.c.trial_id > after
         where.append(sa.or_(trials.c.trial_id.in_(named), newer) if named else newer)
     ids = sa.select(trials.c.trial_id).where(*where)
@@ -128,7 +131,7 @@ def read_trials(
 
 def _select(storage: Any, trials: Any, where: list[Any], child: Any, curves: bool) -> list[StoredTrial]:
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
+    models = rdb.models()
 
     out: dict[int, StoredTrial] = {}
     with storage.engine.connect() as conn:
@@ -146,7 +149,7 @@ def _select(storage: Any, trials: Any, where: list[Any], child: Any, curves: boo
         value_model = models.TrialValueModel
         found: dict[int, list[tuple[int, float]]] = {}
         for tid, objective, value, kind in conn.execute(child(value_model, "objective", "value", "value_type")):
-            found.setdefault(tid, []).append((objective, value_model.stored_repr_to_value(value, kind)))
+            found.setdefault(tid, []).append((objective, rdb.value_from_stored(value, kind)))
         for tid, pairs in found.items():
             if tid in out:
                 out[tid].values = [v for _, v in sorted(pairs)]
@@ -163,18 +166,18 @@ def _select(storage: Any, trials: Any, where: list[Any], child: Any, curves: boo
             for tid, step, value, kind in conn.execute(child(iv, "step", "intermediate_value",
                                                              "intermediate_value_type")):
                 if tid in out:
-                    out[tid].intermediate_values[step] = iv.stored_repr_to_intermediate_value(value, kind)
+                    out[tid].intermediate_values[step] = rdb.step_from_stored(value, kind)
     return list(out.values())
 
 
-def _read_public(storage: Any, study_id: int, include: set[int], after: int) -> list[StoredTrial]:
+def _read_public(storage: Any, study_id: int, include: set[int], after: int | None) -> list[StoredTrial]:
     """`read_trials` through the public storage API (storages without SQL tables)."""
     return [
         StoredTrial(t._trial_id, t.number, t.state, dict(t.params), list(t.values) if t.values else None,
                     dict(t.user_attrs), dict(t.system_attrs), dict(t.intermediate_values), t.datetime_start,
                     t.datetime_complete)
         for t in storage.get_all_trials(study_id, deepcopy=False)
-        if t._trial_id in include or t._trial_id > after
+        if t._trial_id in include or (after is not None and t._trial_id > after)
     ]
 
 
@@ -195,11 +198,11 @@ class StoredStudy:
 
 def read_studies(storage: Any) -> list[StoredStudy]:
     """Every study of a storage by id (names and directions only: no attribute is parsed)."""
-    if not hasattr(storage, "engine"):
+    if not rdb.has_tables(storage):
         return [StoredStudy(s._study_id, s.study_name, tuple(d.name.lower() for d in s.directions))
                 for s in storage.get_all_studies()]
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
+    models = rdb.models()
 
     studies_t, dirs_t = models.StudyModel.__table__, models.StudyDirectionModel.__table__
     directions: dict[int, list[tuple[int, str]]] = {}
@@ -227,10 +230,10 @@ def read_study_attrs(storage: Any, study_id: int, *, system: bool = False) -> di
     Raises:
         StorageError: An attribute is not JSON or nests too deeply.
     """
-    if not hasattr(storage, "engine"):
+    if not rdb.has_tables(storage):
         return dict(storage.get_study_system_attrs(study_id) if system else storage.get_study_user_attrs(study_id))
     import sqlalchemy as sa
-    from optuna.storages._rdb import models
+    models = rdb.models()
 
     model = models.StudySystemAttributeModel if system else models.StudyUserAttributeModel
     table = model.__table__

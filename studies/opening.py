@@ -1,0 +1,351 @@
+"""Creating and opening studies: `studies.create`, `studies.load`, and the checks they make first.
+
+`create` checks the space against the workload (it builds a few of its models and optimizers)
+and the strategy against both, then creates the study with its recipe in one transaction, or
+opens the existing one of the same name after comparing recipes. `load` rebuilds a study from
+its database alone; a database is untrusted input, so nothing outside tunelab is imported unless
+the caller trusts it, and every value read is checked (`studies.storage.limits`). Both give the
+study its own checkpoint folder (`studies.artifacts`).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tunelab import search
+from tunelab.spaces import ConfigError, Space, build_model
+from tunelab.spaces.trust import Trust, trusted_prefixes
+from tunelab.studies.artifacts import check_uid, claim, database_identity, folder_name, sweep
+from tunelab.studies.driver import LOCK_TTL
+from tunelab.studies.errors import StorageError, StudyConflictError, StudyNotFoundError, TunelabError
+from tunelab.studies.recipes import SEED, SPACE, STRATEGY, TRAINER, UID, VERSION, build_trainer, trainer_conflict
+from tunelab.studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage, storage_faults, writer
+from tunelab.studies.storage.lock import LOCK_TTL_S
+from tunelab.studies.storage.reader import read_studies, read_study_attrs, study_direction
+from tunelab.studies.study import Study
+from tunelab.trainers import Trainer
+from tunelab.trainers.replay import Replay
+
+
+def _version() -> str:
+    from tunelab import __version__
+
+    return __version__
+
+
+def _check_fits(space: Space, trainer: Trainer) -> None:
+    """Build the models of a few configs of `space` for the workload; raise ConfigError if one cannot be."""
+    w = trainer.workload
+    x = w.train.x[:2] if hasattr(w.train, "x") else torch.stack([torch.as_tensor(w.train[i][0]) for i in range(2)])
+    configs = [space.default(), *(space.sample(np.random.default_rng([7, i])) for i in range(4))]
+    for config in configs:
+        try:
+            model = build_model(config, w.input_shape, w.n_outputs)
+            with torch.no_grad():
+                model.eval()(x.float())
+        except Exception as err:
+            shown = {k: v for k, v in config.items() if k.startswith("model")}
+            raise ConfigError(
+                f"the space does not fit the workload {w.name!r} (input shape {w.input_shape}, {w.n_outputs} "
+                f"outputs): building the model of {shown} failed with {type(err).__name__}: {err}. Use a model "
+                f"space for this input (e.g. spaces.cnn(dim={len(w.input_shape) - 1 if len(w.input_shape) > 1 else 1})"
+                f" or spaces.mlp())"
+            ) from err
+
+
+def _check_trains(space: Space) -> None:
+    """Build the optimizer and schedule at both ends of every numeric range of `space`; ConfigError if one cannot be.
+
+    A user-widened range is valid (the space defines it), but a value no optimizer accepts
+    (a learning rate <= 0, a momentum >= 1) would fail every trial that draws it, so it is refused
+    here, naming the parameter, instead of 40 trials later.
+    """
+    from tunelab.spaces import Float, Int, build_optimizer, build_schedule
+
+    if space in _TRAINABLE:
+        return
+    probe = torch.nn.Linear(2, 2)
+    rng = np.random.default_rng(11)
+    seen: dict[tuple[str, ...], dict[str, Any]] = {}
+    for config in [space.default(), *(space.sample(rng) for _ in range(40))]:
+        seen.setdefault(tuple(sorted(config)), config)  # one config per set of active branches
+    for config in seen.values():
+        for name in config:
+            param = space[name]
+            if not isinstance(param, (Float, Int)) or name.startswith("model"):
+                continue
+            for end in (param.low, param.high):
+                trial = {**config, name: end}
+                try:
+                    optimizer = build_optimizer(trial, probe)
+                    build_schedule(trial, optimizer, 10)
+                except Exception as err:
+                    raise ConfigError(
+                        f"the space's range of {name} ({param.describe()}) includes {end!r}, which cannot train: "
+                        f"{type(err).__name__}: {err}. Narrow it with space.replace(**{{{name!r}: ...}})"
+                    ) from err
+    _TRAINABLE.add(space)
+
+
+_TRAINABLE: set[Space] = set()  # spaces already checked in this process (spaces are immutable)
+
+
+def _same_strategy(stored: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
+    """Whether the stored strategy spec is `given`, the stored one read as this version reads it.
+
+    A spec stored by an earlier release lacks the arguments added since; rebuilt by
+    `Strategy.from_spec`, they take the values that release behaved with (`stored_args`) or the
+    defaults, so rerunning an unchanged script continues its study after an upgrade. A spec that
+    cannot be rebuilt without importing code (untrusted) compares as stored.
+    """
+    given = json.loads(json.dumps(given))
+    if stored == given:
+        return True
+    try:
+        rebuilt = search.Strategy.from_spec(stored)
+    except Exception:  # unknown or untrusted: no rebuilding here, the stored spec is what it is
+        return False
+    return json.loads(json.dumps(rebuilt.spec())) == given
+
+
+def stored_space(spec: Any, name: str) -> Space:
+    """The space stored with study `name` (a damaged description is a typed error naming the study)."""
+    try:
+        return Space.from_json(spec if isinstance(spec, Mapping) else json.dumps(spec))
+    except TunelabError:
+        raise
+    except Exception as err:  # Space.from_json names what it expects; anything else means damaged data
+        raise StorageError(f"the space stored with study {name!r} is damaged ({type(err).__name__}: {err}); restore "
+                           f"the database from a copy") from err
+
+
+def _study_id(storage: Any, name: str) -> int | None:
+    try:
+        return storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+
+
+def study_names(storage: str | Any) -> list[str]:
+    """Names of the studies in a storage (a URL or an opened storage)."""
+    st = open_storage(storage, create=False) if isinstance(storage, str) else storage
+    return [s.name for s in read_studies(st)]
+
+
+def create(
+    name: str,
+    storage: str = DEFAULT_STORAGE,
+    *,
+    space: Space,
+    trainer: Trainer,
+    strategy: search.Strategy | None = None,
+    direction: str | None = None,
+    load_if_exists: bool = True,
+    artifacts: str | Path | None = None,
+) -> Study:
+    """Create a study, or open the existing one of the same name and recipe.
+
+    Args:
+        name: Unique name in the storage.
+        storage: SQLAlchemy URL (default `sqlite:///tunelab.db`).
+        space: What to search.
+        trainer: How each configuration is trained.
+        strategy: How the next configuration is chosen (default `search.Random(seed=0)`).
+        direction: "maximize" or "minimize" (default: the workload metric's direction).
+        load_if_exists: Open an existing study of this name (its space, strategy and trainer
+            must equal the given ones); if False, an existing name is an error.
+        artifacts: Folder for checkpoints (default: beside an SQLite file, `<db>.artifacts`).
+
+    Returns:
+        The `Study`.
+
+    Raises:
+        StorageError: The storage cannot be opened.
+        StudyConflictError: The name exists with another space, strategy or trainer (or
+            `load_if_exists=False`).
+        ConfigError: Bad arguments, or a space whose models the workload cannot build.
+    """
+    with storage_faults(storage if isinstance(storage, str) else "?"):
+        return _create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
+                       load_if_exists=load_if_exists, artifacts=artifacts)
+
+
+def _create(name: str, storage: str, *, space: Space, trainer: Trainer, strategy: search.Strategy | None,
+            direction: str | None, load_if_exists: bool, artifacts: str | Path | None) -> Study:
+    import optuna
+
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"a study needs a non-empty name, got {name!r}")
+    if not isinstance(space, Space):
+        raise ConfigError(f"space must be a spaces.Space, got {type(space).__name__}")
+    if not isinstance(trainer, Trainer):
+        raise ConfigError(f"trainer must be a trainers.Trainer, got {type(trainer).__name__}")
+    strategy = search.Random(seed=0) if strategy is None else strategy
+    if not isinstance(strategy, search.Strategy):
+        raise ConfigError(f"strategy must be a search.Strategy (e.g. search.Bayesian()), got {strategy!r}")
+    if direction is not None and direction != trainer.workload.direction and direction in ("maximize", "minimize"):
+        warnings.warn(f"direction={direction!r}, but the workload's metric {trainer.workload.metric!r} is best when "
+                      f"it is {trainer.workload.direction}d: this study searches for the worst configurations. Leave "
+                      f"direction out to use the metric's own", stacklevel=2)
+    direction = direction or trainer.workload.direction
+    if direction not in ("maximize", "minimize"):
+        raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    if isinstance(trainer, Replay):  # nothing is built: the table answers, and must hold what the space proposes
+        trainer.check_space(space)
+    else:
+        _check_fits(space, trainer)
+        _check_trains(space)
+    strategy.check(space, trainer)
+    st = open_storage(storage)
+    recipe = {
+        SPACE: json.loads(space.to_json()),
+        STRATEGY: strategy.spec(),
+        TRAINER: trainer.spec(),
+    }
+    study_id = _study_id(st, name)
+    if study_id is not None:
+        if not load_if_exists:
+            raise StudyConflictError(
+                f"a study named {name!r} already exists in {storage}; pass load_if_exists=True to continue it, "
+                f"or choose another name"
+            )
+        attrs = read_study_attrs(st, study_id)
+        if SPACE not in attrs:
+            raise StudyConflictError(
+                f"the study {name!r} in {storage} was not created by tunelab; choose another name"
+            )
+        problems = []
+        if attrs[SPACE] != recipe[SPACE]:
+            problems.append("a different space")
+        if not _same_strategy(attrs[STRATEGY], recipe[STRATEGY]):
+            problems.append(f"a different strategy (stored: {attrs[STRATEGY]}, given: {recipe[STRATEGY]})")
+        conflict = trainer_conflict(attrs[TRAINER], recipe[TRAINER])
+        if conflict:
+            problems.append(conflict)
+        stored_dir = study_direction(st, study_id)
+        if stored_dir != direction:
+            problems.append(f"a different direction (stored: {stored_dir})")
+        if problems:
+            raise StudyConflictError(
+                f"the study {name!r} in {storage} exists with {'; '.join(problems)}. Continue it with "
+                f"studies.load({name!r}, {storage!r}), or create the new search under another name"
+            )
+    else:
+        try:
+            study_id = writer.create_study(st, name, direction, {**recipe, VERSION: _version(), SEED: strategy.seed,
+                                                                 LOCK_TTL: LOCK_TTL_S, UID: uuid.uuid4().hex},
+                                           metric=trainer.workload.metric)
+        except optuna.exceptions.DuplicatedStudyError:  # another process created it a moment ago: check it
+            return create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
+                          load_if_exists=load_if_exists, artifacts=artifacts)
+    root = artifact_dir(storage, artifacts)
+    return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
+                 strategy=strategy, direction=direction, artifacts=root, uid=_claim(st, study_id, name, storage, root))
+
+
+def _claim(storage: Any, study_id: int, name: str, url: str, root: Path) -> str:
+    """The study's identity, given to it now if it has none (a study of 0.3.0), with its folder claimed.
+
+    Leftover temporary checkpoint files of killed processes are removed from the folder (and
+    from the root, where 0.3.0 wrote them).
+
+    Raises:
+        StorageError: The folder belongs to another study or database (`studies.artifacts.claim`).
+    """
+    uid = check_uid(writer.set_study_attr_once(storage, study_id, UID, uuid.uuid4().hex), name)
+    folder = root / folder_name(name, uid)
+    claim(folder, uid=uid, name=name, database=database_identity(url))
+    sweep(folder)
+    sweep(root)
+    return uid
+
+
+def load(
+    name: str,
+    storage: str = DEFAULT_STORAGE,
+    *,
+    trainer: Trainer | None = None,
+    strategy: search.Strategy | None = None,
+    trust: Trust = None,
+    device: str = "auto",
+    artifacts: str | Path | None = None,
+    read_only: bool = False,
+) -> Study:
+    """Open a study from its database alone: space, strategy and (built-in or trusted) workload.
+
+    A database is untrusted input: built-in workloads, strategies and Optuna samplers load by
+    name, and nothing else is imported unless its package is in `trust` or the object itself is
+    passed (`trainer=`, `strategy=`).
+
+    Args:
+        name: The study's name.
+        storage: Its SQLAlchemy URL.
+        trainer: The trainer, needed when the workload was built from in-memory data (or from a
+            factory you would rather not import by name).
+        strategy: The strategy, instead of rebuilding it from the stored spec (must equal it).
+        trust: Packages whose code the stored recipe may import, e.g. `["mypkg"]` for a workload
+            factory `mypkg.data:make_workload` (see `spaces.trust`).
+        device: Device of the rebuilt trainer.
+        artifacts: Checkpoint folder, if not the default one beside the database.
+        read_only: Open only what is stored: trials, records, curves, reports. No workload is
+            rebuilt and no strategy built, so nothing is imported and any study opens (one on
+            your own in-memory data too); `optimize` then raises `ReadOnlyStudyError`.
+
+    Raises:
+        StorageError: The storage cannot be opened, or the study was not created by tunelab.
+        StudyNotFoundError: No study of that name; the message lists the names there are.
+        UntrustedImportError: The recipe names code outside tunelab that `trust` does not cover.
+        WorkloadError: The workload cannot be rebuilt and no trainer was given.
+        StudyConflictError: The given trainer or strategy differs from the stored one.
+    """
+    with storage_faults(storage if isinstance(storage, str) else "?"):
+        return _load(name, storage, trainer=trainer, strategy=strategy, trust=trust, device=device,
+                     artifacts=artifacts, read_only=read_only)
+
+
+def _load(name: str, storage: str, *, trainer: Trainer | None, strategy: search.Strategy | None, trust: Trust,
+          device: str, artifacts: str | Path | None, read_only: bool) -> Study:
+    trusted_prefixes(trust)  # a bad trust value fails before the database is opened
+    st = open_storage(storage, create=False)
+    study_id = _study_id(st, name)
+    if study_id is None:
+        names = study_names(st)
+        raise StudyNotFoundError(
+            f"no study named {name!r} in {storage}; it holds {names if names else 'no studies'} "
+            f"(create one with studies.create)"
+        )
+    attrs = read_study_attrs(st, study_id)
+    if SPACE not in attrs:
+        raise StorageError(f"the study {name!r} in {storage} was not created by tunelab (it has no tunelab recipe)")
+    space = stored_space(attrs[SPACE], name)
+    direction = study_direction(st, study_id)
+    if read_only:
+        uid = check_uid(attrs[UID], name) if UID in attrs else None
+        return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
+                     strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts, create=False),
+                     uid=uid)
+    if strategy is None:
+        strategy = search.Strategy.from_spec(attrs[STRATEGY], trust=trust)
+    elif not _same_strategy(attrs[STRATEGY], strategy.spec()):
+        raise StudyConflictError(
+            f"the strategy given to load differs from the study's (stored: {attrs[STRATEGY]}, given: "
+            f"{strategy.spec()}); pass an equal strategy, or none to rebuild the stored one"
+        )
+    if trainer is None:
+        trainer = build_trainer(attrs[TRAINER], device=device, trust=trust)
+    elif conflict := trainer_conflict(attrs[TRAINER], trainer.spec()):
+        raise StudyConflictError(
+            f"the trainer given to load differs from the study's: {conflict}; pass the same workload (the same "
+            f"data), epochs, batch size and seed"
+        )
+    root = artifact_dir(storage, artifacts)
+    return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
+                 strategy=strategy, direction=direction, artifacts=root, uid=_claim(st, study_id, name, storage, root))
