@@ -11,7 +11,7 @@ Sections (all by default; `--only` picks some), written to `results/scale.json`:
   `optuna.load_study(...).trials` on the same database; `study.best`, `dataframe()` and
   `history()` on fresh handles; `tunelab show` in a subprocess against a plain Optuna read in a
   subprocess; the database's size per trial against an Optuna database holding the same
-  trials (parameters, curve, value); `Driver.create_trial`; `Evolution` and
+  trials (parameters, curve, value); `Recorder.create_trial`; `Evolution` and
   `OptunaSampler("tpe")` asks on the study's history against a raw Optuna TPE ask on an
   in-memory study of the same trials.
 - `asks`: `Bayesian` asks on the 13-parameter conditional space at 20 and 200 finished trials
@@ -192,7 +192,7 @@ def _at_size(study: Any, replay: Any, n: int, window: int, tmp: Path) -> dict[st
     from sqlalchemy.orm import Session
 
     from tunelab import studies, trainers
-    from tunelab.studies.driver import Driver
+    from tunelab.studies.driver.recorder import Recorder
     from tunelab.studies.storage.lock import StudyLock
 
     url, db = study.storage_url, tmp / "scale.db"
@@ -208,8 +208,8 @@ def _at_size(study: Any, replay: Any, n: int, window: int, tmp: Path) -> dict[st
     clock.wrap(type(study.strategy), "ask", "strategy")
     clock.wrap(trainers.Replay, "fit", "training")  # less the driver's per-epoch work inside it
     creates: list[float] = []
-    clock.wrap(Driver, "create_trial", "create_trial_python")  # its own work; its statements count as database
-    original = Driver.create_trial
+    clock.wrap(Recorder, "create_trial", "create_trial_python")  # its own work; its statements count as database
+    original = Recorder.create_trial
 
     def create(self: Any, *args: Any, **kwargs: Any) -> Any:
         t = time.perf_counter()
@@ -218,11 +218,11 @@ def _at_size(study: Any, replay: Any, n: int, window: int, tmp: Path) -> dict[st
         finally:
             creates.append(time.perf_counter() - t)
 
-    Driver.create_trial = create
+    Recorder.create_trial = create
     try:
         per_trial, _ = _timed(lambda: study.optimize(trials=n, executor="simulated", progress=False))
     finally:
-        Driver.create_trial = original
+        Recorder.create_trial = original
         clock.undo()
     k = max(1, n - start)
     parts = {f"{label}_ms": 1000 * s / k for label, s in clock.spent.items()}

@@ -23,7 +23,7 @@ import numpy as np
 
 from tunelab.spaces import ConfigError, Registry, Space
 from tunelab.spaces.space import config_key
-from tunelab.spaces.trust import Trust, check, resolve
+from tunelab.spaces.trust import Trust, check, current_path, resolve
 
 RequestKind = Literal["start", "resume"]
 STATES = ("pending", "running", "paused", "complete", "pruned", "failed")
@@ -247,10 +247,25 @@ class Strategy(abc.ABC):
     def check(self, space: Space, trainer: Any) -> None:
         """Refuse (or warn about) a space or trainer this strategy cannot search; `studies.create` calls it.
 
-        The default accepts everything. Strategies with requirements (DARTS needs a cell
-        space and a training split it can halve) raise `ConfigError` naming the fix.
+        The default accepts everything, except that a strategy which pauses trials
+        (`pauses_trials`) needs runs of several epochs. Strategies with requirements (DARTS needs
+        a cell space and a training split it can halve) raise `ConfigError` naming the fix.
         """
-        return None
+        if self.pauses_trials:
+            needs_curves(self, trainer)
+
+    @staticmethod
+    def needs_models(strategy: Strategy, trainer: Any) -> None:
+        """Refuse a trainer that does not train tunelab's networks (user code: `trainers.Function`, `Objective`).
+
+        Raises:
+            ConfigError: Naming the strategy, the trainer and what it needs.
+        """
+        if not getattr(trainer, "trains_models", False):
+            raise ConfigError(
+                f"{type(strategy).__name__} trains tunelab's networks itself (it differentiates through the model "
+                f"and the data of a trainers.Trainer), so it cannot tune {trainer!r}; use it with the shared "
+                f"trainer, or tune user code with Random, Bayesian, OptunaSampler, Evolution, ASHA or FreezeThaw")
 
     def retire(self, history: History) -> list[int]:
         """Numbers of paused trials this strategy will never resume.
@@ -298,7 +313,9 @@ class Strategy(abc.ABC):
         if not isinstance(args, Mapping):
             raise ConfigError(f"the arguments of strategy {name!r} must be a mapping, got {args!r}")
         if ":" in name:
-            cls = resolve(name, what="strategy class", trust=trust)
+            path = current_path(name)  # 0.3.0 stored tunelab's own classes as "search.x:Class"
+            own = {path} if path.startswith("tunelab.") else set()  # tunelab's own classes need no trust
+            cls = resolve(path, what="strategy class", trust=trust, builtins=own)
             if not (isinstance(cls, type) and issubclass(cls, Strategy)):
                 raise ConfigError(f"{name!r} is not a search.Strategy subclass")
         else:
@@ -349,8 +366,23 @@ def check_int(owner: str, name: str, value: Any, low: int = 1, high: int = LIMIT
         return None
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= high:
         extra = " or None" if optional else ""
-        raise ConfigError(f"{owner}({name}=...) must be an int from {low} to {high:,}{extra}, got {value!r}")
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ConfigError(f"{owner}({name}=...) must be an int from {low} to {high:,}{extra}, got {shown}")
     return int(value)
+
+
+def needs_curves(strategy: Strategy, trainer: Any) -> None:
+    """Refuse a trainer whose runs have one epoch (an `Objective`) for a strategy that pauses and resumes runs.
+
+    Raises:
+        ConfigError: Naming the strategy and what it needs.
+    """
+    if getattr(trainer, "epochs", 2) < 2:
+        raise ConfigError(
+            f"{type(strategy).__name__} pauses runs and continues the promising ones with more epochs, but "
+            f"{trainer!r} evaluates a configuration once (epochs=1); give it a trainer with learning curves "
+            f"(trainers.Function(fn, epochs=...) or trainers.Trainer), or search with Random, Bayesian, "
+            f"OptunaSampler or Evolution")
 
 
 def seen_configs(trials: Sequence[TrialView]) -> set[str]:

@@ -155,6 +155,7 @@ class Darts(Strategy):
             ConfigError: No cell architecture, fixed operations, a `config` that does not fit the
                 space, or a training split too small to cut in two halves of one batch each.
         """
+        Strategy.needs_models(self, trainer)
         base = self.base_config(space)
         n = len(trainer.workload.train)
         if n // 2 < self.batch_size:

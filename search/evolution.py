@@ -62,7 +62,16 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.search.base import History, Request, Strategy, TrialView, check_int, config_key, seen_configs
+from tunelab.search.base import (
+    History,
+    Request,
+    Strategy,
+    TrialView,
+    check_int,
+    config_key,
+    needs_curves,
+    seen_configs,
+)
 from tunelab.search.encoding import MixedEncoding
 from tunelab.spaces import EDGES, Categorical, Config, ConfigError, Fixed, Space, model_size, param_count
 
@@ -329,6 +338,12 @@ class Evolution(Strategy):
             return u, enc.from_unit(u)
 
         return self._draw(history, draw, seen)
+
+    def check(self, space: Any, trainer: Any) -> None:
+        """Refuse runs of one epoch for the multi-fidelity variant (`short_epochs`), and a bad cell space."""
+        if self.short_epochs is not None:
+            needs_curves(self, trainer)
+        super().check(space, trainer)
 
     def ask(self, history: History) -> Request | None:
         """A promotion (multi-fidelity), a random initial trial, or a mutated child."""

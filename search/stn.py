@@ -157,7 +157,8 @@ class SelfTuning(Strategy):
         return self._settings(names, low, high, integer, init), config
 
     def check(self, space: Space, trainer: Any) -> None:
-        """Refuse a space this strategy cannot tune, before anything trains (called by `studies.create`)."""
+        """Refuse a space or trainer this strategy cannot tune, before anything trains (called by `studies.create`)."""
+        Strategy.needs_models(self, trainer)
         self.settings(space)
 
     def run_seed(self, index: int) -> int:

@@ -34,6 +34,7 @@ from tunelab.studies.errors import (
 )
 from tunelab.studies.executors import Executor, LocalExecutor, ProcessExecutor, open_executor
 from tunelab.studies.executors import close_pools as close_workers
+from tunelab.studies.executors.threads import BusyMachineWarning
 from tunelab.studies.opening import create, load, study_names
 from tunelab.studies.problems import Problem, problems
 from tunelab.studies.records import TrialRecord, TrialState
@@ -55,6 +56,7 @@ __all__ = [
     "Arm",
     "Budget",
     "BudgetError",
+    "BusyMachineWarning",
     "CheckpointError",
     "Comparison",
     "ConfigError",

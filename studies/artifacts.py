@@ -151,6 +151,11 @@ def claim(folder: Path, *, uid: str, name: str, database: str) -> None:
         StorageError: The folder belongs to another study, or to the same study in another
             database that still exists (a copy); the message names both and the fix.
     """
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        raise StorageError(
+            f"the study folder {str(folder)!r} is {'a symbolic link' if folder.is_symlink() else 'not a folder'}; "
+            f"tunelab writes a study's checkpoints only into a real folder of its own under the artifact root. "
+            f"Remove it (or open the study with artifacts='another/folder')")
     marker = read_marker(folder)
     if marker is None:
         try:

@@ -98,33 +98,53 @@ def _open(args: argparse.Namespace, *, read_only: bool = False) -> Any:
         name = names[0]
     if read_only:
         return studies.load(name, args.storage, read_only=True)
-    trainer = _user_trainer(args, name) if getattr(args, "workload", None) else None
+    trainer = None
+    if getattr(args, "workload", None):
+        trainer = _user_trainer(args, name)
+    elif getattr(args, "function", None):
+        trainer = _user_function(args, name)
     return studies.load(name, args.storage, device=getattr(args, "device", "auto"), trust=args.trust, trainer=trainer)
+
+
+def _import_named(path: str, option: str, what: str) -> Any:
+    """The object `module:attr` names, imported because the user named it on the command line."""
+    import importlib
+
+    from tunelab import studies
+    from tunelab.spaces.trust import split_path
+
+    module, attr = split_path(path, option)
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # as `python -m` does: the user's modules in the working directory
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise studies.WorkloadError(f"{option} {path}: cannot import it ({err}); give module:function of {what} "
+                                    f"importable from {str(Path.cwd())!r}") from err
+
+
+def _user_function(args: argparse.Namespace, name: str) -> Any:
+    """The `trainers.Function` / `Objective` of `--function module:fn`, rebuilt with the study's stored settings."""
+    from tunelab import studies
+    from tunelab.studies.recipes import build_user_trainer
+
+    fn = _import_named(args.function, "--function", "the study's training function")
+    spec = studies.load(name, args.storage, read_only=True).stored_trainer
+    return build_user_trainer(spec, device=getattr(args, "device", "auto"), fn=fn)
 
 
 def _user_trainer(args: argparse.Namespace, name: str) -> Any:
     """The trainer of `--workload module:function`: the user's own data, imported because they named it."""
-    import importlib
-
     from tunelab import studies, trainers
-    from tunelab.spaces.trust import split_path
 
-    module, attr = split_path(args.workload, "--workload")
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # as `python -m` does: the user's modules in the working directory
-    try:
-        factory = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as err:
-        raise studies.WorkloadError(f"--workload {args.workload}: cannot import it ({err}); give module:function "
-                                    f"of a function importable from {str(Path.cwd())!r} that returns the Workload"
-                                    ) from err
+    factory = _import_named(args.workload, "--workload", "a function that returns the Workload")
     workload = factory()
-    if isinstance(workload, trainers.Trainer):
+    if trainers.is_trainable(workload):  # a Trainer, Function or Objective made by the user's factory
         return workload
     if not isinstance(workload, trainers.Workload):
         raise studies.WorkloadError(f"--workload {args.workload} returned {type(workload).__name__}; it must return "
-                                    f"a trainers.Workload (or a trainers.Trainer)")
-    spec = studies.load(name, args.storage, read_only=True)._stored_trainer()
+                                    f"a trainers.Workload (or a trainable: trainers.Trainer, Function, Objective)")
+    spec = studies.load(name, args.storage, read_only=True).stored_trainer
     return trainers.Trainer(workload, epochs=spec.get("epochs"), batch_size=spec.get("batch_size"),
                             device=getattr(args, "device", "auto"), seed=int(spec.get("seed", 0)))
 
@@ -164,6 +184,7 @@ def _list_line(st: Any, summary: Any, trust: Any) -> str:
     from tunelab.studies.compare import MANIFEST
     from tunelab.studies.recipes import STRATEGY, TRAINER, untrusted_imports
     from tunelab.studies.records import state_of
+    from tunelab.studies.storage.limits import mapping
     from tunelab.studies.storage.reader import read_study_attrs, read_trials
 
     name = summary.name
@@ -174,8 +195,9 @@ def _list_line(st: Any, summary: Any, trust: Any) -> str:
                 f"{', '.join(str(p['name']) for p in m['problems'])} (tunelab compare --name {name} --report-only)")
     if STRATEGY not in attrs or TRAINER not in attrs:
         return f"{name:30s} (not a tunelab study)"
-    strategy, trainer = attrs[STRATEGY], attrs[TRAINER]
-    workload = trainer.get("workload_name") or (trainer.get("workload") or {}).get("name", "?")
+    strategy = mapping(attrs[STRATEGY], f"study {name!r}'s stored strategy")
+    trainer = mapping(attrs[TRAINER], f"study {name!r}'s stored trainer")
+    workload = trainer.get("workload_name") or mapping(trainer.get("workload"), "its workload").get("name", "?")
     trials = read_trials(st, summary.study_id, curves=False)
     done = [t for t in trials if state_of(t) == "complete" and t.value is not None]
     maximize = summary.directions[:1] == ("maximize",)
@@ -371,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--workload", default=None, metavar="MODULE:FUNCTION",
                         help="your workload, for a study on your own data: a function (importable from the working "
                         "directory) that returns the same trainers.Workload the study was created with")
+    resume.add_argument("--function", default=None, metavar="MODULE:FUNCTION",
+                        help="your training function, for a study of trainers.Function or trainers.Objective defined "
+                        "in a script: the same function, importable from the working directory")
     resume.add_argument("--workers", type=int, default=1)
     _add_executor_arguments(resume)
     resume.add_argument("--device", default="auto")
@@ -422,6 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _shorten(text: str, limit: int = 4000) -> str:
+    """A message cut to `limit` characters (one that echoes a huge stored value must not flood the terminal)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit:,} more characters)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `tunelab` console script."""
     from tunelab.studies import TunelabError
@@ -434,7 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 0
     except TunelabError as exc:
-        print(f"tunelab: error: {exc}", file=sys.stderr)
+        print(f"tunelab: error: {_shorten(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # a database failure outside the study layer's own guards: named, not a traceback
         from tunelab.studies.storage import is_storage_fault, storage_fault

@@ -17,11 +17,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from tunelab import search
-from tunelab.spaces import ConfigError, Space, build_model
+from tunelab.spaces import ConfigError, Space
 from tunelab.spaces.trust import Trust, trusted_prefixes
 from tunelab.studies.artifacts import check_uid, claim, database_identity, folder_name, sweep
 from tunelab.studies.driver import LOCK_TTL
@@ -31,71 +28,13 @@ from tunelab.studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage,
 from tunelab.studies.storage.lock import LOCK_TTL_S
 from tunelab.studies.storage.reader import read_studies, read_study_attrs, study_direction
 from tunelab.studies.study import Study
-from tunelab.trainers import Trainer
-from tunelab.trainers.replay import Replay
+from tunelab.trainers.protocol import Trainable, is_trainable
 
 
 def _version() -> str:
     from tunelab import __version__
 
     return __version__
-
-
-def _check_fits(space: Space, trainer: Trainer) -> None:
-    """Build the models of a few configs of `space` for the workload; raise ConfigError if one cannot be."""
-    w = trainer.workload
-    x = w.train.x[:2] if hasattr(w.train, "x") else torch.stack([torch.as_tensor(w.train[i][0]) for i in range(2)])
-    configs = [space.default(), *(space.sample(np.random.default_rng([7, i])) for i in range(4))]
-    for config in configs:
-        try:
-            model = build_model(config, w.input_shape, w.n_outputs)
-            with torch.no_grad():
-                model.eval()(x.float())
-        except Exception as err:
-            shown = {k: v for k, v in config.items() if k.startswith("model")}
-            raise ConfigError(
-                f"the space does not fit the workload {w.name!r} (input shape {w.input_shape}, {w.n_outputs} "
-                f"outputs): building the model of {shown} failed with {type(err).__name__}: {err}. Use a model "
-                f"space for this input (e.g. spaces.cnn(dim={len(w.input_shape) - 1 if len(w.input_shape) > 1 else 1})"
-                f" or spaces.mlp())"
-            ) from err
-
-
-def _check_trains(space: Space) -> None:
-    """Build the optimizer and schedule at both ends of every numeric range of `space`; ConfigError if one cannot be.
-
-    A user-widened range is valid (the space defines it), but a value no optimizer accepts
-    (a learning rate <= 0, a momentum >= 1) would fail every trial that draws it, so it is refused
-    here, naming the parameter, instead of 40 trials later.
-    """
-    from tunelab.spaces import Float, Int, build_optimizer, build_schedule
-
-    if space in _TRAINABLE:
-        return
-    probe = torch.nn.Linear(2, 2)
-    rng = np.random.default_rng(11)
-    seen: dict[tuple[str, ...], dict[str, Any]] = {}
-    for config in [space.default(), *(space.sample(rng) for _ in range(40))]:
-        seen.setdefault(tuple(sorted(config)), config)  # one config per set of active branches
-    for config in seen.values():
-        for name in config:
-            param = space[name]
-            if not isinstance(param, (Float, Int)) or name.startswith("model"):
-                continue
-            for end in (param.low, param.high):
-                trial = {**config, name: end}
-                try:
-                    optimizer = build_optimizer(trial, probe)
-                    build_schedule(trial, optimizer, 10)
-                except Exception as err:
-                    raise ConfigError(
-                        f"the space's range of {name} ({param.describe()}) includes {end!r}, which cannot train: "
-                        f"{type(err).__name__}: {err}. Narrow it with space.replace(**{{{name!r}: ...}})"
-                    ) from err
-    _TRAINABLE.add(space)
-
-
-_TRAINABLE: set[Space] = set()  # spaces already checked in this process (spaces are immutable)
 
 
 def _same_strategy(stored: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
@@ -145,7 +84,7 @@ def create(
     storage: str = DEFAULT_STORAGE,
     *,
     space: Space,
-    trainer: Trainer,
+    trainer: Trainable,
     strategy: search.Strategy | None = None,
     direction: str | None = None,
     load_if_exists: bool = True,
@@ -178,7 +117,7 @@ def create(
                        load_if_exists=load_if_exists, artifacts=artifacts)
 
 
-def _create(name: str, storage: str, *, space: Space, trainer: Trainer, strategy: search.Strategy | None,
+def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strategy: search.Strategy | None,
             direction: str | None, load_if_exists: bool, artifacts: str | Path | None) -> Study:
     import optuna
 
@@ -186,23 +125,20 @@ def _create(name: str, storage: str, *, space: Space, trainer: Trainer, strategy
         raise ConfigError(f"a study needs a non-empty name, got {name!r}")
     if not isinstance(space, Space):
         raise ConfigError(f"space must be a spaces.Space, got {type(space).__name__}")
-    if not isinstance(trainer, Trainer):
-        raise ConfigError(f"trainer must be a trainers.Trainer, got {type(trainer).__name__}")
+    if not is_trainable(trainer):
+        raise ConfigError(f"trainer must be a trainers.Trainer, trainers.Function or trainers.Objective (a "
+                          f"trainers.Trainable), got {type(trainer).__name__}")
     strategy = search.Random(seed=0) if strategy is None else strategy
     if not isinstance(strategy, search.Strategy):
         raise ConfigError(f"strategy must be a search.Strategy (e.g. search.Bayesian()), got {strategy!r}")
-    if direction is not None and direction != trainer.workload.direction and direction in ("maximize", "minimize"):
-        warnings.warn(f"direction={direction!r}, but the workload's metric {trainer.workload.metric!r} is best when "
-                      f"it is {trainer.workload.direction}d: this study searches for the worst configurations. Leave "
-                      f"direction out to use the metric's own", stacklevel=2)
-    direction = direction or trainer.workload.direction
+    if direction is not None and direction != trainer.direction and direction in ("maximize", "minimize"):
+        warnings.warn(f"direction={direction!r}, but the metric {trainer.metric!r} is best when it is "
+                      f"{trainer.direction}d: this study searches for the worst configurations. Leave direction out "
+                      f"to use the metric's own", stacklevel=2)
+    direction = direction or trainer.direction
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
-    if isinstance(trainer, Replay):  # nothing is built: the table answers, and must hold what the space proposes
-        trainer.check_space(space)
-    else:
-        _check_fits(space, trainer)
-        _check_trains(space)
+    trainer.check(space)  # a Trainer builds a few models of the space; a Replay checks its table holds them
     strategy.check(space, trainer)
     st = open_storage(storage)
     recipe = {
@@ -242,7 +178,7 @@ def _create(name: str, storage: str, *, space: Space, trainer: Trainer, strategy
         try:
             study_id = writer.create_study(st, name, direction, {**recipe, VERSION: _version(), SEED: strategy.seed,
                                                                  LOCK_TTL: LOCK_TTL_S, UID: uuid.uuid4().hex},
-                                           metric=trainer.workload.metric)
+                                           metric=trainer.metric)
         except optuna.exceptions.DuplicatedStudyError:  # another process created it a moment ago: check it
             return create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
                           load_if_exists=load_if_exists, artifacts=artifacts)
@@ -272,7 +208,7 @@ def load(
     name: str,
     storage: str = DEFAULT_STORAGE,
     *,
-    trainer: Trainer | None = None,
+    trainer: Trainable | None = None,
     strategy: search.Strategy | None = None,
     trust: Trust = None,
     device: str = "auto",
@@ -311,7 +247,7 @@ def load(
                      artifacts=artifacts, read_only=read_only)
 
 
-def _load(name: str, storage: str, *, trainer: Trainer | None, strategy: search.Strategy | None, trust: Trust,
+def _load(name: str, storage: str, *, trainer: Trainable | None, strategy: search.Strategy | None, trust: Trust,
           device: str, artifacts: str | Path | None, read_only: bool) -> Study:
     trusted_prefixes(trust)  # a bad trust value fails before the database is opened
     st = open_storage(storage, create=False)

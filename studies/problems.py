@@ -20,6 +20,7 @@ from tunelab.spaces import Config, ConfigError, Space, build_model, mlp
 from tunelab.spaces.registry import Registry
 from tunelab.studies.recipes import identity
 from tunelab.trainers import Trainer, Workload, workloads
+from tunelab.trainers.protocol import Trainable, is_trainable
 
 
 def _model_config(model: Space | Mapping[str, Any] | None) -> Config:
@@ -42,31 +43,38 @@ class Problem:
     Args:
         name: A short name, unique in a comparison (letters, digits, `_`, `-`).
         trainer: Trains every run; its `epochs` is the length of a run of a one-pass optimizer.
+            The shared trainer (`trainers.Trainer`), or your own training loop
+            (`trainers.Function`, whose `fn` builds its optimizer with
+            `spaces.build_optimizer(config, model)` and its schedule with `spaces.build_schedule`).
         model: The network: a model space (its defaults are used, nothing is searched) or a
-            model config; None for `spaces.mlp()`'s defaults.
+            model config; None for `spaces.mlp()`'s defaults. Ignored for a `Function`, whose
+            `fn` builds its own network.
 
     Raises:
         ConfigError: A bad name, trainer or model, or a model the workload cannot build.
     """
 
     name: str
-    trainer: Trainer
+    trainer: Trainable
     model: Config = field(default_factory=dict)
 
-    def __init__(self, name: str, trainer: Trainer, model: Space | Mapping[str, Any] | None = None) -> None:
+    def __init__(self, name: str, trainer: Trainable, model: Space | Mapping[str, Any] | None = None) -> None:
         if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
             raise ConfigError(f"a problem's name must be letters, digits, '_' or '-', got {name!r}")
-        if not isinstance(trainer, Trainer):
-            raise ConfigError(f"a problem needs a trainers.Trainer, got {type(trainer).__name__}")
-        config = _model_config(model)
-        w = trainer.workload
-        try:
-            build_model(config, w.input_shape, w.n_outputs)
-        except Exception as err:
-            raise ConfigError(
-                f"problem {name!r}: the model {config} cannot take the workload {w.name!r}'s examples of shape "
-                f"{w.input_shape}: {err}"
-            ) from err
+        if not is_trainable(trainer) or (trainer.epochs < 2 and not trainer.trains_models):
+            raise ConfigError(f"a problem needs a trainers.Trainer, or a trainers.Function of at least 2 epochs that "
+                              f"builds its optimizer with spaces.build_optimizer (an optimizer comparison tunes and "
+                              f"reruns training runs), got {trainer!r}")
+        config: Config = {}
+        if trainer.trains_models:
+            config = _model_config(model)
+            try:
+                build_model(config, trainer.input_shape, trainer.n_outputs)
+            except Exception as err:
+                raise ConfigError(
+                    f"problem {name!r}: the model {config} cannot take the workload {trainer.name!r}'s examples of "
+                    f"shape {trainer.input_shape}: {err}"
+                ) from err
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "trainer", trainer)
         object.__setattr__(self, "model", config)
@@ -123,8 +131,8 @@ def as_problem(x: Problem | Trainer | Workload | str, *, device: str = "auto") -
         return problems.get(x)(device=device)
     if isinstance(x, Workload):
         x = Trainer(x, device=device)
-    if isinstance(x, Trainer):
-        return Problem(x.workload.name.replace(".", "_"), x)
+    if is_trainable(x):
+        return Problem(x.name.replace(".", "_"), x)
     raise ConfigError(
         f"compare takes problems: a built-in name ({', '.join(problems)}), a studies.Problem, a trainers.Trainer "
         f"or a trainers.Workload; got {type(x).__name__}"

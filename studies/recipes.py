@@ -8,8 +8,9 @@ from typing import Any
 
 from tunelab.spaces.errors import UntrustedImportError, WorkloadError
 from tunelab.spaces.trust import Trust, check, current_path, resolve
-from tunelab.studies.storage.limits import MAX_EPOCHS, count, optional_count
+from tunelab.studies.storage.limits import MAX_EPOCHS, count, mapping, optional_count
 from tunelab.trainers import Trainer, workloads
+from tunelab.trainers.protocol import Trainable
 
 # Study user attributes that hold a study's recipe (written once, when it is created).
 VERSION = "tunelab:version"
@@ -39,6 +40,10 @@ def trainer_conflict(stored: Mapping[str, Any], given: Mapping[str, Any]) -> str
     stored have none), so reusing a study name with other data is a conflict.
     """
     a, b = identity(stored), json.loads(json.dumps(identity(given)))
+    fa, fb = (x["workload"].get("function") if isinstance(x["workload"], Mapping) else None for x in (a, b))
+    if (isinstance(fa, str) and isinstance(fb, str) and "__main__:" in (fa[:9], fb[:9])
+            and fa.rpartition(":")[2] == fb.rpartition(":")[2]):
+        b["workload"] = {**b["workload"], "function": fa}  # a script's function, given as module:function
     if a != b:
         return f"a different trainer (stored: {a}, given: {b})"
     da, db = stored.get("data"), json.loads(json.dumps(given.get("data")))
@@ -61,7 +66,7 @@ def identity(spec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust = None) -> Trainer:
+def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust = None) -> Trainable:
     """Rebuild the trainer of a stored spec (`Trainer.spec()`).
 
     Built-in workloads load by name; any other factory is imported only when its package is in
@@ -72,7 +77,10 @@ def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust
         WorkloadError: The workload has no recipe (it was built from in-memory tensors), or its
             factory cannot be imported or called with the stored arguments.
     """
-    recipe = spec.get("workload") or {}
+    spec = mapping(spec, "the study's stored trainer")
+    if "function" in spec or "objective" in spec:
+        return build_user_trainer(spec, device=device, trust=trust)
+    recipe = mapping(spec.get("workload"), "the stored trainer's workload")
     factory = recipe.get("factory")
     if spec.get("replay"):
         replay = spec["replay"]
@@ -115,6 +123,54 @@ def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust
     )
 
 
+def user_code(spec: Mapping[str, Any]) -> tuple[str, str] | None:
+    """`(kind, "module:function")` of a stored `trainers.Function` or `trainers.Objective`, else None."""
+    for kind in ("function", "objective"):
+        if isinstance(spec, Mapping) and isinstance(spec.get(kind), str):
+            return kind, spec[kind]
+    return None
+
+
+def build_user_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust = None,
+                       fn: Any = None) -> Trainable:
+    """Rebuild a stored `trainers.Function` or `trainers.Objective` (its function imported only when trusted).
+
+    Args:
+        spec: The stored trainer spec.
+        device: Where a `Function` trains.
+        trust: Packages whose code may be imported (`spaces.trust`).
+        fn: The function itself (the caller's consent: CLI `--function module:fn`); else the stored path.
+
+    Raises:
+        UntrustedImportError: The function's package is not trusted.
+        WorkloadError: The function was defined in the script that ran the study (`__main__`) and
+            `fn` was not given, or it cannot be imported.
+    """
+    from tunelab.trainers import Function, Objective
+
+    kind, path = user_code(spec) or ("function", "?")
+    if fn is None:
+        if str(path).startswith("__main__:"):
+            raise WorkloadError(
+                f"the study trains {path.split(':', 1)[1]}, a {kind} of the script that ran it; rerun that script "
+                f"to continue the study (it reopens it), or import the {kind} from a module and pass it: "
+                f"tunelab resume --function module:{path.split(':', 1)[1]} (Python: studies.load(name, storage, "
+                f"trainer=trainers.{kind.capitalize()}(fn, ...)))")
+        try:
+            fn = resolve(path, what=f"training {kind}", trust=trust)
+        except (ImportError, AttributeError) as err:
+            raise WorkloadError(f"cannot import the {kind} {path!r} stored with the study ({err}); make it "
+                                f"importable, or pass trainer= to studies.load") from err
+    where = "the study's stored trainer setting"
+    metric, direction = str(spec.get("metric", "")), str(spec.get("direction", ""))
+    seed = count(spec.get("seed", 0), f"{where} 'seed'", low=-(2**63), limit=2**64)
+    name = str(mapping(spec.get("workload"), "its workload").get("name") or "")[:200] or None
+    if kind == "objective":
+        return Objective(fn, metric=metric, direction=direction, seed=seed, name=name)
+    epochs = count(spec.get("epochs"), f"{where} 'epochs'", low=1, limit=MAX_EPOCHS)
+    return Function(fn, epochs=epochs, metric=metric, direction=direction, seed=seed, device=device, name=name)
+
+
 def untrusted_imports(trainer_spec: Any, strategy_spec: Any, trust: Trust = None) -> list[str]:
     """Import paths a stored study names that `studies.load` would refuse under `trust` (nothing is imported).
 
@@ -126,6 +182,9 @@ def untrusted_imports(trainer_spec: Any, strategy_spec: Any, trust: Trust = None
     factory = factory_path(trainer_spec) if isinstance(trainer_spec, Mapping) else None
     if factory:
         paths.append((factory, builtin_factories()))
+    code = user_code(trainer_spec)
+    if code is not None and not code[1].startswith("__main__:"):  # a script's own function: its script reopens it
+        paths.append((code[1], frozenset()))
     name = strategy_spec.get("name") if isinstance(strategy_spec, Mapping) else None
     if not isinstance(name, str):
         return [p for p, b in paths if not _allowed(p, trust, b)] + [repr(strategy_spec)]

@@ -171,7 +171,11 @@ def stored_metrics(trial: Any) -> dict[str, list[Any]]:
     stored = mapping(trial.user_attrs.get(METRICS), f"{where}'s user attribute {METRICS!r}")
     steps = trial.intermediate_values
     lists: dict[str, list[Any]] = {}
-    for k in METRIC_KEYS:
+    named = [k for k in stored if k not in METRIC_KEYS]  # a workload's own metrics, a Function's reported ones
+    if len(named) > MAX_NAMED_METRICS:
+        raise StorageError(f"{where} stores {len(named)} named metrics, more than tunelab's limit of "
+                           f"{MAX_NAMED_METRICS}; the database was edited or damaged")
+    for k in [*METRIC_KEYS, *named]:
         values = stored.get(k, [])
         if not isinstance(values, list) or not set(map(type, values)) <= _NUMBERS or len(values) > MAX_EPOCHS:
             raise StorageError(f"{where}'s stored metric {k!r} must be a list of at most {MAX_EPOCHS} numbers; the "
@@ -187,7 +191,7 @@ def stored_metrics(trial: Any) -> dict[str, list[Any]]:
                 f"damaged; restore it from a copy, or delete the trial")
     n = max(longest, max(steps, default=0))
     metrics: dict[str, list[Any]] = {}
-    for k in METRIC_KEYS:
+    for k in [*METRIC_KEYS, *named]:
         if k == "val_metric":
             metrics[k] = [finite(steps.get(e)) for e in range(1, n + 1)]
         else:
@@ -196,6 +200,7 @@ def stored_metrics(trial: Any) -> dict[str, list[Any]]:
 
 
 _NUMBERS = frozenset({int, float, type(None)})
+MAX_NAMED_METRICS = 100
 
 
 def compact_metrics(metrics: dict[str, list[Any]]) -> dict[str, list[Any]]:

@@ -59,6 +59,18 @@ def _save(ax_or_fig: Any, path: Path) -> None:
     plt.close("all")
 
 
+def _plotted(plot: Any, trial: Any, path: Path, notes: list[str]) -> bool:
+    """`plot(trial, path)`; what a routine stored that cannot be plotted becomes a note, not a failed report."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return bool(plot(trial, path))
+    except Exception as err:  # a routine's results are whatever the database holds: damaged ones are skipped
+        plt.close("all")
+        notes.append(f"Trial {trial.number}'s {trial.routine} results cannot be plotted ({type(err).__name__}).")
+        return False
+
+
 def _plot_alphas(trial: Any, path: Path) -> bool:
     """Softmax of a DARTS search's alphas per edge over its epochs (one panel per edge); False if it has none."""
     import matplotlib.pyplot as plt
@@ -193,11 +205,11 @@ def report(study: Study, folder: str | Path) -> Path:
             images.append(("Learning curves", "curves.png"))
         for t in searches[:8]:
             name = f"alphas-{t.number}.png"
-            if _plot_alphas(t, out / name):
+            if _plotted(_plot_alphas, t, out / name, notes):
                 images.append((f"Architecture weights of search trial {t.number} ({t.routine})", name))
         for t in [t for t in trials if t.results.get("schedule")][:8]:
             name = f"schedule-{t.number}.png"
-            if _plot_schedule(t, out / name):
+            if _plotted(_plot_schedule, t, out / name, notes):
                 images.append((f"Hyperparameter schedule of self-tuning trial {t.number}", name))
         done = [t for t in trials if t.state == TrialState.COMPLETE]
         varied = sorted({k for t in done for k in t.config

@@ -27,6 +27,7 @@ from tunelab.studies.executors.pool import refuse_in_spawned_import
 from tunelab.studies.recipes import STRATEGY, TRAINER
 from tunelab.studies.records import CHECKPOINT, TrialRecord, TrialState, curves_frame, record_of, trials_frame
 from tunelab.studies.storage import storage_faults
+from tunelab.studies.storage.limits import mapping
 from tunelab.studies.storage.reader import read_study_attrs, read_trials
 from tunelab.trainers import Trainer
 
@@ -86,30 +87,32 @@ class Study:
     def _recipe(self) -> dict[str, Any]:
         """The stored trainer and strategy specs (written once, at create: read once)."""
         attrs = self.attrs()
-        return {TRAINER: dict(attrs.get(TRAINER) or {}), STRATEGY: dict(attrs.get(STRATEGY) or {})}
+        return {key: mapping(attrs.get(key), f"the study's attribute {key!r}") for key in (TRAINER, STRATEGY)}
 
-    def _stored_trainer(self) -> dict[str, Any]:
+    @property
+    def stored_trainer(self) -> dict[str, Any]:
+        """The trainer's spec as the study stored it when it was created (`Trainable.spec()`)."""
         return self._recipe[TRAINER]
 
     @property
     def metric(self) -> str:
         """Name of the objective's metric (the workload's validation metric)."""
         if self.trainer is not None:
-            return self.trainer.workload.metric
-        return str(self._stored_trainer().get("metric", "objective"))
+            return self.trainer.metric
+        return str(self.stored_trainer.get("metric", "objective"))
 
     @property
     def workload_name(self) -> str:
         """Name of the study's workload."""
         if self.trainer is not None:
-            return self.trainer.workload.name
-        spec = self._stored_trainer()
+            return self.trainer.name
+        spec = self.stored_trainer
         return str(spec.get("workload_name") or (spec.get("workload") or {}).get("name", "?"))
 
     @property
     def epochs(self) -> int | None:
         """Epochs of a full trial."""
-        return self.trainer.epochs if self.trainer is not None else self._stored_trainer().get("epochs")
+        return self.trainer.epochs if self.trainer is not None else self.stored_trainer.get("epochs")
 
     @property
     def strategy_text(self) -> str:
@@ -117,8 +120,9 @@ class Study:
         if self.strategy is not None:
             return repr(self.strategy)
         spec = self._recipe[STRATEGY]
-        args = ", ".join(f"{k}={v!r}" for k, v in (spec.get("args") or {}).items())
-        return f"{spec.get('name', '?')}({args})"
+        args = mapping(spec.get("args"), "the stored strategy's arguments")
+        text = f"{spec.get('name', '?')}({', '.join(f'{k}={v!r}' for k, v in args.items())})"
+        return text if len(text) <= 300 else text[:297] + "..."
 
     def _writable(self, what: str) -> None:
         if self.read_only:
@@ -253,6 +257,7 @@ class Study:
         keep_checkpoints: str = "best",
         max_retries: int = 0,
         population: int = 1,
+        threads: int | None = None,
     ) -> TrialRecord | None:
         """Run the study until its budget (a total for the study, over all calls) is spent.
 
@@ -294,6 +299,12 @@ class Study:
                 (`trainers.Population`) on one worker; each is still its own trial. 1 (the
                 default) trains one trial per unit of work. Every built-in executor takes populations
                 (on Ray, a population trains on one actor).
+            threads: Torch threads for each trial trained on this machine (in this process, or
+                per pool worker). None (the default) gives each worker `cores // n_workers`,
+                capped by `OMP_NUM_THREADS` when it is set, and 1 when the machine is already
+                busy (load average above the cores, with a `studies.BusyMachineWarning`): more threads than
+                free cores train several times slower. This process's own count is restored
+                after each trial. Ray actors use their `resources`' `num_cpus` instead.
 
         Returns:
             The best trial so far (None if none has completed).
@@ -309,10 +320,10 @@ class Study:
         refuse_in_spawned_import()  # a worker importing a script without a main guard: stop before any write
         budget = Budget(trials=trials, epochs=epochs, seconds=seconds, grad_evals=grad_evals)
         executor_options = check_settings(
-            budget=budget, strategy=self.strategy, epochs_per_trial=self.epochs, n_workers=n_workers,
+            budget=budget, strategy=self.strategy, trainer=self.trainer, n_workers=n_workers,
             executor=executor, ray_address=ray_address, resources=resources, max_retries=max_retries,
             population=population, max_failures=max_failures, keep_checkpoints=keep_checkpoints,
-            checkpoint_seconds=checkpoint_seconds)
+            checkpoint_seconds=checkpoint_seconds, threads=threads)
         driver = Driver(
             self,
             budget,

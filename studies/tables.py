@@ -16,7 +16,7 @@ from tunelab.spaces.errors import ConfigError
 from tunelab.spaces.space import config_key
 from tunelab.studies.records import TrialState
 from tunelab.trainers.replay import METRICS, Curve, ReplayTable, TableHeader
-from tunelab.trainers.trainer import EpochResult
+from tunelab.trainers.run import EpochResult
 
 
 def study_curves(study: Any) -> list[Curve]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler
 
-from tunelab.trainers.workload import Split, TensorSplit
+from tunelab.trainers.tensors import Split, TensorSplit
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

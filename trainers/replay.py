@@ -152,7 +152,10 @@ class Replay(Trainer):
         """Optimizer steps per epoch of the recorded workload."""
         return self._steps
 
-    def check_space(self, space: Any) -> None:
+    trains_models = False  # it answers from a table: nothing to differentiate through or measure
+    vectorises = False
+
+    def check(self, space: Any) -> None:
         """Raise `TableError` unless `space` is the table's own (outside="error") or nearest lookups may serve it."""
         if self.outside == "nearest":
             return

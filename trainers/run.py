@@ -34,6 +34,8 @@ class EpochResult:
         lr: Learning rate of the first parameter group at the end of the epoch.
         seconds: Wall time of the epoch (training and validation).
         grad_evals: Gradient evaluations of the run so far (steps x the optimizer's cost per step).
+        extra: Every other named metric of the epoch (a workload's own metrics, what a
+            `trainers.Function` reports, an `Objective`'s other results).
     """
 
     epoch: int
@@ -43,6 +45,7 @@ class EpochResult:
     lr: float
     seconds: float
     grad_evals: int
+    extra: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,8 @@ class TrainResult:
             STN hyperparameter schedule), JSON-ready; studies store it as the trial's user
             attribute named after the routine. Empty for the standard loop (a replay answered
             by a nearest recorded configuration says so here: `{"replay": {"nearest": ...}}`).
+        reason: Why a "diverged" run ended, in words, when it was not its training loss (a
+            `Function` or `Objective` whose objective was not finite); None otherwise.
     """
 
     status: Status
@@ -77,6 +82,7 @@ class TrainResult:
     seed: int = 0
     checkpoint_error: str | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
 
     @property
     def grad_evals(self) -> int:

@@ -21,7 +21,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,75 +32,12 @@ from torch import nn
 from tunelab.spaces import build_model, build_optimizer, build_schedule, model_size, optimizer_spec
 from tunelab.spaces.errors import CheckpointError, ConfigError
 from tunelab.trainers.checkpoint import capture_rng, load_checkpoint, restore_rng, run_rng, save_checkpoint
+from tunelab.trainers.checks import check_fits, check_trains
 from tunelab.trainers.data import batches, to_device
-from tunelab.trainers.run import DECISIONS, Decision, EpochResult, RunControl, Status, TrainResult, best_metric
+from tunelab.trainers.evaluation import EVAL_BATCH, evaluate, evaluate_all, resolve_device, resolve_precision
+from tunelab.trainers.run import Decision, EpochResult, RunControl, Status, TrainResult, best_metric
 from tunelab.trainers.steps import make_step
 from tunelab.trainers.workload import Split, TensorSplit, Workload
-
-EVAL_BATCH = 2048
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`"auto"` -> CUDA when available, else CPU; anything else as `torch.device`.
-
-    Raises:
-        ConfigError: CUDA was asked for but is not available.
-    """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device={str(device)!r} but CUDA is not available here; use device='auto' or 'cpu'")
-    return dev
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """`"auto"` -> "bf16" on CUDA devices that support it, else "fp32".
-
-    Raises:
-        ConfigError: Unknown precision.
-    """
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ConfigError(f"precision must be 'auto', 'fp32' or 'bf16', got {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
-    return precision
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    data: Iterator[tuple[torch.Tensor, torch.Tensor]] | Any,
-    workload: Workload,
-    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
-) -> tuple[float, float]:
-    """Mean loss and metric of `model` over batches, with one host sync at the end.
-
-    Args:
-        model: The network; it is put in eval mode (and left there).
-        data: An iterable of `(x, y)` batches (e.g. `trainers.batches(split, 2048)`).
-        workload: Supplies the loss and metric.
-        autocast: Mixed-precision context factory.
-
-    Returns:
-        `(loss, metric)` as Python floats (NaN for an empty iterable).
-    """
-    model.eval()
-    loss_sum = metric_sum = None
-    n = 0
-    for x, y in data:
-        with autocast():
-            out = model(x)
-        out = out.float()
-        batch_loss = workload.loss(out, y, reduction="sum")
-        batch_metric = workload.metric_sum(out, y)
-        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-        metric_sum = batch_metric if metric_sum is None else metric_sum + batch_metric
-        n += int(y.shape[0])
-    if n == 0:
-        return math.nan, math.nan
-    values = torch.stack([loss_sum.float(), metric_sum.float()]).tolist()
-    return values[0] / n, values[1] / n
 
 
 class Trainer:
@@ -157,6 +94,53 @@ class Trainer:
         self.compile = bool(compile)
         self.checkpoint_every = checkpoint_every
         self._splits: dict[str, Split | None] | None = None
+
+    trains_models = True  # `Trainable`: it builds and trains tunelab's models (DARTS, STN, sizes, latency)
+
+    # ------------------------------------------------------------------ `Trainable`
+    @property
+    def name(self) -> str:
+        """The workload's name."""
+        return self.workload.name
+
+    @property
+    def metric(self) -> str:
+        """The objective's name: the workload's validation metric."""
+        return self.workload.metric
+
+    @property
+    def direction(self) -> str:
+        """"minimize" or "maximize" (the workload metric's)."""
+        return self.workload.direction
+
+    @property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """One example's shape."""
+        return self.workload.input_shape
+
+    @property
+    def n_outputs(self) -> int | None:
+        """The network's outputs."""
+        return self.workload.n_outputs
+
+    @property
+    def vectorises(self) -> bool:
+        """Whether trials can train as one vectorised population: in-memory data and the task's own loss."""
+        return isinstance(self.workload.train, TensorSplit) and self.workload.standard
+
+    def check(self, space: Any) -> None:
+        """Build a few models, optimizers and schedules of `space` for this workload (`trainers.checks`).
+
+        Raises:
+            ConfigError: The workload cannot build a model of the space, or a range cannot train.
+        """
+        check_fits(space, self.workload)
+        check_trains(space)
+
+    def planned_grad_evals(self, config: Mapping[str, Any], epochs: int) -> int:
+        """Gradient evaluations of `epochs` epochs of `config` (steps x the optimizer's cost per step)."""
+        steps = self.steps_per_epoch(int(config.get("batch_size", self.batch_size)))
+        return epochs * steps * optimizer_spec(config).grad_evals
 
     def __getstate__(self) -> dict[str, Any]:
         # Process-pool workers receive trainers by pickling: send the data once, not its device copies.
@@ -385,9 +369,11 @@ class Trainer:
                 run.history.append(EpochResult(run.epoch, train_loss, math.nan, math.nan, lr, seconds, run.grad_evals))
                 status = "diverged"
                 break
-            val_loss, val_metric = evaluate(model, self.batches("val"), workload, autocast)
+            val_loss, measured = evaluate_all(model, self.batches("val"), workload, autocast)
+            val_metric = measured.get(workload.metric, val_loss if workload.metric == "loss" else math.nan)
+            extra = {k: v for k, v in measured.items() if k not in (workload.metric, "loss")}
             result = EpochResult(
-                run.epoch, train_loss, val_loss, val_metric, lr, time.perf_counter() - t0, run.grad_evals
+                run.epoch, train_loss, val_loss, val_metric, lr, time.perf_counter() - t0, run.grad_evals, extra
             )
             run.history.append(result)
             status = control.after_epoch(result, lambda p: self.save(run, p))
@@ -428,5 +414,4 @@ class RunState:
     history: list[EpochResult] = field(default_factory=list)
 
 
-__all__ = ["DECISIONS", "EpochResult", "RunControl", "RunState", "TrainResult", "Trainer", "best_metric", "evaluate",
-           "resolve_device", "resolve_precision"]
+__all__ = ["RunState", "Trainer"]

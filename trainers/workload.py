@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,74 +23,51 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from tunelab.spaces.errors import WorkloadError
+from tunelab.trainers.tensors import Split, TensorSplit, check_labels, tensor_split
 
 TASKS = ("classification", "regression")
 
 
-@dataclass(frozen=True)
-class TensorSplit:
-    """One split held as two tensors: inputs `x` of shape `(N, *input_shape)` and targets `y`."""
-
-    x: torch.Tensor
-    y: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    def to(self, device: torch.device | str) -> TensorSplit:
-        """The same split on `device`."""
-        return TensorSplit(self.x.to(device), self.y.to(device))
+TASK_HOOKS = ("loss", "metrics", "objective", "direction")
 
 
-Split = TensorSplit | Dataset
+def task_hooks(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The `Workload` task hooks among a constructor's extra keywords (anything else is refused, named)."""
+    unknown = sorted(set(kwargs) - set(TASK_HOOKS))
+    if unknown:
+        raise WorkloadError(f"unexpected keyword arguments {unknown}; a workload's own task takes {list(TASK_HOOKS)}")
+    return dict(kwargs)
 
 
-def _check_finite(t: torch.Tensor, name: str) -> None:
-    """Refuse NaN / inf values: they would be scored as results or make every trial diverge."""
-    bad = ~torch.isfinite(t)
-    if bad.any():
-        rows = bad.reshape(t.shape[0], -1).any(dim=1).nonzero().flatten().tolist()
-        raise WorkloadError(
-            f"{name} holds {int(bad.sum())} non-finite values (NaN or inf) in {len(rows)} examples (rows {rows[:5]}"
-            f"{'...' if len(rows) > 5 else ''}); drop or impute them first, e.g. keep = torch.isfinite(x).all(dim=1) "
-            f"& torch.isfinite(y); x, y = x[keep], y[keep]"
-        )
-
-
-def _as_tensor(a: Any, name: str) -> torch.Tensor:
-    if isinstance(a, torch.Tensor):
-        return a.detach().cpu()
-    array = np.asarray(a) if not isinstance(a, np.ndarray) else a
-    if array.dtype.kind in "USO":  # strings or Python objects: class names, not class indices
-        sample = ", ".join(repr(v) for v in array.ravel()[:3].tolist())
-        raise WorkloadError(
-            f"{name} holds {'text' if array.dtype.kind in 'US' else 'Python objects'} ({sample}, ...; dtype "
-            f"{array.dtype}), but tunelab trains on numbers: encode labels as class indices 0..k-1 (e.g. "
-            f"sklearn.preprocessing.LabelEncoder().fit_transform({name})) and features as floats"
-        )
-    try:
-        return torch.as_tensor(array)
-    except (TypeError, ValueError) as exc:
-        raise WorkloadError(f"{name} cannot become a tensor (a {type(a).__name__} of dtype {array.dtype}: {exc}); "
-                            f"pass a numeric NumPy array or torch tensor") from None
+def varies(dataset: Any) -> bool:
+    """Whether reading the same item of `dataset` twice gives different data (random augmentation)."""
+    a, b = dataset[0], dataset[0]
+    return any(not torch.equal(torch.as_tensor(u), torch.as_tensor(v)) for u, v in zip(a, b, strict=False))
 
 
 class TaskMetric:
     """The selection metric of a task ("classification" or "regression") and its direction.
 
-    Shared by `Workload` and by a replayed trainer's `trainers.replay.ReplayWorkload`.
+    Shared by `Workload` and by a replayed trainer's `trainers.replay.ReplayWorkload`. A workload
+    with its own metrics names its objective (`objective`, `objective_direction`) instead.
     """
 
     task: str
+    objective: str | None = None
+    objective_direction: str | None = None
 
     @property
     def metric(self) -> str:
-        """Name of the selection metric: "accuracy" or "mse"."""
+        """Name of the selection metric: the workload's objective, else "accuracy" or "mse"."""
+        if self.objective is not None:
+            return self.objective
         return "accuracy" if self.task == "classification" else "mse"
 
     @property
     def direction(self) -> str:
-        """Either "maximize" (accuracy) or "minimize" (mse)."""
+        """Either "maximize" (accuracy) or "minimize" (mse), or the objective's own direction."""
+        if self.objective_direction is not None:
+            return self.objective_direction
         return "maximize" if self.task == "classification" else "minimize"
 
     def better(self, a: float, b: float) -> bool:
@@ -117,9 +92,18 @@ class Workload(TaskMetric):
         batch_size: Default batch size of trainers on this workload.
         max_epochs: A full training run's length, for strategies that schedule fidelities.
         recipe: How to rebuild the workload elsewhere: `{"factory": "module:function", "kwargs": {...}}`.
+        loss: The training loss, `loss(outputs, y) -> scalar tensor` (mean over the batch), instead
+            of the task's (cross-entropy or mean squared error): a contrastive loss, label
+            smoothing, a language model's token-level cross-entropy.
+        metrics: Named validation metrics, `name -> metric(outputs, y) -> float`, computed on the
+            whole split's outputs at once (so F1, AUROC or perplexity are exact), instead of the
+            task's metric. Every one is recorded per epoch; `objective` names the one selected on.
+        objective: The metric selected on: a key of `metrics`, or "loss" (the validation loss).
+        direction: The objective's direction, "minimize" or "maximize" (required with `objective`).
 
     Raises:
-        WorkloadError: Inconsistent splits, an unknown task, or bad sizes.
+        WorkloadError: Inconsistent splits, an unknown task, bad sizes, or an objective that is
+            not one of the metrics (or has no direction).
     """
 
     def __init__(
@@ -135,7 +119,12 @@ class Workload(TaskMetric):
         batch_size: int = 128,
         max_epochs: int = 30,
         recipe: Mapping[str, Any] | None = None,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        metrics: Mapping[str, Callable[[torch.Tensor, torch.Tensor], Any]] | None = None,
+        objective: str | None = None,
+        direction: str | None = None,
     ) -> None:
+        self._set_task_hooks(loss, metrics, objective, direction)
         if task not in TASKS:
             raise WorkloadError(f"task must be one of {TASKS}, got {task!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
@@ -159,6 +148,44 @@ class Workload(TaskMetric):
             raise WorkloadError(f"n_outputs must be a positive int, got {n_outputs!r}")
         self.n_outputs = n_outputs
         self._fingerprint: dict[str, Any] | None = None
+
+    def _set_task_hooks(self, loss: Any, metrics: Any, objective: str | None, direction: str | None) -> None:
+        if loss is not None and not callable(loss):
+            raise WorkloadError(f"loss must be a function loss(outputs, y) -> scalar tensor, got {loss!r}")
+        if metrics is not None:
+            if not isinstance(metrics, Mapping) or not metrics:
+                raise WorkloadError(f"metrics must be a dict of name -> metric(outputs, y) -> float, got {metrics!r}")
+            bad = [k for k, f in metrics.items() if not isinstance(k, str) or not callable(f) or k == "loss"]
+            if bad:
+                raise WorkloadError(f"metrics {bad} must map a name (not 'loss') to a function metric(outputs, y)")
+        if (objective is None) != (direction is None):
+            raise WorkloadError("give objective= and direction= together (e.g. objective='f1', direction='maximize')")
+        if objective is not None:
+            names = [*(metrics or {}), "loss"]
+            if objective not in names:
+                raise WorkloadError(f"objective={objective!r} is not one of the workload's metrics {names}; add it "
+                                    f"to metrics= or select on one of them")
+            if direction not in ("minimize", "maximize"):
+                raise WorkloadError(f"direction must be 'minimize' or 'maximize', got {direction!r}")
+        elif metrics is not None:
+            raise WorkloadError(f"a workload with its own metrics names its objective: objective=<one of "
+                                f"{list(metrics)}> and its direction=")
+        self.custom_loss = loss
+        self.metrics = dict(metrics) if metrics is not None else None
+        self.objective, self.objective_direction = objective, direction
+
+    @property
+    def standard(self) -> bool:
+        """Whether it uses the task's own loss and metric (what populations vectorise and sums batch by batch)."""
+        return self.custom_loss is None and self.metrics is None and self.objective is None
+
+    def measure(self, outputs: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """Every metric of outputs and targets of a whole split (a workload with its own `metrics`)."""
+        out: dict[str, float] = {}
+        for name, fn in (self.metrics or {}).items():
+            value = fn(outputs, y)
+            out[name] = float(value.item() if isinstance(value, torch.Tensor) else value)
+        return out
 
     def fingerprint(self) -> dict[str, Any]:
         """Shapes, dtypes and a SHA-256 of the data: what tells two workloads of one name apart.
@@ -193,7 +220,10 @@ class Workload(TaskMetric):
 
     # ------------------------------------------------------------------ task
     def loss(self, outputs: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        """Training loss: cross-entropy on logits, or mean squared error."""
+        """Training loss: the workload's own, or cross-entropy on logits, or mean squared error."""
+        if self.custom_loss is not None:
+            mean = self.custom_loss(outputs, y)
+            return mean if reduction == "mean" else mean * y.shape[0]
         if self.task == "classification":
             return F.cross_entropy(outputs, y, reduction=reduction)
         err = F.mse_loss(outputs.reshape(y.shape), y, reduction="none").reshape(y.shape[0], -1).mean(1)
@@ -231,6 +261,9 @@ class Workload(TaskMetric):
         max_epochs: int = 30,
         seed: int = 0,
         recipe: Mapping[str, Any] | None = None,
+        n_outputs: int | None = None,
+        input_dtype: torch.dtype | None = None,
+        **task_kw: Any,
     ) -> Workload:
         """A workload from in-memory arrays or tensors.
 
@@ -256,56 +289,28 @@ class Workload(TaskMetric):
             recipe: How to rebuild this workload elsewhere, `{"factory": "module:function",
                 "kwargs": {...}}`: lets `studies.load(..., trust=["module's package"])` and
                 `tunelab resume` rebuild the study's data without `trainer=`.
+            n_outputs: The model's outputs (inferred from the labels or targets when None).
+            input_dtype: The inputs' dtype. None turns integer inputs into float32 (features);
+                `torch.long` keeps token ids for a model that embeds them.
+            **task_kw: The workload's own `loss`, `metrics`, `objective` and `direction` (see
+                `Workload`). With its own `loss`, the targets are that loss's: any shape (for
+                example a language model's `(N, T)` next tokens), checked only for their length
+                and finite values.
 
         Raises:
             WorkloadError: Mismatched lengths, wrong target types, non-finite values, 1-D
                 inputs, or a bad `val_fraction`.
         """
+        task_args = dict(task_kw)
         if task not in TASKS:
             raise WorkloadError(f"task must be one of {TASKS}, got {task!r}")
-
-        def pair(x: Any, y: Any, split: str) -> TensorSplit:
-            xt, yt = _as_tensor(x, f"x_{split}"), _as_tensor(y, f"y_{split}")
-            if xt.ndim < 2:
-                raise WorkloadError(
-                    f"x_{split} has shape {tuple(xt.shape)}; inputs need an example axis and a feature axis, "
-                    f"(N, *features). For one feature per example pass x.reshape(-1, 1)"
-                )
-            if xt.shape[0] != yt.shape[0]:
-                raise WorkloadError(
-                    f"x_{split} has {xt.shape[0]} examples but y_{split} has {yt.shape[0]}; they must match"
-                )
-            if not xt.is_floating_point():
-                xt = xt.float()
-            _check_finite(xt, f"x_{split}")
-            if yt.is_floating_point():
-                _check_finite(yt, f"y_{split}")
-            if task == "classification":
-                if yt.is_floating_point() or yt.dtype == torch.bool or yt.ndim != 1:
-                    raise WorkloadError(
-                        f"classification targets y_{split} must be a 1-D integer tensor of class indices, got "
-                        f"dtype {yt.dtype} and shape {tuple(yt.shape)}; pass task='regression' for real targets"
-                    )
-                if yt.numel() and int(yt.min()) < 0:
-                    raise WorkloadError(f"class labels in y_{split} must be >= 0, got {int(yt.min())}")
-                if yt.numel() and int(yt.max()) + 1 > max(2 * yt.numel(), 1000):
-                    raise WorkloadError(
-                        f"y_{split} has class labels up to {int(yt.max())} for {yt.numel()} examples: that would be a "
-                        f"{int(yt.max()) + 1}-class problem. Integer targets that measure something are regression "
-                        f"targets: pass task='regression' (or relabel classes as 0..k-1)"
-                    )
-                yt = yt.long()
-            else:
-                yt = yt.float()
-                if yt.ndim == 1:
-                    yt = yt.unsqueeze(1)
-            return TensorSplit(xt.float() if xt.dtype == torch.float64 else xt, yt)
+        own_targets = task_args.get("loss") is not None  # the targets are the user's loss's business
 
         if (x_val is None) != (y_val is None):
             raise WorkloadError("pass both x_val and y_val, or neither")
         if (x_test is None) != (y_test is None):
             raise WorkloadError("pass both x_test and y_test, or neither")
-        train = pair(x_train, y_train, "train")
+        train = tensor_split(x_train, y_train, "train", task, input_dtype, own_targets)
         if x_val is None:
             if not 0.0 < val_fraction < 1.0:
                 raise WorkloadError(f"val_fraction must lie in (0, 1), got {val_fraction!r}")
@@ -317,35 +322,17 @@ class Workload(TaskMetric):
             val = TensorSplit(train.x[perm[:n_val]], train.y[perm[:n_val]])
             train = TensorSplit(train.x[perm[n_val:]], train.y[perm[n_val:]])
         else:
-            val = pair(x_val, y_val, "val")
-        test = pair(x_test, y_test, "test") if x_test is not None else None
-        if task == "classification":
-            labels = torch.cat([s.y for s in (train, val, test) if s is not None]).unique().tolist()
-            missing = sorted(set(range(int(max(labels)) + 1)) - set(labels)) if labels else []
-            if missing and missing[0] == 0 and len(missing) == int(min(labels)):
-                raise WorkloadError(
-                    f"class labels start at {int(min(labels))}, not 0: the model would get {int(max(labels)) + 1} "
-                    f"outputs, and classes {missing[:10]} would never occur. tunelab reads labels as class indices "
-                    f"0..k-1; shift them (y - {int(min(labels))}) or encode them with "
-                    f"sklearn.preprocessing.LabelEncoder")
-            if missing:
-                warnings.warn(f"classes {missing[:10]} never occur in any split (labels run up to {int(max(labels))}), "
-                              f"so the model gets outputs no example uses; relabel classes as 0..k-1 unless you mean "
-                              f"it", stacklevel=2)
-            unseen = sorted(set(val.y.tolist()) - set(train.y.tolist()))
-            if unseen:
-                warnings.warn(
-                    f"validation classes {unseen[:10]} never occur in the training data, so no trial can learn them; "
-                    f"split with stratification (e.g. sklearn's train_test_split(..., stratify=y)) unless you mean it",
-                    stacklevel=2,
-                )
+            val = tensor_split(x_val, y_val, "val", task, input_dtype, own_targets)
+        test = tensor_split(x_test, y_test, "test", task, input_dtype, own_targets) if x_test is not None else None
+        if task == "classification" and not own_targets:
+            check_labels(train, val, test)
         if train.x.shape[1:] != val.x.shape[1:] or (test is not None and test.x.shape[1:] != train.x.shape[1:]):
             raise WorkloadError(
                 f"all splits need the same example shape; train {tuple(train.x.shape[1:])}, val "
                 f"{tuple(val.x.shape[1:])}" + (f", test {tuple(test.x.shape[1:])}" if test is not None else "")
             )
         return cls(name or "tensors", train, val, test, task=task, batch_size=batch_size, max_epochs=max_epochs,
-                   recipe=recipe)
+                   recipe=recipe, n_outputs=n_outputs, **task_hooks(task_args))
 
     @classmethod
     def from_datasets(
@@ -361,11 +348,16 @@ class Workload(TaskMetric):
         max_epochs: int = 30,
         materialize: bool | None = None,
         max_bytes: int = 2 << 30,
+        **task_kw: Any,
     ) -> Workload:
         """A workload from `torch.utils.data.Dataset`s yielding `(x, y)` pairs.
 
-        Datasets that fit in memory are read once into tensors (the fast path: data on the
-        device, batched by index); others are read through a `DataLoader` each epoch.
+        Datasets that fit in memory and give the same item every time are read once into
+        tensors (the fast path: data on the device, batched by index). A dataset whose items are
+        random (augmentation in `__getitem__`: random crops, flips, noise) is never read once:
+        it goes through a `DataLoader` every epoch, so every epoch sees new draws, made by the
+        run's own random generator. `materialize=False` forces the `DataLoader` path,
+        `materialize=True` reads once whatever the data (freezing any randomness in them).
 
         Args:
             train: Training dataset.
@@ -376,8 +368,10 @@ class Workload(TaskMetric):
             name: Workload name (default "datasets").
             batch_size: Default batch size.
             max_epochs: Length of a full run.
-            materialize: Read into tensors; None decides by size (`max_bytes`).
+            materialize: Read into tensors; None decides: only datasets whose items do not vary
+                (the first item read twice is the same) and that fit in `max_bytes`.
             max_bytes: Size limit of automatic materialisation.
+            **task_kw: The workload's own `loss`, `metrics`, `objective` and `direction` (see `Workload`).
 
         Raises:
             WorkloadError: Empty datasets or examples that are not `(x, y)` pairs.
@@ -391,8 +385,9 @@ class Workload(TaskMetric):
             raise WorkloadError(f"datasets must yield (x, y) pairs; train[0] gave {exc}") from None
         x0 = torch.as_tensor(x0)
         total = sum(len(d) for d in (train, val, test) if d is not None)
+        hooks = task_hooks(task_kw)
         if materialize is None:
-            materialize = total * x0.numel() * x0.element_size() <= max_bytes
+            materialize = total * x0.numel() * x0.element_size() <= max_bytes and not varies(train)
         if materialize:
 
             def stack(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
@@ -411,6 +406,8 @@ class Workload(TaskMetric):
                 name=name or "datasets",
                 batch_size=batch_size,
                 max_epochs=max_epochs,
+                n_outputs=n_outputs,
+                **hooks,
             )
         if n_outputs is None:
             raise WorkloadError("pass n_outputs= for datasets too large to read into memory")
@@ -424,4 +421,5 @@ class Workload(TaskMetric):
             input_shape=tuple(x0.shape),
             batch_size=batch_size,
             max_epochs=max_epochs,
+            **hooks,
         )

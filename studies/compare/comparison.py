@@ -223,12 +223,12 @@ class Comparison:
     # ------------------------------------------------------------------ running
     def run(self, *, n_workers: int = 1, progress: bool = True, executor: str | Executor = "local",
             ray_address: str | None = None, resources: Mapping[str, float] | None = None,
-            population: int = 1) -> bool:
+            population: int = 1, threads: int | None = None) -> bool:
         """Tune every arm, then rerun its selected configuration; skip what is already done.
 
-        One executor (`executor`, `n_workers`, `ray_address`, `resources` as in `Study.optimize`)
-        trains the trials of every study; an `Executor` instance given is left open. `population`
-        is `Study.optimize`'s.
+        One executor (`executor`, `n_workers`, `ray_address`, `resources`, `threads` as in
+        `Study.optimize`) trains the trials of every study; an `Executor` instance given is left
+        open. `population` is `Study.optimize`'s.
 
         Returns:
             True when everything is done; False when interrupted (Ctrl-C paused a study), or
@@ -239,7 +239,7 @@ class Comparison:
             options = {"ray_address": ray_address, "resources": resources} if executor == "ray" else {}
             if not options and (ray_address is not None or resources is not None):
                 raise ConfigError("ray_address and resources apply to executor='ray' only")
-            opened = open_executor(executor, n_workers, **options)
+            opened = open_executor(executor, n_workers, **options, threads=threads)
             try:
                 return runner.run_all(self, opened, progress, population)
             finally:
@@ -249,7 +249,7 @@ class Comparison:
     # ------------------------------------------------------------------ reading results
     def maximize(self, problem: str) -> bool:
         """Whether `problem`'s metric is better when larger."""
-        return self.problems[problem].trainer.workload.direction == "maximize"
+        return self.problems[problem].trainer.direction == "maximize"
 
     def floor(self, problem: str) -> float:
         """The worst finite validation value of any tuning trial of `problem` (what a failed trial counts as)."""

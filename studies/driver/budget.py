@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tunelab.spaces import optimizer_spec
 from tunelab.studies.driver.mirror import Mirror
 from tunelab.studies.errors import BudgetError
 from tunelab.studies.records import TrialState
@@ -102,10 +101,17 @@ class Meter:
         now = self._clock() if self._clock is not None else time.monotonic()
         return self.seconds_before + now - self.t0
 
-    def planned_grad_evals(self, config: Mapping[str, Any], epochs: int) -> int:
-        """Gradient evaluations a run of `epochs` epochs of `config` costs."""
-        steps = self.trainer.steps_per_epoch(int(config.get("batch_size", self.trainer.batch_size)))
-        return epochs * steps * optimizer_spec(config).grad_evals
+    def planned_grad_evals(self, config: Mapping[str, Any], epochs: int) -> float:
+        """Gradient evaluations a run of `epochs` epochs of `config` costs.
+
+        Where only the run can tell (a `trainers.Function` reports them), the plan is the mean rate
+        per epoch of what was trained so far (0 before the first epoch is reported).
+        """
+        planned = self.trainer.planned_grad_evals(config, epochs)
+        if planned is not None:
+            return planned
+        trained_epochs, trained_grad = self.mirror.totals()
+        return epochs * trained_grad / trained_epochs if trained_epochs else 0.0
 
     def spent(self) -> dict[str, float]:
         """Budget used so far, counting the planned remainder of trials in flight."""

@@ -103,7 +103,7 @@ class Driver:
         self.planner = Planner(self.ctx, self.meter, self.recorder, self.retention, self.recovery,
                                population=population, checkpoint_seconds=checkpoint_seconds)
         self.policy = FailurePolicy(self.ctx, max_failures)
-        self.progress = Progress(progress, study.name, study.trainer.workload.metric, budget, self.meter,
+        self.progress = Progress(progress, study.name, study.trainer.metric, budget, self.meter,
                                  self.ctx.mirror)
         self.lost: dict[int, int] = {}
         self.started = 0

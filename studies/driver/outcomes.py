@@ -63,7 +63,8 @@ def ending_of(outcome: Outcome, row: Row, *, device: str, checkpoint_exists: boo
     elif result.status == "diverged":
         last = result.epochs[-1]
         state = TrialState.FAILED
-        error = f"diverged: the training loss became non-finite in epoch {last.epoch} (lr {last.lr:.3g})"
+        error = (f"diverged: {result.reason} in epoch {last.epoch}" if result.reason else
+                 f"diverged: the training loss became non-finite in epoch {last.epoch} (lr {last.lr:.3g})")
     results = None
     if result is not None:
         ua["best_value"] = finite(result.best_val_metric)

@@ -109,13 +109,10 @@ class Planner:
 
     def group_key(self, work: Work) -> Any:
         """What works must share to train as one population, or None if `work` trains alone."""
-        from tunelab.trainers import TensorSplit
         from tunelab.trainers.population import architecture, why_not_vectorised
 
         trainer = self.ctx.study.trainer
-        if work.routine != "train" or why_not_vectorised(work.config) is not None:
-            return None
-        if not isinstance(getattr(trainer.workload, "train", None), TensorSplit):
+        if not trainer.vectorises or work.routine != "train" or why_not_vectorised(work.config) is not None:
             return None
         return architecture(work.config, trainer)
 

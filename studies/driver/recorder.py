@@ -306,10 +306,14 @@ class Recorder:
 def append(row: Row, e: EpochResult) -> None:
     """Add one epoch result to `row`'s metrics (measurements exactly; times to the microsecond)."""
     m = row.metrics
+    n = len(m["val_metric"])
     for key in METRIC_KEYS:
         value = getattr(e, key)
         m[key].append(int(value) if key == "grad_evals" else microseconds(value) if key == "seconds"
                       else finite(value))
+    for key in {*e.extra, *(k for k in m if k not in METRIC_KEYS)}:  # named metrics: one list each, None-padded
+        values = m.setdefault(key, [None] * n)
+        values.append(finite(e.extra.get(key)))
     row.seconds += e.seconds
     row.grad_evals = e.grad_evals
 

@@ -12,16 +12,40 @@ from tunelab.studies.driver.budget import Budget
 from tunelab.studies.driver.retention import KEEP
 from tunelab.studies.errors import BudgetError
 from tunelab.studies.executors import EXECUTORS, Executor
+from tunelab.studies.executors.threads import check_threads
+
+
+def portable(trainer: Any) -> None:
+    """Refuse a trainer that workers (other processes, Ray actors) cannot receive, before anything starts.
+
+    Raises:
+        ConfigError: It cannot be pickled (a lambda or a local function as `fn`), or its function
+            lives in an interactive session that workers cannot import.
+    """
+    import pickle
+    import sys
+
+    fn = getattr(trainer, "fn", None)
+    if fn is not None and getattr(fn, "__module__", None) == "__main__" and not getattr(
+            sys.modules.get("__main__"), "__file__", None):
+        raise ConfigError(
+            f"{trainer!r} runs a function defined in an interactive session, which worker processes cannot import; "
+            f"put it in a module (or a script run with python), or train with n_workers=1")
+    try:
+        pickle.dumps(trainer)
+    except Exception as err:
+        raise ConfigError(f"{trainer!r} cannot be sent to worker processes ({type(err).__name__}: {err}); define "
+                          f"its function at the top level of a module or script, or train with n_workers=1") from err
 
 
 def _whole(value: Any, low: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
-def check_settings(*, budget: Budget, strategy: Any, epochs_per_trial: int | None, n_workers: int,
+def check_settings(*, budget: Budget, strategy: Any, trainer: Any, n_workers: int,
                    executor: str | Executor, ray_address: str | None, resources: Mapping[str, float] | None,
                    max_retries: int, population: int, max_failures: int, keep_checkpoints: str,
-                   checkpoint_seconds: float | None) -> dict[str, Any]:
+                   checkpoint_seconds: float | None, threads: int | None = None) -> dict[str, Any]:
     """Check `optimize`'s settings and warn about the ones that run but mislead; return the executor's options.
 
     Raises:
@@ -44,11 +68,26 @@ def check_settings(*, budget: Budget, strategy: Any, epochs_per_trial: int | Non
             raise ConfigError("ray_address and resources apply to executor='ray' only; with an executor instance, "
                               "give them to studies.RayExecutor(...)")
         options = {"ray_address": ray_address, "resources": resources}
+    check_threads(threads)
+    if threads is not None:
+        if not isinstance(executor, str):
+            raise ConfigError("threads= applies to the executor optimize opens; give it to the executor you made "
+                              "(studies.ProcessExecutor(n, threads=...), studies.LocalExecutor(threads=...))")
+        if executor == "ray":
+            raise ConfigError("threads= applies to trials trained on this machine; a Ray actor trains on as many "
+                              "threads as its resources' num_cpus: pass resources={'num_cpus': N}")
+        options["threads"] = threads
     if not _whole(max_retries, 0):
         raise ConfigError(f"max_retries must be an int >= 0, got {max_retries!r}")
     if not _whole(population, 1):
         raise ConfigError(f"population must be an int >= 1 (trials of one architecture trained at once), got "
                           f"{population!r}")
+    if population > 1 and not trainer.vectorises:
+        raise ConfigError(
+            f"population={population} trains several trials as one vectorised model of the shared trainer, on data "
+            f"in memory with the task's own loss; {trainer!r} cannot be vectorised. Leave population out (or 1)")
+    if n_workers > 1 or executor == "ray":
+        portable(trainer)
     if population > 1 and not isinstance(executor, str) and not getattr(executor, "populations", False):
         warnings.warn(f"population={population} but {type(executor).__name__} trains one trial per unit of work: "
                       f"every trial trains on its own", stacklevel=3)
@@ -65,7 +104,7 @@ def check_settings(*, budget: Budget, strategy: Any, epochs_per_trial: int | Non
                       stacklevel=3)
     if budget.unit == "trials" and getattr(strategy, "pauses_trials", False):
         warnings.warn(f"{type(strategy).__name__} pauses and resumes trials, so a budget in trials does not say how "
-                      f"much it trains; give it epochs (e.g. epochs={(budget.trials or 1) * (epochs_per_trial or 1)}) "
+                      f"much it trains; give it epochs (e.g. epochs={(budget.trials or 1) * (trainer.epochs or 1)}) "
                       f"to compare it fairly with other strategies", stacklevel=3)
     if budget.empty:
         raise BudgetError(

@@ -44,6 +44,6 @@ def history_of(study: Any, mirror: Mirror, sign: float) -> History:
         space=study.space,
         trials=mirror.views(lambda row: cached_view(row, sign)),
         max_epochs=trainer.epochs,
-        input_shape=trainer.workload.input_shape,
-        n_outputs=trainer.workload.n_outputs,
+        input_shape=trainer.input_shape,
+        n_outputs=trainer.n_outputs,
     )

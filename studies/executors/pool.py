@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from tunelab.studies.executors.base import EpochCallback, Flag, Outcome, Unit, resolve_routine, run_unit, works_of
+from tunelab.studies.executors.threads import threads_per_worker
 from tunelab.trainers import Trainer
 from tunelab.trainers.routines import Routine
 
@@ -30,7 +31,7 @@ START_TIMEOUT_S = 120.0  # how long `check_start` waits for a first worker to an
 TRAINERS_KEPT = 4  # trainers a worker keeps unpickled (a comparison alternates between a few)
 
 _WORKER: dict[str, Any] = {}
-_IDLE: dict[int, list[ProcessExecutor]] = {}  # shared pools not in use, by worker count
+_IDLE: dict[tuple[int, int], list[ProcessExecutor]] = {}  # shared pools not in use, by (workers, threads)
 _IDLE_LOCK = threading.Lock()
 
 
@@ -89,8 +90,9 @@ def _worker_run(unit: Unit, key: str, blob: bytes, routine: Routine | None = Non
 class ProcessExecutor:
     """Trains up to `n_workers` units of work at once in spawned worker processes on this machine.
 
-    Each worker gets `cpu_count // n_workers` torch threads so that workers do not oversubscribe
-    the cores. A trainer is pickled once and unpickled once per worker. Epoch results come back
+    Each worker gets `threads` torch threads (default: `cores // n_workers`, 1 on a busy
+    machine; see `threads.threads_per_worker`) so that workers do not oversubscribe the cores.
+    A trainer is pickled once and unpickled once per worker. Epoch results come back
     through a queue; the driver alone writes the database. A worker that dies (killed, out of
     memory) breaks the pool: its units of work, and the others running then, come back `lost`
     and a fresh pool takes over.
@@ -98,14 +100,14 @@ class ProcessExecutor:
 
     populations = True
 
-    def __init__(self, n_workers: int) -> None:
+    def __init__(self, n_workers: int, threads: int | None = None) -> None:
         refuse_in_spawned_import()
         self.capacity = n_workers
         self._ctx = multiprocessing.get_context("spawn")
         self._events = self._ctx.Queue()
         self._stop_mp = self._ctx.Event()
         self._pause = Flag()
-        self._threads = max(1, (os.cpu_count() or 1) // n_workers)
+        self.threads = threads_per_worker(n_workers, threads)
         self._pool = self._new_pool()
         self._futures: dict[Future, Unit] = {}
         self._blobs: dict[int, tuple[Trainer, str, bytes]] = {}
@@ -116,7 +118,7 @@ class ProcessExecutor:
             self.capacity,
             mp_context=self._ctx,
             initializer=_init_worker,
-            initargs=(self._events, self._stop_mp, self._threads, os.getpid()),
+            initargs=(self._events, self._stop_mp, self.threads, os.getpid()),
         )
 
     def check_start(self, timeout: float = START_TIMEOUT_S) -> None:
@@ -219,7 +221,7 @@ class ProcessExecutor:
             self._stop_mp.clear()
             self._blobs.clear()  # pickled again by the next call: its trainer may have changed in between
             with _IDLE_LOCK:
-                _IDLE.setdefault(self.capacity, []).append(self)
+                _IDLE.setdefault((self.capacity, self.threads), []).append(self)
             return
         self.shutdown()
 
@@ -266,20 +268,22 @@ def refuse_in_spawned_import() -> None:
     raise ConfigError(MAIN_GUARD)
 
 
-def shared_pool(n_workers: int) -> ProcessExecutor:
+def shared_pool(n_workers: int, threads: int | None = None) -> ProcessExecutor:
     """A process pool of `n_workers` whose workers outlive the `optimize` call that started them.
 
     Spawning workers costs seconds (each imports PyTorch and tunelab) and stopping them another
     one or two, on every `optimize` call and for every study of a comparison. A pool from here
     goes back to an idle list when its `optimize` ends (`close`) and the next call with as many
     workers takes it, trainers still unpickled in its workers. Idle pools stop when the
-    interpreter exits, or on `close_pools()`.
+    interpreter exits, or on `close_pools()`. `threads` as in `ProcessExecutor` (a pool is
+    shared only with calls that give its workers as many threads).
     """
+    threads = threads_per_worker(n_workers, threads)
     with _IDLE_LOCK:
-        pools = _IDLE.get(n_workers, [])
+        pools = _IDLE.get((n_workers, threads), [])
         pool = pools.pop() if pools else None
     if pool is None:
-        pool = ProcessExecutor(n_workers)
+        pool = ProcessExecutor(n_workers, threads)
         try:
             pool.check_start()
         except BaseException:

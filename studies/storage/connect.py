@@ -143,7 +143,16 @@ def artifact_dir(url: str, artifacts: str | Path | None = None, *, create: bool 
             out = Path(tmp.name)
         else:
             out = Path("tunelab.artifacts")
+    if artifacts is None and out.is_symlink():
+        raise StorageError(
+            f"the artifact folder {str(out)!r} beside the database is a symbolic link (to {str(out.resolve())!r}); "
+            f"tunelab writes checkpoints only inside a folder the caller chose, so pass it yourself: "
+            f"artifacts={str(out.resolve())!r}")
     if create:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StorageError(f"cannot use {str(out)!r} as the artifact folder ({type(err).__name__}: {err}); "
+                               f"remove what is in the way, or open the study with artifacts='another/folder'") from err
     return out
 

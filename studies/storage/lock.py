@@ -56,6 +56,8 @@ def owner_alive(owner: str | None) -> bool | None:
         os.kill(int(parts[1]), 0)
     except ProcessLookupError:
         return False
+    except (OverflowError, ValueError):  # not a pid this host can have (a damaged value)
+        return None
     except PermissionError:
         return True
     return True

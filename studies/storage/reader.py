@@ -116,9 +116,10 @@ def read_trials(
 
     try:
         result = _select(storage, trials, where, child, curves)
-    except LookupError as err:  # an enum column (a trial's state) holds a value Optuna does not define
-        raise StorageError(f"a trial's row is damaged ({err}); restore the database from a copy, or delete the "
-                           f"trial") from err
+    except (LookupError, ValueError, TypeError, OverflowError) as err:  # a column holds what its type cannot
+        # (a state Optuna does not define, a date that is no date): SQLAlchemy's own conversions raise these
+        raise StorageError(f"a trial's row is damaged ({type(err).__name__}: {str(err)[:200]}); restore the database "
+                           f"from a copy, or delete the trial") from err
     if picked is not None:
         wanted, above = picked
         result = [t for t in result if t._trial_id in wanted or t._trial_id > above]
@@ -139,6 +140,9 @@ def _select(storage: Any, trials: Any, where: list[Any], child: Any, curves: boo
             sa.select(trials.c.trial_id, trials.c.number, trials.c.state, trials.c.datetime_start,
                       trials.c.datetime_complete).where(*where).order_by(trials.c.trial_id)
         ):
+            if not isinstance(number, int) or isinstance(number, bool) or number < 0:
+                raise StorageError(f"the trial with id {tid} has the number {number!r}, not a whole number >= 0; the "
+                                   f"database was edited or damaged; restore it from a copy, or delete the trial")
             out[tid] = StoredTrial(tid, number, state, datetime_start=start, datetime_complete=complete)
         if not out:
             return []

@@ -84,6 +84,7 @@ def fast(monkeypatch, tmp_path, ray_cluster):
 
     monkeypatch.setattr(studies, "compare", small_compare)
     return {
+        "__name__": "__main__",  # the blocks run as a script does: functions they define are `__main__:name`
         "workload": trainers.workloads.mnist1d(),
         "space": spaces.optimizers(["adamw"]) | spaces.mlp(width=spaces.Int(8, 32, log=True), depth=1),
         "my_workload": digits(),

@@ -29,6 +29,24 @@ def test_no_module_imports_the_private_names_of_another():
     assert found == []
 
 
+TRAINABLES = {"Trainer", "Replay", "Function", "Objective"}
+
+
+def test_the_study_layer_never_asks_which_trainable_it_holds():
+    """`studies/` talks to `trainers.Trainable` only: no isinstance(x, Trainer / Replay / Function / Objective)."""
+    found = []
+    for module, path in modules().items():
+        if not module.startswith("tunelab.studies"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
+                kinds = node.args[1].elts if isinstance(node.args[1], ast.Tuple) else [node.args[1]]
+                names = {getattr(k, "attr", getattr(k, "id", None)) for k in kinds}
+                if names & TRAINABLES:
+                    found.append(f"{module}:{node.lineno}")
+    assert found == []
+
+
 def _says_why(doc: str | None) -> bool:
     return doc is not None and "Size:" in doc
 
