@@ -2,14 +2,16 @@
 
 **Function.** One training loop, a 5-epoch MLP on MNIST-1D written in plain PyTorch (index
 permutation, forward, backward, step, a validation pass per epoch), runs three ways, alternating
-so that machine noise hits each alike:
+in rotating order so that machine noise and cache effects hit each alike:
 
 - `direct`: `loop(config, None)`, the function called as a user would without tunelab;
 - `function`: `Function(loop).fit(config)`: `run.report` every epoch (no checkpoint file);
-- `function+save`: the same with a checkpoint path, so every `run.save` writes the model and
-  optimizer state (what a study does for pause and recovery).
+- `function+save`: the same with a checkpoint file, as in a study (`checkpoint_seconds=30`:
+  `run.save` writes the file when the run ends or pauses, and at most every 30 s before).
 
-The ratio of median run times to `direct` is printed (target: at most 1.02 for `function`).
+Each of the two tunelab ways alternates with its own `direct` runs (in rotating order; the
+saving phase apart, so its disk writes slow nothing else), and the ratio of median run times to
+`direct` is printed (target: at most 1.02 for `function`).
 
 **Objective.** `Objective(fn).fit(config)` against calling `fn(config)` (the wrapper's own
 bookkeeping, in microseconds), and the wall time per evaluation of a study of a trivial
@@ -70,24 +72,33 @@ def trivial(config: dict[str, Any]) -> float:
     return float(config["x"]) ** 2
 
 
-def time_function(rounds: int, folder: Path) -> dict[str, Any]:
-    fn = trainers.Function(loop, epochs=5, metric="val_loss", direction="minimize")
-    ways = {
-        "direct": lambda: loop(CONFIG, None),
-        "function": lambda: fn.fit(CONFIG),
-        "function+save": lambda: fn.fit(CONFIG, checkpoint=folder / f"run-{time.perf_counter_ns()}.pt"),
-    }
+def _alternate(ways: dict[str, Any], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each way per round, the ways run in rotating order."""
     for way in ways.values():  # warm-up
         way()
     times: dict[str, list[float]] = {k: [] for k in ways}
-    for _ in range(rounds):
-        for name, way in ways.items():
+    names = list(ways)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = time.perf_counter()
-            way()
+            ways[name]()
             times[name].append(time.perf_counter() - t0)
-    median = {k: statistics.median(v) for k, v in times.items()}
-    return {"seconds": times, "median_s": median,
-            "ratio": {k: median[k] / median["direct"] for k in ways if k != "direct"}}
+    return times
+
+
+def time_function(rounds: int, folder: Path) -> dict[str, Any]:
+    """Two phases, each against its own direct runs: `function`, then `function+save` (disk writes apart)."""
+    fn = trainers.Function(loop, epochs=5, metric="val_loss", direction="minimize")
+    direct = lambda: loop(CONFIG, None)  # noqa: E731
+    plain = _alternate({"direct": direct, "function": lambda: fn.fit(CONFIG)}, rounds)
+    saving = _alternate({"direct": direct, "function+save": lambda: fn.fit(
+        CONFIG, checkpoint=folder / f"run-{time.perf_counter_ns()}.pt", checkpoint_seconds=30.0)}, rounds)
+    median = {"direct": statistics.median(plain["direct"]), "function": statistics.median(plain["function"]),
+              "direct (save phase)": statistics.median(saving["direct"]),
+              "function+save": statistics.median(saving["function+save"])}
+    return {"seconds": {"phase 1": plain, "phase 2": saving}, "median_s": median,
+            "ratio": {"function": median["function"] / median["direct"],
+                      "function+save": median["function+save"] / median["direct (save phase)"]}}
 
 
 def time_objective(rounds: int, folder: Path, trials: int = 200) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +12,7 @@ from tunelab.spaces.trust import Trust, check, current_path, resolve
 from tunelab.studies.storage.limits import MAX_EPOCHS, count, mapping, optional_count
 from tunelab.trainers import Trainer, workloads
 from tunelab.trainers.protocol import Trainable
+from tunelab.trainers.usercode import rebind
 
 # Study user attributes that hold a study's recipe (written once, when it is created).
 VERSION = "tunelab:version"
@@ -162,9 +164,12 @@ def build_user_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: 
             raise WorkloadError(f"cannot import the {kind} {path!r} stored with the study ({err}); make it "
                                 f"importable, or pass trainer= to studies.load") from err
     where = "the study's stored trainer setting"
+    recipe = mapping(spec.get("workload"), "its workload")
+    if "bound" in recipe and not isinstance(fn, functools.partial):
+        fn = rebind(fn, recipe["bound"], where)
     metric, direction = str(spec.get("metric", "")), str(spec.get("direction", ""))
     seed = count(spec.get("seed", 0), f"{where} 'seed'", low=-(2**63), limit=2**64)
-    name = str(mapping(spec.get("workload"), "its workload").get("name") or "")[:200] or None
+    name = str(recipe.get("name") or "")[:200] or None
     if kind == "objective":
         return Objective(fn, metric=metric, direction=direction, seed=seed, name=name)
     epochs = count(spec.get("epochs"), f"{where} 'epochs'", low=1, limit=MAX_EPOCHS)

@@ -41,7 +41,7 @@ from tunelab.spaces.errors import CheckpointError, ConfigError
 from tunelab.trainers.checkpoint import load_checkpoint, run_rng, save_checkpoint
 from tunelab.trainers.evaluation import resolve_device
 from tunelab.trainers.run import DECISIONS, Decision, EpochResult, TrainResult
-from tunelab.trainers.usercode import UserCode, check_objective, check_state, number, reference
+from tunelab.trainers.usercode import UserCode, check_objective, check_state, function_name, number, reference
 
 RESERVED = ("train_loss", "val_loss", "lr", "grad_evals")  # what `run.report` maps onto an epoch's own fields
 
@@ -64,12 +64,13 @@ class Run:
     def __init__(self, *, seed: int, device: torch.device, start_epoch: int, until_epoch: int, epochs: int,
                  metric: str, history: list[EpochResult], state: Any, path: Path | None,
                  report: Callable[[EpochResult], Decision | None] | None, config: dict[str, Any],
-                 rng: Mapping[str, torch.Tensor] | None = None) -> None:
+                 rng: Mapping[str, torch.Tensor] | None = None, write_every: float | None = None) -> None:
         self.seed, self.device, self.epochs = seed, device, epochs
         self.start_epoch, self.until_epoch = start_epoch, until_epoch
         self.history = list(history)
         self._metric, self._state, self._path, self._report, self._config = metric, state, path, report, config
         self._rng = rng
+        self._write_every, self._written = write_every, time.monotonic()
         self._last = time.perf_counter()
         self._grad_evals = history[-1].grad_evals if history else 0
         self.decision: str = "continue"
@@ -128,6 +129,10 @@ class Run:
     def save(self, state: Mapping[str, Any]) -> None:
         """Keep `state` (tensors and plain values: state dicts, counters) as the run's checkpoint at this epoch.
 
+        The checkpoint file is written when the run pauses or ends, and while it continues at
+        most every `checkpoint_seconds` of `Function.fit` (a study's `optimize(checkpoint_seconds=)`,
+        30 s by default; every call when None), so a crash loses at most that much training.
+
         Raises:
             CheckpointError: `state` holds something a `weights_only` checkpoint cannot (the
                 message names the key and its type), or the file cannot be written.
@@ -137,13 +142,16 @@ class Run:
         check_state(state)
         self._state = dict(state)
         self.saved_epoch = self.epoch
-        if self._path is not None:
+        due = (self._write_every is None or self.decision != "continue" or self.epoch >= self.until_epoch
+               or time.monotonic() - self._written >= self._write_every)
+        if self._path is not None and due:
             rng = {"cpu": torch.get_rng_state()}
             if self.device.type == "cuda":
                 rng["cuda"] = torch.cuda.get_rng_state(self.device)
             save_checkpoint(self._path, {"config": self._config, "seed": self.seed, "epoch": self.epoch,
                                          "history": [asdict(e) for e in self.history], "state": self._state,
                                          "rng": rng, "function": True})
+            self._written = time.monotonic()
 
     def load(self) -> dict[str, Any] | None:
         """The state of the last `run.save` this run continues from (None on a fresh run).
@@ -187,7 +195,7 @@ class Function(UserCode):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ConfigError(f"trainers.Function({key}=...) must be a positive int, got {value!r}")
         self.fn, self.epochs, self._metric, self._direction = fn, epochs, metric, direction
-        self.seed, self._name, self._steps = int(seed), name or getattr(fn, "__name__", "function"), steps_per_epoch
+        self.seed, self._name, self._steps = int(seed), name or function_name(fn, "function"), steps_per_epoch
         self._device_arg = device
         self.device = resolve_device(device)
 
@@ -206,7 +214,7 @@ class Function(UserCode):
     # ------------------------------------------------------------------ `Trainable`
     def spec(self) -> dict[str, Any]:
         """What a study stores: the function's import path, its epochs, metric, direction and seed."""
-        return {"function": self.path, "workload": {"name": self._name, "function": self.path},
+        return {"function": self.path, "workload": {"name": self._name, "function": self.path, **self._bound()},
                 "workload_name": self._name, "metric": self._metric, "direction": self._direction,
                 "epochs": self.epochs, "seed": self.seed}
 
@@ -236,6 +244,15 @@ class Function(UserCode):
             checkpoint_seconds: float | None = None) -> TrainResult:
         """Run (or continue, from the checkpoint of its last `run.save`) `fn(config, run)`.
 
+        Args:
+            config: The configuration `fn` trains.
+            until_epoch: Report "pause" after this epoch (None: the full `epochs`).
+            checkpoint: The checkpoint file (None: `run.save` keeps the state in memory only).
+            report: Called with each reported epoch; returns "continue", "stop" or "pause".
+            seed: The run's seed (default: the function's).
+            checkpoint_seconds: Write the checkpoint at most this often while the run continues
+                (it is always written when the run pauses or ends); None writes on every `run.save`.
+
         Raises:
             ConfigError: `until_epoch` < 1, or `fn` misused `run` (named in the message).
             CheckpointError: The checkpoint belongs to another configuration or seed.
@@ -250,7 +267,8 @@ class Function(UserCode):
         history = [EpochResult(**e) for e in saved["history"]] if saved else []
         run = Run(seed=seed, device=self.device, start_epoch=len(history), until_epoch=until, epochs=self.epochs,
                   metric=self._metric, history=history, state=saved["state"] if saved else None, path=path,
-                  report=report, config=config, rng=saved.get("rng") if saved else None)
+                  report=report, config=config, rng=saved.get("rng") if saved else None,
+                  write_every=checkpoint_seconds)
         with run_rng(self.device, seed):  # the caller's random state is left as it was
             self.fn(config, run)
         return self._result(run, path)

@@ -27,7 +27,7 @@ import torch
 
 from tunelab.spaces.errors import ConfigError
 from tunelab.trainers.run import Decision, EpochResult, TrainResult
-from tunelab.trainers.usercode import UserCode, check_objective, number, reference
+from tunelab.trainers.usercode import UserCode, check_objective, function_name, number, reference
 
 
 class Objective(UserCode):
@@ -52,7 +52,7 @@ class Objective(UserCode):
         check_objective(metric, direction, "trainers.Objective")
         self.fn, self._metric, self._direction = fn, metric, direction
         self.seed = int(seed)
-        self._name = name or getattr(fn, "__name__", "objective")
+        self._name = name or function_name(fn, "objective")
         self.device = torch.device("cpu")
         self._takes_seed = _accepts(fn, "seed")
 
@@ -62,7 +62,7 @@ class Objective(UserCode):
     # ------------------------------------------------------------------ `Trainable`
     def spec(self) -> dict[str, Any]:
         """What a study stores: the function's import path, its metric and direction."""
-        return {"objective": self.path, "workload": {"name": self._name, "objective": self.path},
+        return {"objective": self.path, "workload": {"name": self._name, "objective": self.path, **self._bound()},
                 "workload_name": self._name, "metric": self._metric, "direction": self._direction, "epochs": 1,
                 "seed": self.seed}
 

@@ -9,6 +9,8 @@ reopens the study, and `tunelab show / report / list` read it without importing 
 
 from __future__ import annotations
 
+import functools
+import json
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,15 +21,20 @@ from tunelab.spaces.errors import CheckpointError, ConfigError
 
 DIRECTIONS = ("minimize", "maximize")
 STATE_DEPTH = 32
+MAX_BOUND_CHARS = 100_000  # JSON of the arguments a functools.partial binds, stored with the study
 
 
 def reference(fn: Callable[..., Any], what: str) -> str:
-    """`module:qualified.name` of a function a worker can import.
+    """`module:qualified.name` of a function a worker can import (of the function a `functools.partial` binds).
 
     Raises:
         ConfigError: `fn` is not a function importable by name (a lambda, a local function, a
-            bound method): a worker could not find it.
+            bound method), or a partial binds values that are not plain JSON: a worker or a
+            reopened study could not rebuild it.
     """
+    if isinstance(fn, functools.partial):
+        bound(fn, what)
+        return reference(fn.func, what)
     if not callable(fn):
         raise ConfigError(f"{what} needs a function, got {fn!r}")
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)
@@ -36,6 +43,49 @@ def reference(fn: Callable[..., Any], what: str) -> str:
             f"{what} needs a function defined at the top level of a module or script (workers import it by name), "
             f"got {qualname or fn!r}; move it out of the function or lambda it is defined in")
     return f"{module}:{qualname}"
+
+
+def bound(fn: Callable[..., Any], what: str) -> dict[str, Any] | None:
+    """The arguments a `functools.partial` binds, `{"args": [...], "kwargs": {...}}` (None for a plain function).
+
+    Raises:
+        ConfigError: They are not plain JSON values (numbers, strings, lists, dicts), which a
+            study stores to rebuild the partial.
+    """
+    if not isinstance(fn, functools.partial):
+        return None
+    if isinstance(fn.func, functools.partial):
+        raise ConfigError(f"{what} takes one functools.partial of a top-level function, not a partial of a partial")
+    values = {"args": list(fn.args), "kwargs": dict(fn.keywords)}
+    try:
+        text = json.dumps(values, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{what}: the functools.partial binds {values!r}, which a study cannot store ({err}); bind "
+                          f"plain numbers, strings, lists and dicts only") from None
+    if len(text) > MAX_BOUND_CHARS:
+        raise ConfigError(f"{what}: the functools.partial binds {len(text)} characters of JSON, more than "
+                          f"{MAX_BOUND_CHARS}; pass large data another way (a file the function reads)")
+    return json.loads(text)
+
+
+def rebind(fn: Callable[..., Any], values: Any, where: str) -> Callable[..., Any]:
+    """`functools.partial(fn, *args, **kwargs)` of stored `bound` values (`fn` as is when there are none).
+
+    Raises:
+        ConfigError: The stored values are not `{"args": list, "kwargs": dict of str}`.
+    """
+    if values is None:
+        return fn
+    if (not isinstance(values, dict) or not isinstance(values.get("args"), list)
+            or not isinstance(values.get("kwargs"), dict) or not all(isinstance(k, str) for k in values["kwargs"])):
+        raise ConfigError(f"{where}: the bound arguments must be {{'args': [...], 'kwargs': {{...}}}}, got "
+                          f"{str(values)[:200]}")
+    return functools.partial(fn, *values["args"], **values["kwargs"])
+
+
+def function_name(fn: Callable[..., Any], default: str) -> str:
+    """The name of `fn` (of the function a partial binds)."""
+    return getattr(fn.func if isinstance(fn, functools.partial) else fn, "__name__", default)
 
 
 def check_objective(metric: Any, direction: Any, what: str) -> None:
@@ -129,3 +179,8 @@ class UserCode:
     def size(self, config: Mapping[str, Any]) -> dict[str, int]:
         """{}: the user's code builds whatever it trains; tunelab measures no network."""
         return {}
+
+    def _bound(self) -> dict[str, Any]:
+        """`{"bound": ...}` for a spec when the function is a `functools.partial` (else {})."""
+        values = bound(getattr(self, "fn", None), type(self).__name__)
+        return {} if values is None else {"bound": values}

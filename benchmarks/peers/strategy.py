@@ -3,9 +3,11 @@
 The peer runs in its own virtual environment (`make_envs.sh`) as a subprocess speaking JSON
 lines. tunelab's driver trains (or replays) what the peer asks for and records it like any
 trial; this relay tells the peer each result once, from the study's history alone. Flat spaces
-are sent to peers: every non-fixed parameter with its choices; a proposal is mapped back to a
-configuration by keeping the parameters its choices activate (inactive ones are dummy
-dimensions to the peer).
+are sent to peers: every non-fixed parameter, typed (`Float` and `Int` as ranges with their
+log flag, `Categorical` as its choices; the peer builds its library's own parameters from
+them), and, for the peers of the replay leaderboard, the choices of the categorical ones; a
+proposal is mapped back to a configuration by keeping the parameters its choices activate
+(inactive ones are dummy dimensions to the peer).
 
 The relay holds a subprocess, so a killed study continues with a fresh peer (benchmark use only;
 it is not registered as a loadable strategy).
@@ -21,19 +23,25 @@ from typing import Any
 
 from tunelab import search
 from tunelab.search import History, Request
-from tunelab.spaces import Categorical, ConfigError, Fixed
+from tunelab.spaces import Categorical, ConfigError, Fixed, Float, Int
 
 HERE = Path(__file__).resolve().parent
-PEERS = ("optuna", "nevergrad", "dehb", "smac", "syne_tune")
+PEERS = ("optuna", "nevergrad", "dehb", "smac", "syne_tune", "optuna_tpe_mv", "optuna_gp")
+ENVS = {"optuna_tpe_mv": "optuna", "optuna_gp": "optuna"}  # peers that share another's environment
+
+
+def peer_env(peer: str) -> Path:
+    """The virtual environment `make_envs.sh` makes for this peer."""
+    return HERE / ".venvs" / ENVS.get(peer, peer)
 
 
 def peer_python(peer: str) -> Path:
-    return HERE / ".venvs" / peer / "bin" / "python"
+    return peer_env(peer) / "bin" / "python"
 
 
 def available(peer: str) -> bool:
     """Whether `make_envs.sh` made this peer's environment."""
-    return (HERE / ".venvs" / peer / "ok.json").exists()
+    return (peer_env(peer) / "ok.json").exists()
 
 
 class PeerStrategy(search.Strategy):
@@ -42,18 +50,22 @@ class PeerStrategy(search.Strategy):
     Args:
         peer: One of `PEERS`.
         seed: The peer's seed.
+        budget: The trials the study will ask for, told to the peers that plan by it (NGOpt,
+            SMAC's black-box facade); None leaves them open-ended.
 
     Raises:
         ConfigError: An unknown peer, or its environment is missing (run make_envs.sh).
     """
 
-    def __init__(self, peer: str, seed: int = 0) -> None:
+    def __init__(self, peer: str, seed: int = 0, budget: int | None = None) -> None:
         super().__init__(seed)
         if peer not in PEERS:
             raise ConfigError(f"peer must be one of {PEERS}, got {peer!r}")
         if not available(peer):
-            raise ConfigError(f"no environment for {peer}: run bash benchmarks/peers/make_envs.sh {peer}")
+            env = ENVS.get(peer, peer)
+            raise ConfigError(f"no environment for {peer}: run bash benchmarks/peers/make_envs.sh {env}")
         self.peer = peer
+        self.budget = budget
         self._proc: subprocess.Popen | None = None
         self._numbers: dict[int, int] = {}  # peer id -> trial number
         self._told: dict[int, int] = {}  # peer id -> epochs told
@@ -73,22 +85,28 @@ class PeerStrategy(search.Strategy):
         return reply
 
     def _start(self, history: History) -> None:
-        params, fixed = {}, {}
+        params, typed, fixed = {}, {}, {}
         for name in history.space:
             p = history.space[name]
             if isinstance(p, Fixed):
                 fixed[name] = p.value
             elif isinstance(p, Categorical):
                 params[name] = list(p.choices)
+                typed[name] = {"type": "categorical", "choices": list(p.choices)}
+            elif isinstance(p, (Float, Int)):
+                typed[name] = {"type": p.kind, "low": p.low, "high": p.high, "log": bool(p.log)}
             else:
-                raise ConfigError(f"the peer relay sends categorical spaces only; {name} is {p!r}")
+                raise ConfigError(f"the peer relay sends Float, Int and Categorical parameters; {name} is {p!r}")
         self._fixed = fixed
         # a fixed string hash: Optuna's Hyperband pruner assigns brackets by hash(study name, trial number)
         env = {**os.environ, "PYTHONHASHSEED": str(self.seed)}
         self._proc = subprocess.Popen([str(peer_python(self.peer)), str(HERE / "server.py")], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True, bufsize=1, env=env)
-        self.version = self._call({"op": "init", "peer": self.peer, "params": params,
-                                   "max_epochs": history.max_epochs, "seed": self.seed})["version"]
+        init = {"op": "init", "peer": self.peer, "params": params, "space": typed, "max_epochs": history.max_epochs,
+                "seed": self.seed}
+        if self.budget is not None:
+            init["budget"] = int(self.budget)
+        self.version = self._call(init)["version"]
 
     def _config(self, history: History, flat: dict[str, Any]) -> dict[str, Any]:
         full = {**self._fixed, **flat}

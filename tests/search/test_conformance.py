@@ -228,7 +228,8 @@ def test_mf_stopped_and_continued_study_runs_like_an_uninterrupted_one(tmp_path,
     assert [(t.config, t.curve, t.state) for t in again.trials] == [(t.config, t.curve, t.state) for t in whole.trials]
 
 
-@pytest.mark.parametrize("key", list(MULTI_FIDELITY))
+@pytest.mark.parametrize("key", [pytest.param(k, marks=pytest.mark.slow) if k == "freeze_thaw" else k
+                                 for k in MULTI_FIDELITY])  # FreezeThaw's 30 s: -m slow (and benchmarks/)
 def test_mf_beats_random_search_at_equal_epochs_on_toy_curves(key):
     budget, seeds = 90, (0, 1, 2)
     found = np.median([best_final(toy_mf_loop(MULTI_FIDELITY[key](s), budget)) for s in seeds])

@@ -100,7 +100,8 @@ def test_auto_increment_buys_enough_epochs_that_a_decision_costs_five_percent():
         search.FreezeThaw(surrogate="pfn")
 
 
-@pytest.mark.parametrize("surrogate", ["power_law", pytest.param("deep_kernel", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("surrogate", [pytest.param("power_law", marks=pytest.mark.slow),
+                                       pytest.param("deep_kernel", marks=pytest.mark.slow)])
 def test_a_study_reopened_by_a_new_process_decides_as_one_that_never_stopped(tmp_path, surrogate):
     """The from-scratch fit is rebuilt from the snapshot stored with the request, not from memory."""
     replay = trainers.Replay(TABLES / "digits_mlp.json.gz")

@@ -370,6 +370,7 @@ cluster.shutdown()
 '''
 
 
+@pytest.mark.slow  # a second cluster of two nodes in a subprocess: ~20 s
 def test_a_node_that_leaves_mid_trial_loses_no_trial_and_the_executor_shrinks(tmp_path):
     """Two 1-CPU nodes (ray.cluster_utils.Cluster in a process of its own, loopback, token); one leaves mid-trial."""
     script = tmp_path / "nodes.py"

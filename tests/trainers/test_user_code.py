@@ -1,5 +1,6 @@
 """Your own code tuned: `trainers.Objective` (a black box) and `trainers.Function` (your training loop)."""
 
+import functools
 import math
 import re
 import sqlite3
@@ -119,6 +120,28 @@ def test_strategies_that_need_curves_or_networks_refuse_user_code_naming_why(tmp
         trainers.Objective(lambda config: 1.0)
     with pytest.raises(studies.ConfigError, match=r"direction=\.\.\.\) must be 'minimize' or 'maximize'"):
         trainers.Function(descent, epochs=3, metric="loss", direction="down")
+
+
+def shifted_bowl(config, centre, scale=1.0):
+    """One objective of a family, told apart by the arguments a functools.partial binds."""
+    return scale * ((config["x"] - centre) ** 2 + config["y"] ** 2)
+
+
+def test_a_partial_of_a_top_level_function_is_stored_with_its_arguments_and_reopens_with_trust(tmp_path):
+    url = _url(tmp_path)
+    objective = trainers.Objective(functools.partial(shifted_bowl, centre=0.5, scale=2.0), name="bowl-0.5")
+    study = studies.create("p", url, space=SPACE, trainer=objective, strategy=search.Random(seed=0))
+    study.optimize(trials=3, progress=False)
+    assert study.stored_trainer["workload"]["bound"] == {"args": [], "kwargs": {"centre": 0.5, "scale": 2.0}}
+    reopened = studies.load("p", url, trust=["test_user_code"])
+    reopened.optimize(trials=4, progress=False)
+    (t,) = [t for t in reopened.trials if t.number == 3]
+    assert t.value == pytest.approx(2.0 * ((t.config["x"] - 0.5) ** 2 + t.config["y"] ** 2))
+    other = trainers.Objective(functools.partial(shifted_bowl, centre=-0.5), name="bowl-0.5")
+    with pytest.raises(studies.StudyConflictError):  # other bound arguments are another objective
+        studies.create("p", url, space=SPACE, trainer=other)
+    with pytest.raises(studies.ConfigError, match=r"binds .*which a study cannot store"):
+        trainers.Objective(functools.partial(shifted_bowl, centre=object()))
 
 
 # ------------------------------------------------------------------------------------------ Function
