@@ -16,11 +16,32 @@ the subpackages `tunelab.spaces`, `tunelab.search`, `tunelab.trainers` and `tune
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any
 
 __version__ = "0.4.0"
 
 SUBPACKAGES = ("spaces", "trainers", "search", "studies")
+
+
+def lazy_name(namespace: dict[str, Any], where: Mapping[str, str], name: str) -> Any:
+    """Load a package's public name on first use (the body of a PEP 562 module `__getattr__`).
+
+    Args:
+        namespace: The package's `globals()`; the loaded value is bound there, so the next use
+            is a plain lookup.
+        where: Public name -> `"module:attribute"`, the module relative to the package.
+        name: The name asked for.
+
+    Raises:
+        AttributeError: `name` is not one of `where`.
+    """
+    if name not in where:
+        raise AttributeError(f"module {namespace['__name__']!r} has no attribute {name!r}")
+    module, _, attr = where[name].partition(":")
+    value = getattr(importlib.import_module(f"{namespace['__name__']}.{module}"), attr)
+    namespace[name] = value
+    return value
 
 
 def __getattr__(name: str) -> Any:

@@ -7,12 +7,14 @@
    inside `fit` and count as training. Target (DESIGN section 7): <= 2%.
    With `--population K` the study trains up to K trials at once as one population
    (`optimize(population=K)`): training time is then the time inside `Population.fit`, less its
-   per-member `report` callbacks (driver work), and the overhead is the non-training share.
+   per-member `report` callbacks (driver work), and the overhead is the non-training share
+   (target, issue 32: <= 5%).
 2. `search.Bayesian().ask(history)` on synthetic histories of 25, 50 and 100 finished trials
    of the same space (median of 3 asks each).
 
     python benchmarks/driver_overhead.py --trials 40
     python benchmarks/driver_overhead.py --trials 32 --epochs 5 --population 16
+    python benchmarks/driver_overhead.py --trials 64 --epochs 5 --population 16 --realistic --no-ask
 """
 
 from __future__ import annotations
@@ -76,18 +78,66 @@ class TimedPopulation(trainers.Population):
             TimedTrainer.fit_seconds += time.perf_counter() - t0 - spent_in_report
 
 
-def space(fixed_model: bool = False) -> spaces.Space:
-    """The benchmark's space; with `fixed_model` one MLP architecture (width 64, depth 2), so trials share it."""
+class Timed:
+    """Adds up the wall time of calls to some functions (outermost calls only) and counts them."""
+
+    def __init__(self) -> None:
+        self.seconds, self.calls, self.depth = 0.0, 0, 0
+
+    def wrap(self, fn):
+        def timed(*args, **kwargs):
+            if self.depth:
+                return fn(*args, **kwargs)
+            self.depth += 1
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.depth -= 1
+                self.seconds += time.perf_counter() - t0
+                self.calls += 1
+
+        return timed
+
+
+def timing_the_database() -> tuple[Timed, Timed, list]:
+    """Time every public function of the storage writer (each one transaction) and the study lock's acquire
+    and release; returns the timers and what to restore."""
+    import inspect
+
+    from tunelab.studies.storage import lock, writer
+
+    writes, locks, restore = Timed(), Timed(), []
+    for name, fn in inspect.getmembers(writer, inspect.isfunction):
+        if not name.startswith("_") and fn.__module__ == writer.__name__:
+            restore.append((writer, name, fn))
+            setattr(writer, name, writes.wrap(fn))
+    for name in ("acquire", "release"):
+        fn = getattr(lock.StudyLock, name)
+        restore.append((lock.StudyLock, name, fn))
+        setattr(lock.StudyLock, name, locks.wrap(fn))
+    return writes, locks, restore
+
+
+def space(fixed_model: bool = False, realistic: bool = False) -> spaces.Space:
+    """The benchmark's space; with `fixed_model` one MLP architecture (width 64, depth 2), so trials share it.
+
+    `realistic`: the space of issue 32, `spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(depth=2,
+    width=64)` with its default dropout and activation ranges (one shape, so trials share it too).
+    """
+    if realistic:
+        return spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(depth=2, width=64)
     model = spaces.mlp(width=64, depth=2, dropout=0.0, activation="relu") if fixed_model else spaces.mlp()
     return spaces.optimizers(["sgd", "adamw"]) | spaces.schedules(["constant", "cosine"]) | model
 
 
-def overhead(trials: int, epochs: int, progress: bool, population: int = 1) -> dict:
+def overhead(trials: int, epochs: int, progress: bool, population: int = 1, realistic: bool = False) -> dict:
     trainer = TimedTrainer(trainers.workloads.mnist1d(), epochs=epochs, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
-        study = studies.create("overhead", f"sqlite:///{Path(tmp) / 'o.db'}", space=space(population > 1),
+        study = studies.create("overhead", f"sqlite:///{Path(tmp) / 'o.db'}", space=space(population > 1, realistic),
                                trainer=trainer, strategy=search.Random(seed=0))
         TimedTrainer.fit_seconds = 0.0
+        writes, locks, restore = timing_the_database()
         t0 = time.perf_counter()
         if population > 1:
             import tunelab.trainers.population as module
@@ -100,9 +150,12 @@ def overhead(trials: int, epochs: int, progress: bool, population: int = 1) -> d
         else:
             study.optimize(trials=trials, progress=progress)
         wall = time.perf_counter() - t0
+        for owner, name, fn in restore:
+            setattr(owner, name, fn)
         n = len(study.trials)
     return {"trials": n, "wall_s": wall, "fit_s": TimedTrainer.fit_seconds,
-            "overhead": (wall - TimedTrainer.fit_seconds) / wall}
+            "overhead": (wall - TimedTrainer.fit_seconds) / wall, "writes_s": writes.seconds,
+            "writes": writes.calls, "lock_s": locks.seconds, "locks": locks.calls}
 
 
 def ask_times(sizes: list[int]) -> dict:
@@ -134,11 +187,17 @@ def main() -> None:
     ap.add_argument("--progress", action="store_true")
     ap.add_argument("--population", type=int, default=1)
     ap.add_argument("--no-ask", action="store_true", help="skip the Bayesian ask times")
+    ap.add_argument("--realistic", action="store_true", help="the space of issue 32 (dropout, activation vary)")
     args = ap.parse_args()
-    r = overhead(args.trials, args.epochs, args.progress, args.population)
+    r = overhead(args.trials, args.epochs, args.progress, args.population, args.realistic)
     inside = "Trainer.fit" if args.population == 1 else f"Population.fit (population={args.population})"
+    target = 2 if args.population == 1 else 5
     print(f"{r['trials']}-trial study, {args.epochs} epochs per trial: wall {r['wall_s']:.1f} s, inside "
-          f"{inside} {r['fit_s']:.1f} s, driver overhead {100 * r['overhead']:.2f}% (target <= 2%)")
+          f"{inside} {r['fit_s']:.1f} s, driver overhead {100 * r['overhead']:.2f}% (target <= {target}%)")
+    rest = r["wall_s"] - r["fit_s"] - r["writes_s"] - r["lock_s"]
+    print(f"  of the wall time: database writes {100 * r['writes_s'] / r['wall_s']:.1f}% ({r['writes']} calls, "
+          f"{1000 * r['writes_s'] / max(r['writes'], 1):.1f} ms each), study lock "
+          f"{100 * r['lock_s'] / r['wall_s']:.1f}% ({r['locks']} calls), the rest {100 * rest / r['wall_s']:.1f}%")
     if args.no_ask:
         return
     for n, s in ask_times([25, 50, 100]).items():

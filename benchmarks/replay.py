@@ -26,9 +26,11 @@ of the seeds (the ranking's stability).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
@@ -40,7 +42,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-RESULTS = HERE / "results" / "replay"
+RESULTS = Path(os.environ.get("TUNELAB_REPLAY_RESULTS", HERE / "results" / "replay"))  # another folder: a variant
 TABLES = {"mnist1d_mlp": "error", "digits_mlp": "error", "mnist1d_cells": "nearest"}
 BUDGETS = (1, 5, 20)
 # decisions that cost seconds (GP fits, networks trained, the driver's re-reads)
@@ -79,9 +81,17 @@ def table_path(table: str) -> Path:
     return HERE / "tables" / f"{table}.json.gz"
 
 
+@functools.cache
+def _replay(table: str) -> Any:
+    """The replayed trainer of `table`, read once per process (reading a table costs about a second)."""
+    from tunelab import trainers
+
+    return trainers.Replay(table_path(table), outside=TABLES[table])
+
+
 def run_one(table: str, strategy: str, seed: int, budget: int = max(BUDGETS)) -> dict[str, Any]:
     """One replayed study; returns its anytime curve (best validation metric after each epoch spent)."""
-    from tunelab import studies, trainers
+    from tunelab import studies
     from tunelab.studies.executors import SimulatedExecutor
     from tunelab.trainers.replay import table_space
 
@@ -99,7 +109,7 @@ def run_one(table: str, strategy: str, seed: int, budget: int = max(BUDGETS)) ->
 
             return super().wait(relay, timeout)
 
-    replay = trainers.Replay(table_path(table), outside=TABLES[table])
+    replay = _replay(table)
     factory = _strategies().get(strategy)
     made = factory(seed) if factory is not None else _peer(strategy, seed)
     executor = Logged()

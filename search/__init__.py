@@ -18,24 +18,44 @@ MacKay et al. 2019; Delta-STN, Bae & Grosse 2020) and replays the schedule it fi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from tunelab.search.base import History, Request, Strategy, TrialView, config_key, strategies
 from tunelab.search.bayesian import Bayesian
-from tunelab.search.curves import FreezeThawGP
 from tunelab.search.darts import Darts
 from tunelab.search.darts_routine import DartsSettings
-from tunelab.search.deep_kernel import DeepKernelCurves
 from tunelab.search.encoding import MixedEncoding
 from tunelab.search.enqueue import Enqueue
 from tunelab.search.evolution import Evolution, mutate
 from tunelab.search.freeze_thaw import FreezeThaw
 from tunelab.search.hyperband import ASHA, Hyperband
 from tunelab.search.optuna_sampler import OptunaSampler
-from tunelab.search.power_laws import PowerLawEnsemble
 from tunelab.search.random import Random
 from tunelab.search.stn import SelfTuning
 from tunelab.search.stn_routine import StnSettings
 from tunelab.search.supernet import Supernet
 from tunelab.trainers.routines import Routine, routines
+
+if TYPE_CHECKING:  # the learning-curve surrogates load on first use (gpytorch with them); FreezeThaw imports its own
+    from tunelab.search.curves import FreezeThawGP
+    from tunelab.search.deep_kernel import DeepKernelCurves
+    from tunelab.search.power_laws import PowerLawEnsemble
+
+_MODELS = {
+    "DeepKernelCurves": "deep_kernel:DeepKernelCurves",
+    "FreezeThawGP": "curves:FreezeThawGP",
+    "PowerLawEnsemble": "power_laws:PowerLawEnsemble",
+}
+
+
+def __getattr__(name: str) -> Any:
+    from tunelab import lazy_name
+
+    return lazy_name(globals(), _MODELS, name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODELS})
 
 __all__ = [
     "ASHA",

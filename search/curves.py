@@ -34,7 +34,6 @@ import math
 import warnings
 from collections.abc import Sequence
 
-import gpytorch
 import numpy as np
 import torch
 
@@ -203,6 +202,8 @@ class FreezeThawGP:
         Raises:
             ValueError: Shapes that do not match, or an empty curve.
         """
+        import gpytorch  # here, not at import: a study that never fits this model never loads gpytorch
+
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[0] != len(curves) or X.shape[0] == 0:
             raise ValueError(f"fit needs X of shape (N, d) and N curves, got {X.shape} and {len(curves)} curves")
@@ -260,6 +261,8 @@ class FreezeThawGP:
 
     def _optimize(self, n: float) -> None:
         """MAP hyperparameters by L-BFGS; a degenerate step (a failed Cholesky) keeps the starting point."""
+        import gpytorch
+
         params = self._params()
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=self.fit_maxiter, line_search_fn="strong_wolfe")
 

@@ -332,7 +332,9 @@ def _build_cells(hp: Mapping[str, Value], input_shape: tuple[int, ...], n_output
     return CellNetwork(genotype, int(hp["channels"]), int(hp["cells_per_stage"]), input_shape, n_outputs, dim)
 
 
-models.register("cells", ModelSpec(_build_cells, "Dong & Yang 2020 (NAS-Bench-201)"))
+# every cells parameter is part of the architecture: the operations, even parameter-free ones (skip,
+# pooling, none), change the network's graph, so none is declared shape-free
+models.register("cells", ModelSpec(_build_cells, "Dong & Yang 2020 (NAS-Bench-201)", shape_free=()))
 
 
 def genotype(config: Mapping[str, Value]) -> Genotype:

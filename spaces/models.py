@@ -34,10 +34,17 @@ class ModelSpec:
             dimension, and `n_outputs` the number of classes (or regression targets). It raises
             `ConfigError` when the architecture cannot take that input.
         reference: Where the architecture comes from.
+        shape_free: The family's parameters (names without `model.`) that change no tensor
+            shape and no counted FLOP of the network it builds: dropout rates, activation
+            functions, input noise. Two configs that differ only in these have one architecture
+            identity (`shape_identity`): `spaces.model_size` measures them once, and a population
+            (`trainers.Population`) trains them together. Empty by default, so every `model.*`
+            value of a family that declares nothing is part of its identity.
     """
 
     build: ModelBuilder
     reference: str = ""
+    shape_free: tuple[str, ...] = ()
 
 
 models: Registry[ModelSpec] = Registry("model")
@@ -303,12 +310,44 @@ def _build_published_cnn(hp: Mapping[str, Value], input_shape: tuple[int, ...], 
     return PublishedCNN1d(shape[1], n_outputs, int(hp.get("channels", 25)))
 
 
-models.register("mlp", ModelSpec(_build_mlp))
+#: What the MLP and CNN builders make without parameters: activations, and regularisers that act
+#: in training mode only (`spaces.regularizers`); parameter shapes and FLOPs do not depend on them.
+REGULARIZER_PARAMS: tuple[str, ...] = ("dropout", "activation", "input_noise", "input_dropout", "shift")
+
+models.register("mlp", ModelSpec(_build_mlp, shape_free=REGULARIZER_PARAMS))
 models.register("mnist1d_cnn", ModelSpec(_build_published_cnn, "Greydanus & Kobak 2024 (published MNIST-1D CNN)"))
-models.register("cnn", ModelSpec(_build_cnn, "Greydanus & Kobak 2024 (MNIST-1D baseline CNN)"))
+models.register("cnn", ModelSpec(_build_cnn, "Greydanus & Kobak 2024 (MNIST-1D baseline CNN)",
+                                 shape_free=REGULARIZER_PARAMS))
 
 #: The model config the trainer uses when a config names no model.
 DEFAULT_MODEL = {"model": "mlp", **{k: v for k, v in mlp().default().items() if k != "model"}}
+
+
+def model_part(config: Mapping[str, Value]) -> dict[str, Value]:
+    """The entries of a config that describe its network: `model` and every `model.*`."""
+    return {k: v for k, v in config.items() if k == "model" or k.startswith("model.")}
+
+
+def shape_free_names(config: Mapping[str, Value]) -> tuple[str, ...]:
+    """The config names (`model.dropout`, ...) its family declares shape-free (`ModelSpec.shape_free`).
+
+    A config without `model` builds the default MLP; an unregistered family declares nothing.
+    """
+    name = config.get("model", DEFAULT_MODEL["model"])
+    if not isinstance(name, str) or name not in models:
+        return ()
+    return tuple(f"model.{p}" for p in models.get(name).shape_free)
+
+
+def shape_identity(config: Mapping[str, Value]) -> tuple[tuple[str, str], ...]:
+    """The architecture identity of a config: its model entries less the shape-free ones, sorted.
+
+    Configs with one identity build networks with the same parameter shapes and the same counted
+    FLOPs; they differ at most in what their family declares shape-free (`ModelSpec.shape_free`).
+    Values are compared by `repr`, so `64` and `64.0` are different identities.
+    """
+    free = set(shape_free_names(config))
+    return tuple(sorted((k, repr(v)) for k, v in model_part(config).items() if k not in free))
 
 
 def build_model(config: Mapping[str, Value], input_shape: Sequence[int], n_outputs: int) -> nn.Module:
@@ -347,6 +386,7 @@ __all__ = [
     "ACTIVATIONS",
     "DEFAULT_MODEL",
     "PLAIN",
+    "REGULARIZER_PARAMS",
     "Layers",
     "ModelSpec",
     "Reshape",
@@ -358,6 +398,9 @@ __all__ = [
     "conv_input_shape",
     "mlp",
     "mlp_network",
+    "model_part",
     "model_space",
     "models",
+    "shape_free_names",
+    "shape_identity",
 ]

@@ -6,22 +6,24 @@ which counts the floating-point operations of matrix multiplications and convolu
 multiply and an add count as two; elementwise operations, pooling and normalisation are not
 counted, as in most NAS papers' FLOPs). Nothing touches a random generator.
 
-Only the `model` part of a config decides the size, so results are cached on it: a search
-that varies learning rates measures each architecture once.
+Only a config's architecture identity (`spaces.models.shape_identity`: its `model` entries less
+those its family declares shape-free, such as dropout rates and activations) decides the size,
+so results are cached on it: a search that varies learning rates, dropout or activations
+measures each architecture once.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import torch
 
 from tunelab.spaces.errors import ConfigError
-from tunelab.spaces.models import build_model
+from tunelab.spaces.models import build_model, model_part, shape_identity
 from tunelab.spaces.params import Value
 
 
@@ -38,23 +40,38 @@ class ModelSize:
     flops: int
 
 
-def _model_part(config: Mapping[str, Value]) -> str:
-    return json.dumps({k: v for k, v in config.items() if k == "model" or k.startswith("model.")}, sort_keys=True)
+class _Cache:
+    """Sizes by `(architecture identity, input shape, outputs)`, the oldest dropped past `limit` entries."""
+
+    def __init__(self, measure: Callable[[Mapping[str, Value], tuple[int, ...], int], Any], limit: int) -> None:
+        self.measure, self.limit = measure, limit
+        self.entries: dict[tuple[Any, ...], Any] = {}
+        self.lock = threading.Lock()
+
+    def get(self, config: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> Any:
+        key = (shape_identity(config), input_shape, n_outputs)
+        with self.lock:
+            if key in self.entries:
+                return self.entries[key]
+        value = self.measure(config, input_shape, n_outputs)  # any config of this identity gives this value
+        with self.lock:
+            if len(self.entries) >= self.limit:
+                self.entries.pop(next(iter(self.entries)))
+            self.entries[key] = value
+        return value
 
 
-def _meta_model(model_json: str, input_shape: tuple[int, ...], n_outputs: int) -> torch.nn.Module:
+def _meta_model(config: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> torch.nn.Module:
     with torch.device("meta"):
-        return build_model(json.loads(model_json), input_shape, n_outputs)
+        return build_model(model_part(config), input_shape, n_outputs)
 
 
-@lru_cache(maxsize=8192)
-def _count(model_json: str, input_shape: tuple[int, ...], n_outputs: int) -> int:
-    return int(sum(p.numel() for p in _meta_model(model_json, input_shape, n_outputs).parameters()))
+def _count(config: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> int:
+    return int(sum(p.numel() for p in _meta_model(config, input_shape, n_outputs).parameters()))
 
 
-@lru_cache(maxsize=4096)
-def _measure(model_json: str, input_shape: tuple[int, ...], n_outputs: int) -> ModelSize:
-    model = _meta_model(model_json, input_shape, n_outputs)
+def _measure(config: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> ModelSize:
+    model = _meta_model(config, input_shape, n_outputs)
     params = sum(p.numel() for p in model.parameters())
     model.eval()
     from torch.utils.flop_counter import FlopCounterMode
@@ -65,13 +82,22 @@ def _measure(model_json: str, input_shape: tuple[int, ...], n_outputs: int) -> M
     return ModelSize(params=int(params), flops=int(counter.get_total_flops()))
 
 
+_COUNTS = _Cache(_count, 8192)
+_SIZES = _Cache(_measure, 4096)
+
+
+def cached_sizes() -> int:
+    """How many measurements `model_size` holds (one per architecture identity, input shape and outputs)."""
+    return len(_SIZES.entries)
+
+
 def param_count(config: Mapping[str, Value], input_shape: Sequence[int], n_outputs: int) -> int:
     """Parameter count of the network `config` describes (cheaper than `model_size`: no forward pass).
 
     Raises:
         ConfigError: The config does not build a network for this input.
     """
-    return _guarded(_count, config, input_shape, n_outputs)
+    return _guarded(_COUNTS, config, input_shape, n_outputs)
 
 
 def model_size(config: Mapping[str, Value], input_shape: Sequence[int], n_outputs: int) -> ModelSize:
@@ -89,20 +115,21 @@ def model_size(config: Mapping[str, Value], input_shape: Sequence[int], n_output
         ConfigError: The config does not build a network for this input, or the network
             cannot run on the meta device (a custom module that reads tensor values).
     """
-    return _guarded(_measure, config, input_shape, n_outputs)
+    return _guarded(_SIZES, config, input_shape, n_outputs)
 
 
-def _guarded(measure: Any, config: Mapping[str, Value], input_shape: Sequence[int], n_outputs: int) -> Any:
+def _guarded(cache: _Cache, config: Mapping[str, Value], input_shape: Sequence[int], n_outputs: int) -> Any:
     shape = tuple(int(s) for s in input_shape)
     try:
-        return measure(_model_part(config), shape, int(n_outputs))
+        return cache.get(config, shape, int(n_outputs))
     except ConfigError:
         raise
     except (RuntimeError, NotImplementedError, TypeError, ValueError) as exc:
+        part = json.dumps(model_part(config), sort_keys=True, default=repr)
         raise ConfigError(
-            f"cannot measure the network of {_model_part(config)} on input {shape}: {exc}. Its forward pass must "
+            f"cannot measure the network of {part} on input {shape}: {exc}. Its forward pass must "
             "run on the meta device (no .item() or data-dependent shapes) for parameter and FLOP counts"
         ) from None
 
 
-__all__ = ["ModelSize", "model_size", "param_count"]
+__all__ = ["ModelSize", "cached_sizes", "model_size", "param_count"]

@@ -1,4 +1,8 @@
-"""The `tunelab` command line: `demo`, `list`, `show`, `resume`, `report`, `unlock`, `compare`."""
+"""The `tunelab` command line: `demo`, `list`, `show`, `resume`, `report`, `unlock`, `compare`.
+
+Each command imports what it uses when it runs: `tunelab --help`, `list` and `show` import
+neither torch nor gpytorch nor BoTorch (tests/studies/test_cold_start.py, benchmarks/startup.py).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from tunelab.studies.artifacts import safe_name
 
 STRATEGIES = ("bayesian", "random", "quasi", "tpe", "evolution", "freeze_thaw", "asha", "hyperband", "darts",
               "self_tuning")
@@ -181,8 +183,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _list_line(st: Any, summary: Any, trust: Any) -> str:
     """One study's line of `tunelab list` (raises on a damaged study; the caller reports it)."""
-    from tunelab.studies.compare import MANIFEST
-    from tunelab.studies.recipes import STRATEGY, TRAINER, untrusted_imports
+    from tunelab.studies.recipes import MANIFEST, STRATEGY, TRAINER, untrusted_imports
     from tunelab.studies.records import state_of
     from tunelab.studies.storage.limits import mapping
     from tunelab.studies.storage.reader import read_study_attrs, read_trials
@@ -259,6 +260,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from tunelab.studies.artifacts import safe_name
     from tunelab.studies.report import report
 
     study = _open(args, read_only=True)
@@ -315,6 +317,7 @@ def _executor(args: argparse.Namespace) -> dict[str, Any]:
 
 def _compare(args: argparse.Namespace) -> int:
     from tunelab import studies
+    from tunelab.studies.artifacts import safe_name
     from tunelab.studies.compare import Comparison
 
     if args.optimizers is None:  # continue (or report) a stored comparison

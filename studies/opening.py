@@ -5,7 +5,8 @@ and the strategy against both, then creates the study with its recipe in one tra
 opens the existing one of the same name after comparing recipes. `load` rebuilds a study from
 its database alone; a database is untrusted input, so nothing outside tunelab is imported unless
 the caller trusts it, and every value read is checked (`studies.storage.limits`). Both give the
-study its own checkpoint folder (`studies.artifacts`).
+study its own checkpoint folder (`studies.artifacts`). `load(..., read_only=True)` and
+`study_names` import neither `search` nor `trainers` (so no torch): `tunelab show` and `list`.
 """
 
 from __future__ import annotations
@@ -15,20 +16,21 @@ import uuid
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tunelab import search
 from tunelab.spaces import ConfigError, Space
 from tunelab.spaces.trust import Trust, trusted_prefixes
 from tunelab.studies.artifacts import check_uid, claim, database_identity, folder_name, sweep
-from tunelab.studies.driver import LOCK_TTL
 from tunelab.studies.errors import StorageError, StudyConflictError, StudyNotFoundError, TunelabError
 from tunelab.studies.recipes import SEED, SPACE, STRATEGY, TRAINER, UID, VERSION, build_trainer, trainer_conflict
 from tunelab.studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage, storage_faults, writer
 from tunelab.studies.storage.lock import LOCK_TTL_S
 from tunelab.studies.storage.reader import read_studies, read_study_attrs, study_direction
 from tunelab.studies.study import Study
-from tunelab.trainers.protocol import Trainable, is_trainable
+
+if TYPE_CHECKING:  # `search` and `trainers` (torch) load when a study is created or opened to train, not to be read
+    from tunelab import search
+    from tunelab.trainers.protocol import Trainable
 
 
 def _version() -> str:
@@ -48,6 +50,8 @@ def _same_strategy(stored: Mapping[str, Any], given: Mapping[str, Any]) -> bool:
     given = json.loads(json.dumps(given))
     if stored == given:
         return True
+    from tunelab import search
+
     try:
         rebuilt = search.Strategy.from_spec(stored)
     except Exception:  # unknown or untrusted: no rebuilding here, the stored spec is what it is
@@ -120,6 +124,10 @@ def create(
 def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strategy: search.Strategy | None,
             direction: str | None, load_if_exists: bool, artifacts: str | Path | None) -> Study:
     import optuna
+
+    from tunelab import search
+    from tunelab.studies.driver import LOCK_TTL
+    from tunelab.trainers.protocol import is_trainable
 
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"a study needs a non-empty name, got {name!r}")
@@ -268,6 +276,8 @@ def _load(name: str, storage: str, *, trainer: Trainable | None, strategy: searc
         return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
                      strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts, create=False),
                      uid=uid)
+    from tunelab import search
+
     if strategy is None:
         strategy = search.Strategy.from_spec(attrs[STRATEGY], trust=trust)
     elif not _same_strategy(attrs[STRATEGY], strategy.spec()):

@@ -1,18 +1,26 @@
-"""How a study's trainer and workload are stored and rebuilt from the database alone."""
+"""How a study's trainer and workload are stored and rebuilt from the database alone.
+
+This module imports neither `trainers` nor `search` (nor torch) at import time: `tunelab list`
+and `show` read a study's recipe through it. What rebuilds a trainer imports `trainers` when
+it runs; the names it needs beforehand (the study attributes' keys, the built-in workload
+factories, which built-in strategies name no code) are constants here, each tested against
+what it mirrors (tests/studies/test_cold_start.py).
+"""
 
 from __future__ import annotations
 
 import functools
 import json
+import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tunelab.spaces.errors import UntrustedImportError, WorkloadError
 from tunelab.spaces.trust import Trust, check, current_path, resolve
 from tunelab.studies.storage.limits import MAX_EPOCHS, count, mapping, optional_count
-from tunelab.trainers import Trainer, workloads
-from tunelab.trainers.protocol import Trainable
-from tunelab.trainers.usercode import rebind
+
+if TYPE_CHECKING:
+    from tunelab.trainers.protocol import Trainable
 
 # Study user attributes that hold a study's recipe (written once, when it is created).
 VERSION = "tunelab:version"
@@ -21,11 +29,24 @@ STRATEGY = "tunelab:strategy"
 TRAINER = "tunelab:trainer"
 SEED = "tunelab:seed"
 UID = "tunelab:uid"  # the study's identity: its artifact folder's marker names it
+# The study user attribute of a comparison's manifest (`studies.compare.manifest` writes it; re-exported there).
+MANIFEST = "tunelab:comparison"
+# The study user attribute of the last `optimize` call's budget (the driver writes it).
+BUDGET = "tunelab:budget"
+
+# tunelab's workload factories: `trainers.workloads.__all__`, named here so that checking a stored
+# recipe (`tunelab list`) needs no torch.
+BUILTIN_WORKLOADS = ("digits", "mnist1d", "mnist1d_published")
+# tunelab's registered strategies whose stored arguments never name code to import (their
+# `Strategy.stored_imports` is the default, which names none); "optuna" (`search.OptunaSampler`)
+# names code only through its `sampler` argument, when it is not a plain name of Optuna's samplers.
+CODE_FREE_STRATEGIES = ("asha", "bayesian", "darts", "enqueue", "evolution", "freeze_thaw", "hyperband", "random",
+                        "self_tuning")
 
 
 def builtin_factories() -> frozenset[str]:
     """Import paths of tunelab's own workload factories (loadable from any database without trust)."""
-    return frozenset(f"tunelab.trainers.workloads:{name}" for name in workloads.__all__)
+    return frozenset(f"tunelab.trainers.workloads:{name}" for name in BUILTIN_WORKLOADS)
 
 
 def factory_path(spec: Mapping[str, Any]) -> str | None:
@@ -79,6 +100,8 @@ def build_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: Trust
         WorkloadError: The workload has no recipe (it was built from in-memory tensors), or its
             factory cannot be imported or called with the stored arguments.
     """
+    from tunelab.trainers import Trainer
+
     spec = mapping(spec, "the study's stored trainer")
     if "function" in spec or "objective" in spec:
         return build_user_trainer(spec, device=device, trust=trust)
@@ -149,6 +172,7 @@ def build_user_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: 
             `fn` was not given, or it cannot be imported.
     """
     from tunelab.trainers import Function, Objective
+    from tunelab.trainers.usercode import rebind
 
     kind, path = user_code(spec) or ("function", "?")
     if fn is None:
@@ -179,10 +203,9 @@ def build_user_trainer(spec: Mapping[str, Any], *, device: str = "auto", trust: 
 def untrusted_imports(trainer_spec: Any, strategy_spec: Any, trust: Trust = None) -> list[str]:
     """Import paths a stored study names that `studies.load` would refuse under `trust` (nothing is imported).
 
-    A malformed spec is reported as its text, since loading refuses it too.
+    A malformed spec is reported as its text, since loading refuses it too. A built-in strategy
+    that names no code is recognised without importing `search` (`tunelab list` needs no torch).
     """
-    from tunelab import search
-
     paths: list[tuple[str, frozenset[str]]] = []
     factory = factory_path(trainer_spec) if isinstance(trainer_spec, Mapping) else None
     if factory:
@@ -193,13 +216,31 @@ def untrusted_imports(trainer_spec: Any, strategy_spec: Any, trust: Trust = None
     name = strategy_spec.get("name") if isinstance(strategy_spec, Mapping) else None
     if not isinstance(name, str):
         return [p for p, b in paths if not _allowed(p, trust, b)] + [repr(strategy_spec)]
+    args = strategy_spec.get("args") or {}
+    args = args if isinstance(args, Mapping) else {}
     if ":" in name:
         paths.append((name, frozenset()))
-    elif name in search.strategies:
-        args = strategy_spec.get("args") or {}
-        stored = search.strategies.get(name).stored_imports(args if isinstance(args, Mapping) else {})
-        paths += [(p, frozenset()) for p in stored]
+    elif not names_no_code(name, args):
+        from tunelab import search
+
+        if name in search.strategies:
+            paths += [(p, frozenset()) for p in search.strategies.get(name).stored_imports(args)]
     return [p for p, b in paths if not _allowed(p, trust, b)]
+
+
+def names_no_code(strategy: str, args: Mapping[str, Any]) -> bool:
+    """Whether the registered strategy `strategy`, built from stored `args`, surely imports no code.
+
+    Answered without importing `search`, and only while it is not imported: the registry then
+    holds tunelab's own strategies alone (a user's strategy, which may take a built-in name,
+    registers itself when its module imports `search`). False means "ask the registry".
+    """
+    if "tunelab.search" in sys.modules:
+        return False
+    if strategy in CODE_FREE_STRATEGIES:
+        return True
+    sampler = args.get("sampler", "tpe")
+    return strategy == "optuna" and isinstance(sampler, str) and ":" not in sampler
 
 
 def _allowed(path: str, trust: Trust, builtins: frozenset[str]) -> bool:

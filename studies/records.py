@@ -9,6 +9,7 @@ the only two directions of that map.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -103,16 +104,26 @@ class TrialRecord:
     @property
     def genotype(self) -> str | None:
         """The cell's genotype string: of a `spaces.cells()` config, or the one a DARTS search found (else None)."""
-        from tunelab.spaces import Genotype
-
         if "model.op_0_1" not in self.config:
             found = self.results.get("genotype")
             return str(found) if isinstance(found, str) else None
+        from tunelab.spaces import Genotype  # a cell space's (torch): only for its trials
+
         return str(Genotype.from_config(self.config))
 
     @property
     def comparable(self) -> bool:
-        """Whether its value competes for the study's best (see `search.routines.Routine.comparable`)."""
+        """Whether its value competes for the study's best (see `search.routines.Routine.comparable`).
+
+        A trial of the standard loop ("train") is, as registered, which is known without importing
+        torch as long as `trainers.routines` is not loaded (nothing can have replaced it before).
+        Any other routine is looked up with tunelab's routines registered (`search` registers
+        "darts", "stn" and "schedule").
+        """
+        if self.routine != "train":
+            import tunelab.search  # noqa: F401  (registers tunelab's other routines)
+        elif "tunelab.trainers.routines" not in sys.modules:
+            return True  # the standard loop as registered: nothing can have replaced it before its module loaded
         from tunelab.trainers.routines import is_comparable
 
         return is_comparable(self.routine)

@@ -12,24 +12,24 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tunelab import search
 from tunelab.spaces import Space
 from tunelab.studies.artifacts import checkpoint_path, database_identity, folder_name
-from tunelab.studies.driver import BUDGET, UNFINISHED, Budget, Driver, Mirror, history_of, row_of
-from tunelab.studies.driver.settings import check_settings
 from tunelab.studies.errors import (
     ReadOnlyStudyError,
 )
-from tunelab.studies.executors import Executor
-from tunelab.studies.executors.pool import refuse_in_spawned_import
-from tunelab.studies.recipes import STRATEGY, TRAINER
+from tunelab.studies.recipes import BUDGET, STRATEGY, TRAINER
 from tunelab.studies.records import CHECKPOINT, TrialRecord, TrialState, curves_frame, record_of, trials_frame
 from tunelab.studies.storage import storage_faults
 from tunelab.studies.storage.limits import mapping
 from tunelab.studies.storage.reader import read_study_attrs, read_trials
-from tunelab.trainers import Trainer
+
+if TYPE_CHECKING:  # the driver, executors, `search` and `trainers` (torch) load when a study trains, not to read it
+    from tunelab import search
+    from tunelab.studies.driver import Mirror
+    from tunelab.studies.executors import Executor
+    from tunelab.trainers import Trainer
 
 
 class Study:
@@ -176,6 +176,8 @@ class Study:
         order = list(self.space.names)
         if not curves:
             return [record_of(t, order) for t in read_trials(self.storage, self.study_id, curves=False)]
+        from tunelab.studies.driver import UNFINISHED
+
         last = max(self._records, default=-1)
         for t in read_trials(self.storage, self.study_id, include=self._open_ids, after=last):
             record = self._records[t._trial_id] = record_of(t, order)
@@ -254,7 +256,7 @@ class Study:
         checkpoint_seconds: float | None = 30.0,
         max_failures: int = 3,
         flush_seconds: float = 2.0,
-        keep_checkpoints: str = "best",
+        keep_checkpoints: str = "none",
         max_retries: int = 0,
         population: int = 1,
         threads: int | None = None,
@@ -288,8 +290,10 @@ class Study:
             max_failures: Stop with `TrialError` when this many trials in a row raise and none
                 of the study has completed.
             flush_seconds: Write a running trial's epochs to the database at most this often.
-            keep_checkpoints: Which finished trials keep their final checkpoint: "best" (the
-                best complete trial; default), "all" or "none". Paused trials always keep theirs.
+            keep_checkpoints: Which finished trials keep their final weights: "none" (the
+                default: a trial that ends writes no final checkpoint), "best" (the best complete
+                trial's, for `study.checkpoint(study.best.number)`; only runs that end better
+                than the best so far write one) or "all". Paused trials always keep theirs.
             max_retries: Run a trial that raised again, up to this many times, from its last
                 checkpoint (from scratch without one), as Ray Tune's `FailureConfig(max_failures)`;
                 0 (the default) records it failed at once. Out-of-memory errors are retried too.
@@ -316,6 +320,10 @@ class Study:
             StorageError: Checkpoints cannot be written to the artifact folder.
             KeyboardInterrupt: Ctrl-C, after running trials were paused (the study stays resumable).
         """
+        from tunelab.studies.driver import Budget, Driver
+        from tunelab.studies.driver.settings import check_settings
+        from tunelab.studies.executors.pool import refuse_in_spawned_import
+
         self._writable("optimize")
         refuse_in_spawned_import()  # a worker importing a script without a main guard: stop before any write
         budget = Budget(trials=trials, epochs=epochs, seconds=seconds, grad_evals=grad_evals)
@@ -346,6 +354,8 @@ class Study:
 
     def history(self) -> search.History:
         """The normalised view a strategy gets (for inspecting what a strategy would do next)."""
+        from tunelab.studies.driver import Mirror, history_of, row_of
+
         self._writable("build a strategy's history")
         sign = -1.0 if self.direction == "maximize" else 1.0
         mirror = Mirror(sign)

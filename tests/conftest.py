@@ -1,11 +1,19 @@
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
+import shutil
+import tempfile
 
 # One torch thread per process: on a 2-core machine that is also running something else, torch's default
 # (a thread per core) is 7-20x slower; subprocesses and pool workers inherit it through the environment.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Generated data (MNIST-1D) is cached on disk (`trainers.datacache`): one folder for the session, never the
+# user's own cache; subprocesses the tests start inherit it and skip the seconds of generation.
+if "TUNELAB_CACHE_DIR" not in os.environ:
+    os.environ["TUNELAB_CACHE_DIR"] = tempfile.mkdtemp(prefix="tunelab-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["TUNELAB_CACHE_DIR"], True)
 import secrets
 import signal
 import socket

@@ -45,6 +45,9 @@ def check_trains(space: Space) -> None:
     """
     if space in _TRAINABLE:
         return
+    # The first torch optimizer a process builds imports torch._dynamo (about 2 s): torch 2.13 wraps
+    # `Optimizer.add_param_group` (and `step`, `zero_grad`) in `torch._disable_dynamo`, which imports it on first
+    # call. No `step()` is taken here; the first trial would pay the same import when it builds its optimizer.
     probe = torch.nn.Linear(2, 2)
     rng = np.random.default_rng(11)
     seen: dict[tuple[str, ...], dict[str, Any]] = {}

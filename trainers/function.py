@@ -64,13 +64,15 @@ class Run:
     def __init__(self, *, seed: int, device: torch.device, start_epoch: int, until_epoch: int, epochs: int,
                  metric: str, history: list[EpochResult], state: Any, path: Path | None,
                  report: Callable[[EpochResult], Decision | None] | None, config: dict[str, Any],
-                 rng: Mapping[str, torch.Tensor] | None = None, write_every: float | None = None) -> None:
+                 rng: Mapping[str, torch.Tensor] | None = None, write_every: float | None = None,
+                 keep_final: Callable[[EpochResult], bool] | None = None) -> None:
         self.seed, self.device, self.epochs = seed, device, epochs
         self.start_epoch, self.until_epoch = start_epoch, until_epoch
         self.history = list(history)
         self._metric, self._state, self._path, self._report, self._config = metric, state, path, report, config
         self._rng = rng
         self._write_every, self._written = write_every, time.monotonic()
+        self._keep_final = keep_final
         self._last = time.perf_counter()
         self._grad_evals = history[-1].grad_evals if history else 0
         self.decision: str = "continue"
@@ -144,6 +146,11 @@ class Run:
         self.saved_epoch = self.epoch
         due = (self._write_every is None or self.decision != "continue" or self.epoch >= self.until_epoch
                or time.monotonic() - self._written >= self._write_every)
+        ends = self.decision in ("stop", "done")
+        if ends and self._keep_final is not None and self.history and not self._keep_final(self.history[-1]):
+            if self._path is not None:  # the run ended and its weights will not be kept: no file, not even an old one
+                self._path.unlink(missing_ok=True)
+            return
         if self._path is not None and due:
             rng = {"cpu": torch.get_rng_state()}
             if self.device.type == "cuda":
@@ -241,7 +248,8 @@ class Function(UserCode):
 
     def fit(self, config: Mapping[str, Any], *, until_epoch: int | None = None, checkpoint: Any = None,
             report: Callable[[EpochResult], Decision | None] | None = None, seed: int | None = None,
-            checkpoint_seconds: float | None = None) -> TrainResult:
+            checkpoint_seconds: float | None = None,
+            keep_final: Callable[[EpochResult], bool] | None = None) -> TrainResult:
         """Run (or continue, from the checkpoint of its last `run.save`) `fn(config, run)`.
 
         Args:
@@ -252,6 +260,8 @@ class Function(UserCode):
             seed: The run's seed (default: the function's).
             checkpoint_seconds: Write the checkpoint at most this often while the run continues
                 (it is always written when the run pauses or ends); None writes on every `run.save`.
+            keep_final: Whether a run that ends (its last epoch, or "stop") writes its final
+                checkpoint, given that epoch (None: always; an earlier file is removed when not).
 
         Raises:
             ConfigError: `until_epoch` < 1, or `fn` misused `run` (named in the message).
@@ -268,7 +278,7 @@ class Function(UserCode):
         run = Run(seed=seed, device=self.device, start_epoch=len(history), until_epoch=until, epochs=self.epochs,
                   metric=self._metric, history=history, state=saved["state"] if saved else None, path=path,
                   report=report, config=config, rng=saved.get("rng") if saved else None,
-                  write_every=checkpoint_seconds)
+                  write_every=checkpoint_seconds, keep_final=keep_final)
         with run_rng(self.device, seed):  # the caller's random state is left as it was
             self.fn(config, run)
         return self._result(run, path)

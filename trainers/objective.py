@@ -87,7 +87,8 @@ class Objective(UserCode):
 
     def fit(self, config: Mapping[str, Any], *, until_epoch: int | None = None, checkpoint: Any = None,
             report: Callable[[EpochResult], Decision | None] | None = None, seed: int | None = None,
-            checkpoint_seconds: float | None = None) -> TrainResult:
+            checkpoint_seconds: float | None = None,
+            keep_final: Callable[[EpochResult], bool] | None = None) -> TrainResult:
         """Evaluate `fn(config)` once: a run of one epoch whose `val_metric` is the objective.
 
         A non-finite objective ends the run as "diverged" (its error names the metric).

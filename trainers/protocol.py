@@ -55,8 +55,13 @@ class Trainable(Protocol):
 
     def fit(self, config: Mapping[str, Any], *, until_epoch: int | None = None, checkpoint: Any = None,
             report: Callable[[EpochResult], Decision | None] | None = None, seed: int | None = None,
-            checkpoint_seconds: float | None = None) -> TrainResult:
-        """Train (or continue, from `checkpoint`) one configuration; `report` after every epoch."""
+            checkpoint_seconds: float | None = None,
+            keep_final: Callable[[EpochResult], bool] | None = None) -> TrainResult:
+        """Train (or continue, from `checkpoint`) one configuration; `report` after every epoch.
+
+        `keep_final(last_epoch)` says whether a run that ends writes its final checkpoint (None:
+        always); checkpoints for a pause are always written.
+        """
         ...
 
     def spec(self) -> dict[str, Any]:

@@ -210,6 +210,7 @@ class Replay(Trainer):
         seed: int | None = None,
         checkpoint_seconds: float | None = None,
         before_epoch: Callable[[Any, int], None] | None = None,
+        keep_final: Callable[[EpochResult], bool] | None = None,
     ) -> TrainResult:
         """Replay one configuration's recorded run (same arguments and result as `Trainer.fit`).
 
@@ -232,7 +233,8 @@ class Replay(Trainer):
             if state.get("config") != config or state.get("seed") != seed or "replay" not in state:
                 raise CheckpointError(f"{path} belongs to another run (config or seed differ, or not a replay)")
             history = [EpochResult(**e) for e in state["history"]]
-        control = RunControl(path, until, report, checkpoint_seconds, self.checkpoint_every)
+        control = RunControl(path, until, report, checkpoint_seconds, self.checkpoint_every, final=self.epochs,
+                             keep_final=keep_final)
 
         def save(p: Path) -> None:
             save_checkpoint(p, {"config": config, "seed": seed, "replay": self.table.digest,

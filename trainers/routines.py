@@ -47,6 +47,8 @@ class RunRequest:
         checkpoint_seconds: Periodic checkpoints every this many seconds (None: every
             `checkpoint_every` epochs).
         options: The routine's own settings (JSON-ready; "train" takes none).
+        keep_final: Whether a run that ends writes its final checkpoint, given its last epoch
+            (None: always; see `trainers.run.RunControl`).
     """
 
     config: Mapping[str, Any]
@@ -56,6 +58,7 @@ class RunRequest:
     seed: int | None = None
     checkpoint_seconds: float | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
+    keep_final: Callable[[EpochResult], bool] | None = None
 
 
 RunFn = Callable[[Any, RunRequest], TrainResult]
@@ -94,7 +97,8 @@ def _train(trainer: Any, request: RunRequest) -> TrainResult:
     if request.options:
         raise ConfigError(f"the 'train' routine takes no options, got {dict(request.options)}")
     return trainer.fit(request.config, until_epoch=request.until_epoch, checkpoint=request.checkpoint,
-                       report=request.report, seed=request.seed, checkpoint_seconds=request.checkpoint_seconds)
+                       report=request.report, seed=request.seed, checkpoint_seconds=request.checkpoint_seconds,
+                       keep_final=request.keep_final)
 
 
 routines.register("train", Routine(_train, doc="Trainer.fit: the standard training loop"))
@@ -168,7 +172,8 @@ def run_epochs(run: EpochRun, workload: Any, *, total: int, until: int, path: Pa
     epoch, with NaN validation values). A checkpoint that cannot be written is recorded in the
     result, and the run goes on.
     """
-    control = RunControl(path, until, request.report, request.checkpoint_seconds)
+    control = RunControl(path, until, request.report, request.checkpoint_seconds, final=total,
+                         keep_final=request.keep_final)
     status = None
     while run.epoch < until:
         t0 = time.perf_counter()

@@ -110,13 +110,21 @@ class RunControl:
     a checkpoint that cannot be written (full disk, read-only folder) is recorded in
     `save_error` and training goes on, since a measured result is never thrown away for a file.
 
+    A run that ends (its last epoch `final`, or a "stop") writes its final checkpoint only when
+    `keep_final` is None or says yes for its last epoch: a study writes the final weights of a
+    trial only when they will be kept (`optimize(keep_checkpoints=...)`), and then removes an
+    earlier periodic checkpoint of a run that ended without one (`settle`).
+
     Attributes:
         path: The run's checkpoint file, or None.
         until: The epoch at which the run pauses.
         report: The caller's callback (continue / stop / pause, or None).
         checkpoint_seconds: Periodic checkpoints by time instead of by epochs, if given.
         checkpoint_every: Periodic checkpoints every this many epochs.
+        final: The run's last epoch (its full length), or None when unknown.
+        keep_final: Whether an ending run's last epoch is worth a checkpoint (None: always).
         save_error: Why the last checkpoint could not be written, or None.
+        dropped: The run ended without its final checkpoint (`keep_final` said no).
     """
 
     path: Path | None
@@ -124,7 +132,10 @@ class RunControl:
     report: Callable[[EpochResult], Decision | None] | None = None
     checkpoint_seconds: float | None = None
     checkpoint_every: int = 1
+    final: int | None = None
+    keep_final: Callable[[EpochResult], bool] | None = None
     save_error: str | None = None
+    dropped: bool = False
     last_save: float = field(default_factory=time.perf_counter)
 
     def after_epoch(self, result: EpochResult, save: Callable[[Path], None]) -> Status | None:
@@ -141,6 +152,10 @@ class RunControl:
             periodic = result.epoch % self.checkpoint_every == 0
         else:
             periodic = time.perf_counter() - self.last_save >= self.checkpoint_seconds
+        ends = decision == "stop" or (self.final is not None and result.epoch >= self.final)
+        if ends and self.keep_final is not None and not self.keep_final(result):
+            self.dropped = True
+            return {"stop": "stopped", "pause": "paused"}.get(decision)  # type: ignore[return-value]
         if self.path is not None and (decision != "continue" or result.epoch == self.until or periodic):
             try:
                 save(self.path)
@@ -152,7 +167,7 @@ class RunControl:
 
     def settle(self, status: Status) -> str | None:
         """Finish the run's file: an older checkpoint must not pass for a finished run's state. Returns its path."""
-        if self.save_error is not None and status != "paused" and self.path is not None:
+        if (self.save_error is not None or self.dropped) and status != "paused" and self.path is not None:
             with contextlib.suppress(OSError):
                 self.path.unlink(missing_ok=True)
         return str(self.path) if self.path is not None and self.path.exists() else None

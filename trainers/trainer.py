@@ -241,6 +241,7 @@ class Trainer:
         seed: int | None = None,
         checkpoint_seconds: float | None = None,
         before_epoch: Callable[[nn.Module, int], None] | None = None,
+        keep_final: Callable[[EpochResult], bool] | None = None,
     ) -> TrainResult:
         """Train one configuration.
 
@@ -261,6 +262,10 @@ class Trainer:
                 1-based), to set what a schedule of hyperparameters says for it (the replay of an
                 STN schedule sets the regularisers this way). It must be a pure function of the
                 epoch, so a resumed run is the same run.
+            keep_final: Called with the last epoch of a run that ends (its full length, or a
+                "stop"): whether to write its final checkpoint (None: always). A study passes
+                its `keep_checkpoints` policy here, so a trial's final weights are written only
+                when they will be kept.
 
         Returns:
             A `TrainResult`.
@@ -285,7 +290,7 @@ class Trainer:
             run = RunState(config, seed, model, optimizer, scheduler, spec, self.generator(seed))
             if path is not None and path.exists():
                 self.restore(run, path)
-            return self._train(run, until, batch_size, path, report, checkpoint_seconds, before_epoch)
+            return self._train(run, until, batch_size, path, report, checkpoint_seconds, before_epoch, keep_final)
 
     def restore(self, run: RunState, path: Path) -> None:
         """Load `run`'s state from its checkpoint at `path` (its config and seed must match).
@@ -335,6 +340,7 @@ class Trainer:
         report: Callable[[EpochResult], Decision | None] | None,
         checkpoint_seconds: float | None = None,
         before_epoch: Callable[[nn.Module, int], None] | None = None,
+        keep_final: Callable[[EpochResult], bool] | None = None,
     ) -> TrainResult:
         workload, model, optimizer, scheduler = self.workload, run.model, run.optimizer, run.scheduler
         train_model = torch.compile(model) if self.compile else model
@@ -344,7 +350,8 @@ class Trainer:
         after_schedule = getattr(optimizer, "update_rho_t", None) if step_schedule else None
         train = self.split("train")
         status: Status | None = None
-        control = RunControl(path, until, report, checkpoint_seconds, self.checkpoint_every)
+        control = RunControl(path, until, report, checkpoint_seconds, self.checkpoint_every, final=self.epochs,
+                             keep_final=keep_final)
         while run.epoch < until:
             t0 = time.perf_counter()
             run.epoch += 1

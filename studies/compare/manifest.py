@@ -19,10 +19,10 @@ from tunelab.spaces import ConfigError, optimizer_spec
 from tunelab.studies.driver import Budget
 from tunelab.studies.errors import BudgetError, StudyConflictError, StudyNotFoundError
 from tunelab.studies.problems import Problem
+from tunelab.studies.recipes import MANIFEST  # the attribute's key: defined with the study's other keys
 from tunelab.studies.storage import writer
 from tunelab.studies.storage.reader import read_studies, read_study_attrs
 
-MANIFEST = "tunelab:comparison"
 EQUALIZE = ("grad_evals", "epochs")
 KS = (1, 5, 20)
 RERUN_SEED_STRIDE = 10_000

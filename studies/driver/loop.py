@@ -30,6 +30,7 @@ from tunelab.studies.driver.recovery import Recovery
 from tunelab.studies.driver.retention import Retention
 from tunelab.studies.errors import StorageError
 from tunelab.studies.executors import Executor, Outcome, Work, open_executor, works_of
+from tunelab.studies.recipes import BUDGET
 from tunelab.studies.records import TrialRecord, TrialState, record_of
 from tunelab.studies.storage.faults import storage_fault, storage_faults
 from tunelab.studies.storage.limits import number as stored_number
@@ -39,7 +40,6 @@ from tunelab.studies.storage.reader import read_trials
 logger = logging.getLogger(__name__)
 
 SECONDS_SPENT = "tunelab:seconds_spent"
-BUDGET = "tunelab:budget"
 LOCK_TTL = "tunelab:lock_ttl"  # the lease length of the study lock, fixed when the study is created
 WAIT_S = 1.0  # the longest the loop waits on the executor before it looks at `stop` and the seconds budget again
 LOST_LIMIT = 3  # a trial whose worker died this many times in one optimize call is recorded failed
@@ -77,7 +77,7 @@ class Driver:
         checkpoint_seconds: float | None,
         max_failures: int,
         flush_seconds: float,
-        keep_checkpoints: str = "best",
+        keep_checkpoints: str = "none",
         max_retries: int = 0,
         executor_options: Mapping[str, Any] | None = None,
         population: int = 1,

@@ -5,10 +5,16 @@ strategy's request. Each decision is taken holding the study lock after re-readi
 drivers changed, so several drivers of one study share its budget and never train one proposal
 twice. A request the budget cannot pay for ends the planning (`exhausted`).
 
-With `population=K` the strategy is asked for up to K starts in a row (each created trial is
-pending in the next ask's history), and those that share an architecture and have a vectorised
-optimizer form one unit of work (`trainers.Population`); the other units formed from the same
-asks are held and submitted first as slots free up.
+With `population=K`, "train" works that share an architecture (`trainers.population.architecture`:
+the architecture identity `spaces.models.shape_identity` and the batch size) and have a
+vectorised optimizer form one unit of work (`trainers.Population`). To fill such groups the
+planner asks the strategy for more starts in a row, each created (recorded, in the strategy's
+order) and claimed when asked, and holds them in per-architecture groups: it asks until a group
+has K works, the strategy or the budget has nothing more, or `LOOKAHEAD` x K works are held,
+then submits the fullest group (the oldest first among equals). One gathering is one hold of the
+study lock. Held works are submitted before the strategy is asked again; a work that trains
+alone is submitted at once. The planner never skips, re-asks or reorders proposals: only the
+order in which created trials start training differs from `population=1`.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from tunelab.studies.records import TrialState
 from tunelab.studies.storage.reader import read_trials
 from tunelab.trainers.routines import routines
 
+#: How many works, in units of the population size K, the planner may hold while it fills groups.
+LOOKAHEAD = 2
+
 
 class Planner:
     """Chooses and claims the next units of work for one driver.
@@ -52,7 +61,8 @@ class Planner:
         self.ctx, self.meter, self.recorder = ctx, meter, recorder
         self.retention, self.recovery = retention, recovery
         self.population, self.checkpoint_seconds = population, checkpoint_seconds
-        self.held: list[Unit] = []  # units formed from one gathering of requests, waiting for a free slot
+        self.groups: dict[Any, list[Work]] = {}  # created works waiting for their population to fill
+        self.alone: list[Work] = []  # created works that train alone, waiting for a free slot
         self.exhausted = False
 
     # ------------------------------------------------------------------ the mirror
@@ -89,23 +99,42 @@ class Planner:
     # ------------------------------------------------------------------ decisions
     def next_unit(self, populations: bool) -> Unit | None:
         """The next unit of work: one work, or up to `population` "train" works of one architecture."""
-        if self.held:
-            return self.held.pop(0)
-        first = self.next_work()
-        if first is None or not populations or self.population <= 1 or self.group_key(first) is None:
-            return first
-        works = [first]
-        while len(works) < self.population:
-            work = self.next_work()
-            if work is None:
-                break
-            works.append(work)
-        groups: dict[Any, list[Work]] = {}
-        for work in works:
-            groups.setdefault(self.group_key(work) or ("alone", work.trial_id), []).append(work)
-        units: list[Unit] = [tuple(g) if len(g) > 1 else g[0] for g in groups.values()]
-        self.held = units[1:]
-        return units[0]
+        if not populations or self.population <= 1:
+            return self.next_work()
+        unit = self.ready(final=False)
+        if unit is not None or self.ctx.stop.is_set() or self.exhausted:
+            return unit if unit is not None else self.ready(final=True)
+        with self.ctx.lock:  # one hold for the whole gathering: each decision still sees every earlier one
+            self.refresh()
+            self.recovery.recover()
+            while unit is None and sum(map(len, self.groups.values())) < LOOKAHEAD * self.population:
+                work = None if self.exhausted or self.ctx.stop.is_set() else self._decide()
+                if work is None:
+                    break
+                key = self.group_key(work)
+                if key is None:
+                    self.alone.append(work)
+                else:
+                    self.groups.setdefault(key, []).append(work)
+                unit = self.ready(final=False)
+        return unit if unit is not None else self.ready(final=True)
+
+    def ready(self, *, final: bool) -> Unit | None:
+        """A held unit to submit: a work that trains alone, a full group, or (`final`) the fullest group."""
+        if self.alone:
+            return self.alone.pop(0)
+        if not self.groups:
+            return None
+        key = max(self.groups, key=lambda k: len(self.groups[k]))  # the first of the fullest: the oldest
+        if not final and len(self.groups[key]) < self.population:
+            return None
+        group = self.groups[key]
+        unit, rest = group[: self.population], group[self.population:]
+        if rest:
+            self.groups[key] = rest
+        else:
+            del self.groups[key]
+        return tuple(unit) if len(unit) > 1 else unit[0]
 
     def group_key(self, work: Work) -> Any:
         """What works must share to train as one population, or None if `work` trains alone."""
@@ -244,6 +273,7 @@ class Planner:
             routine=row.routine,
             checkpoint_seconds=self.checkpoint_seconds,
             options=dict(row.options),
+            keep_final=self.retention.final_policy(row),
         )
 
 

@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 from tunelab.studies.artifacts import checkpoint_name
@@ -78,8 +79,6 @@ class Recorder:
         changes to other trials that must commit with it (recovery's "failed, re-queued as
         trial <number>").
         """
-        from optuna.trial import create_trial
-
         study = self.ctx.study
         system: dict[str, Any] = {PROPOSAL: proposal, TARGET: target}
         if retry_of is not None:
@@ -93,8 +92,9 @@ class Recorder:
             system.update({STATE: "running", OWNER: self.ctx.owner, LEASE: time.time() + LEASE_TTL_S})
         user: dict[str, Any] = {"strategy": dict(attrs)} if attrs else {}
         user.update(study.trainer.size(config))
-        frozen = create_trial(state=optuna_state(state), params=config, distributions=study.space.distributions(config),
-                              user_attrs=user, system_attrs=system)
+        now = datetime.now() if state == TrialState.RUNNING else None
+        frozen = writer.NewTrial(optuna_state(state), config, study.space.distributions(config), user_attrs=user,
+                                 system_attrs=system, datetime_start=now)
 
         def extra(trial_id: int, number: int) -> tuple[dict[str, Any], list[TrialWrite]]:
             # the checkpoint is an artifact of the Optuna artifact store, registered the way

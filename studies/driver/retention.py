@@ -1,8 +1,10 @@
 """Retention: which checkpoint files a study keeps, and deleting the others (only in the study's own folder).
 
 Paused trials keep their checkpoints (they continue from them). A finished trial keeps its
-final checkpoint as `keep_checkpoints` says: "best" (the best complete trial; the default),
-"all" or "none"; a failed run's is never kept. A file is deleted only while the marker of the
+final checkpoint as `keep_checkpoints` says: "none" (the default: the final weights are not
+written at all), "best" (the best complete trial's) or "all"; a failed run's is never kept.
+The trainer writes a final checkpoint only when it may be kept (`final_policy`): with "best",
+only a run that ends better than the study's best when it was started. A file is deleted only while the marker of the
 study's folder still names this study and database (`studies.artifacts.owns`), and a deleted
 file's registration goes with it, so no trial names a file that is gone.
 """
@@ -32,7 +34,7 @@ class Retention:
         keep: "best", "all" or "none" (see the module docstring).
     """
 
-    def __init__(self, ctx: Context, recorder: Recorder, keep: str = "best") -> None:
+    def __init__(self, ctx: Context, recorder: Recorder, keep: str = "none") -> None:
         self.ctx, self.recorder, self.keep = ctx, recorder, keep
 
     def path(self, row: Row) -> Path | None:
@@ -56,6 +58,19 @@ class Retention:
             path.unlink(missing_ok=True)
         except OSError as err:
             logger.warning("could not delete the checkpoint %s: %s", path, err)
+
+    def final_policy(self, row: Row) -> bool | float:
+        """What a unit of work is told about its final checkpoint (`executors.base.Work.keep_final`).
+
+        True: write it; False: do not; a number: write it only if the run ends better than that
+        value (the study's best now, in the study's direction).
+        """
+        if self.keep == "all":
+            return True
+        if self.keep == "none" or not is_comparable(row.routine):
+            return False
+        best = self.ctx.mirror.study_best()
+        return True if best is None else float(best[1])
 
     def keeps(self, row: Row, state: TrialState, value: float | None) -> bool:
         """Whether the checkpoint of `row`, which is ending in `state` with `value`, is kept."""

@@ -10,6 +10,7 @@ and outcomes back, and the driver alone writes them.
 
 from __future__ import annotations
 
+import math
 import os
 import traceback
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ class Work:
     routine: str = "train"
     checkpoint_seconds: float | None = 30.0
     options: dict[str, Any] = field(default_factory=dict)
+    keep_final: bool | float = True  # the final checkpoint: written, not, or only if the run ends better than this
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,16 @@ def resolve_routine(name: str) -> Routine | None:
         return None
 
 
+def final_rule(keep: bool | float, direction: str) -> Callable[[EpochResult], bool] | None:
+    """`Work.keep_final` as `RunRequest.keep_final`: None (always write), never, or "ends better than `keep`"."""
+    if keep is True:
+        return None
+    if keep is False:
+        return lambda epoch: False
+    sign = -1.0 if direction == "maximize" else 1.0
+    return lambda epoch: math.isfinite(epoch.val_metric) and sign * epoch.val_metric < sign * float(keep)
+
+
 def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], None], stop: Any,
              routine: Routine | None = None) -> Outcome:
     """Run `work`'s routine on `trainer`; `send(trial_id, epoch)` after every epoch; pause when `stop` is set.
@@ -170,7 +182,8 @@ def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], No
         return "pause" if stop.is_set() else None
 
     request = RunRequest(work.config, until_epoch=work.until_epoch, checkpoint=work.checkpoint, report=report,
-                         seed=work.seed, checkpoint_seconds=work.checkpoint_seconds, options=work.options)
+                         seed=work.seed, checkpoint_seconds=work.checkpoint_seconds, options=work.options,
+                         keep_final=final_rule(work.keep_final, trainer.direction))
 
     def fit() -> TrainResult:
         return routine.run(trainer, request)

@@ -135,7 +135,8 @@ class ProcessExecutor:
         try:
             self._pool.submit(_ping).result(timeout=timeout)
         except BrokenProcessPool as err:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            # wait for every worker to end first, so nothing a dying worker prints comes after the error
+            self._pool.shutdown(wait=True, cancel_futures=True)
             said = report.read_text() if report.exists() else ""
             report.unlink(missing_ok=True)
             raise ConfigError(

@@ -4,11 +4,12 @@ tunelab stores studies in Optuna's schema, so Optuna, optuna-dashboard and `optu
 read them. Optuna's public storage API commits every value and attribute on its own, builds an
 ORM object for every row it reads, and cannot delete a step or read a study in one query; the
 study layer needs all of that to keep a trial's bookkeeping at a few statements (see
-`writer` and `reader`). So it uses Optuna's table definitions (`optuna.storages._rdb.models`)
-and the storage's per-row routines that take an open session. Those are private: this module is
-the only one that touches them, `PRIVATE` lists every symbol it needs, and `check_api()` (run
-when a storage is opened, and by `tests/studies/test_storage_boundary.py`) says clearly which
-one moved when an Optuna release changes them.
+`writer` and `reader`). So it uses Optuna's table definitions (`optuna.storages._rdb.models`:
+their tables for SQLAlchemy Core statements, their value encodings) and the storage's session
+helper. Those are private: this module is the only one that touches them, `PRIVATE` lists every
+symbol it needs, and `check_api()` (run when a storage is opened, and by
+`tests/studies/test_storage_boundary.py`) says clearly which one moved when an Optuna release
+changes them.
 
 Tested with the Optuna versions in `TESTED`; `pyproject.toml` pins that range.
 """
@@ -27,8 +28,6 @@ TESTED = ("4.0", "5.0")  # the Optuna releases this module was tested with (firs
 MODELS = ("StudyModel", "StudyDirectionModel", "StudyUserAttributeModel", "StudySystemAttributeModel", "TrialModel",
           "TrialParamModel", "TrialValueModel", "TrialUserAttributeModel", "TrialSystemAttributeModel",
           "TrialIntermediateValueModel")
-STORAGE_METHODS = ("_set_trial_intermediate_value_without_commit", "_set_trial_attr_without_commit",
-                   "_set_trial_value_without_commit", "check_trial_is_updatable")
 PRIVATE = {
     "optuna.storages._rdb.models": MODELS,
     "optuna.storages._rdb.storage": ("_create_scoped_session", "RDBStorage"),
@@ -54,8 +53,6 @@ def check_api() -> None:
             missing.append(module)
             continue
         missing += [f"{module}.{n}" for n in names if not hasattr(found, n)]
-    storage_cls = getattr(importlib.import_module("optuna.storages"), "RDBStorage", None)
-    missing += [f"RDBStorage.{m}" for m in STORAGE_METHODS if not hasattr(storage_cls, m)]
     if missing:
         raise StorageError(
             f"tunelab uses private parts of Optuna's RDB storage that optuna {optuna.__version__} does not have: "
@@ -107,8 +104,7 @@ def has_tables(storage: Any) -> bool:
     Other storages (Optuna's in-memory or journal storage) go through Optuna's public API:
     the same results, one commit per item.
     """
-    return hasattr(storage, "engine") and all(hasattr(storage, name) for name in ("scoped_session",
-                                                                                    *STORAGE_METHODS))
+    return hasattr(storage, "engine") and hasattr(storage, "scoped_session")
 
 
 @contextlib.contextmanager
@@ -120,26 +116,6 @@ def session(storage: Any, *, ignore_integrity_error: bool = False) -> Iterator[A
         yield s
 
 
-def set_intermediate_value(storage: Any, session: Any, trial_id: int, step: int, value: float) -> None:
-    """Set (insert or replace) one step of a trial's curve inside `session`."""
-    storage._set_trial_intermediate_value_without_commit(session, trial_id, step, value)
-
-
-def set_trial_attr(storage: Any, session: Any, model: Any, trial_id: int, key: str, value: Any) -> None:
-    """Set (insert or replace) one trial attribute of `model` (user or system) inside `session`."""
-    storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
-
-
-def set_trial_value(storage: Any, session: Any, trial: Any, objective: int, value: float) -> None:
-    """Set a trial's value of `objective` inside `session` (`trial` is its `TrialModel`)."""
-    storage._set_trial_value_without_commit(session, trial, objective, value)
-
-
-def check_updatable(storage: Any, trial_id: int, state: Any) -> None:
-    """Raise Optuna's error when a finished trial would be updated."""
-    storage.check_trial_is_updatable(trial_id, state)
-
-
 def value_from_stored(value: Any, kind: Any) -> float:
     """A trial value as Optuna stores it (value and type columns) back to a float."""
     return models().TrialValueModel.stored_repr_to_value(value, kind)
@@ -148,6 +124,11 @@ def value_from_stored(value: Any, kind: Any) -> float:
 def step_from_stored(value: Any, kind: Any) -> float:
     """An intermediate value as Optuna stores it back to a float."""
     return models().TrialIntermediateValueModel.stored_repr_to_intermediate_value(value, kind)
+
+
+def value_to_stored(value: float) -> tuple[Any, Any]:
+    """A trial value as Optuna stores it: (value, type)."""
+    return models().TrialValueModel.value_to_stored_repr(float(value))
 
 
 def step_to_stored(value: float) -> tuple[Any, Any]:

@@ -41,3 +41,44 @@ def test_mutate_can_target_one_parameter():
     assert child["a"] == 0.5 and child["b"] != "x"
     with pytest.raises(spaces.ConfigError, match="choose one of"):
         space.mutate(config, 0, name="c")
+
+
+def test_sizes_are_cached_on_the_architecture_identity_not_on_dropout_or_activation(monkeypatch):
+    import tunelab.spaces.size as size
+
+    built = []
+    real_build = size.build_model
+    monkeypatch.setattr(size, "build_model", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    space = spaces.mlp(depth=2, width=48, input_noise=spaces.Float(0.0, 1.0), input_dropout=spaces.Float(0.0, 0.5),
+                       shift=spaces.Int(0, 4))
+    rng = np.random.default_rng(0)
+    configs = [space.sample(rng) for _ in range(150)]
+    assert len({(c["model.dropout"], c["model.activation"]) for c in configs}) == 150
+    shape = (37,)  # measured by no other test: the cache starts without it
+    before = size.cached_sizes()
+    sizes = {spaces.model_size(c, shape, 7) for c in configs}
+    assert len(sizes) == 1 and size.cached_sizes() == before + 1 and len(built) == 1  # 150 configs, 1 measurement
+    assert sizes == {spaces.model_size({**configs[0], "model.dropout": 0.0, "model.input_noise": 0.0,
+                                        "model.input_dropout": 0.0, "model.shift": 0}, shape, 7)}
+    wider = spaces.model_size({**configs[0], "model.width": 49}, shape, 7)  # a shape parameter: another entry
+    assert wider.params > sizes.pop().params and size.cached_sizes() == before + 2
+
+
+def test_the_architecture_identity_leaves_out_only_what_a_family_declares_shape_free():
+    from tunelab.spaces.models import shape_identity
+
+    mlp = spaces.mlp(input_noise=0.1, shift=2, input_dropout=0.1).default()
+    assert dict(shape_identity(mlp)) == {"model": "'mlp'", "model.depth": "2", "model.width": "128"}
+    cnn = spaces.cnn(dim=1).default()
+    assert {k for k, _ in shape_identity(cnn)} == {"model", "model.dim", "model.depth", "model.channels",
+                                                   "model.kernel", "model.norm"}
+    cells = spaces.cells(dim=1).default()
+    assert len(shape_identity(cells)) == len([k for k in cells if k.startswith("model")])  # every cell choice
+    spaces.models.register("own_net", spaces.ModelSpec(lambda hp, shape, n: torch.nn.Flatten(), reference="test"))
+    try:  # a family that declares nothing: every model.* value, as before
+        own = {"model": "own_net", "model.dropout": 0.1, "model.activation": "relu"}
+        assert len(shape_identity(own)) == 3
+        assert shape_identity(own) != shape_identity({**own, "model.dropout": 0.2})
+    finally:
+        spaces.models.unregister("own_net")
+    assert shape_identity({"optimizer": "sgd"}) == ()  # no model part (the default MLP): nothing to tell apart

@@ -68,7 +68,8 @@ def reference(tmp_path_factory):
     return _rows(_run(script, f"sqlite:///{folder / 'ref.db'}", "local", None))
 
 
-@pytest.mark.parametrize("executor", ["local", pytest.param("ray", marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~21 s; tests/studies/test_kill.py kills a study mid-trial by default
+@pytest.mark.parametrize("executor", ["local", "ray"])
 def test_sigkill_of_a_function_study_mid_trial_then_resume(tmp_path, reference, executor, request):
     address = request.getfixturevalue("ray_cluster") if executor == "ray" else None
     if executor == "ray" and address is None:

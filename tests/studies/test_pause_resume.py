@@ -87,7 +87,8 @@ def test_a_resume_of_a_trial_whose_checkpoint_is_gone_fails_it_and_the_study_goe
 def test_hyperband_retires_the_rung_losers_and_frees_their_checkpoints(tmp_path, trainer5):
     url = f"sqlite:///{tmp_path / 's.db'}"
     study = studies.create("hb", url, space=small_space(), trainer=trainer5, strategy=search.Hyperband(seed=0))
-    study.optimize(epochs=12, progress=False)  # bracket 0 (R=5, eta=3): 3 configs x 2 epochs, best one to 5
+    # bracket 0 (R=5, eta=3): 3 configs x 2 epochs, best one to 5
+    study.optimize(epochs=12, progress=False, keep_checkpoints="best")
     states = [t.state for t in study.trials]
     assert states.count("complete") == 1 and states.count("pruned") == 2
     best = study.best

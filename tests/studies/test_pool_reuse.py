@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from conftest import small_space
 
 from tunelab import search, studies
 from tunelab.studies.executors import pool as pool_module
 
 
+@pytest.mark.slow  # ~15 s; test_compare's shared-pool test covers reuse by default
 def test_workers_serve_the_next_optimize_call_and_stop_on_close_workers(tmp_path, small_trainer):
     studies.close_workers()  # start without idle pools of other tests
     url = f"sqlite:///{tmp_path / 'p.db'}"

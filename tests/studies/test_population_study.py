@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 from waiting import wait_for
 
@@ -117,3 +118,66 @@ def test_the_cli_trains_populations(tmp_path, capsys):
     assert [t.state for t in studies.load("cli", url).trials] == ["complete"] * 5
     assert cli(["resume", "--storage", url, "--study", "cli", "--trials", "6", "--population", "0", "--quiet"]) == 2
     assert "population must be an int >= 1" in capsys.readouterr().err
+
+
+def _population_sizes(monkeypatch):
+    """The member counts of every population the study trains (what `run_population` builds)."""
+    import tunelab.trainers.population as module
+
+    sizes = []
+
+    class Counted(module.Population):
+        def fit(self, members, **kwargs):
+            sizes.append(len(members))
+            return super().fit(members, **kwargs)
+
+    monkeypatch.setattr(module, "Population", Counted)
+    return sizes
+
+
+def test_on_a_realistic_space_trials_of_one_shape_form_one_population(tmp_path, monkeypatch):
+    from tunelab.trainers.population import architecture
+
+    space = spaces.optimizers(["adamw", "sgd"]) | spaces.mlp(depth=2, width=24)  # default dropout and activation
+    trainer = trainers.Trainer(trainers.workloads.mnist1d(n_train=256, max_epochs=1), epochs=1, seed=0)
+    configs = [space.sample(np.random.default_rng(i)) for i in range(16)]
+    every_model_value = {tuple(sorted((k, v) for k, v in c.items() if k.startswith("model"))) for c in configs}
+    assert len(every_model_value) == 16  # what grouped members before: 16 groups of one
+    assert len({architecture(c, trainer) for c in configs}) == 1  # now: one
+
+    def study(name, population):
+        s = studies.create(name, f"sqlite:///{tmp_path / 'r.db'}", space=space, trainer=trainer,
+                           strategy=search.Random(seed=1))
+        s.optimize(trials=32, population=population, progress=False)
+        return s
+
+    sizes = _population_sizes(monkeypatch)
+    together = study("together", 16)
+    assert sizes == [16, 16]
+    alone = study("alone", 1)
+    assert [t.config for t in together.trials] == [t.config for t in alone.trials]  # the same trials, same order
+    assert {len({t.config["model.activation"] for t in together.trials})} == {3}  # mixed activations together
+
+
+def test_the_planner_asks_ahead_to_fill_populations_without_changing_the_trials(tmp_path, monkeypatch):
+    space = (spaces.optimizers(["adamw", "sgd"])
+             | spaces.mlp(depth=1, width=spaces.Categorical((8, 16, 24)), dropout=0.0, activation="relu"))
+    trainer = trainers.Trainer(trainers.workloads.mnist1d(n_train=256, max_epochs=1), epochs=1, seed=0)
+
+    def study(name, population):
+        s = studies.create(name, f"sqlite:///{tmp_path / 'f.db'}", space=space, trainer=trainer,
+                           strategy=search.Random(seed=2))
+        s.optimize(trials=24, population=population, progress=False)
+        return s
+
+    sizes = _population_sizes(monkeypatch)
+    together = study("together", 4)
+    alone = study("alone", 1)
+    assert [t.config for t in together.trials] == [t.config for t in alone.trials]
+    assert [t.number for t in together.trials] == list(range(24))
+    assert {t.state for t in together.trials} == {"complete"}
+    widths = [t.config["model.width"] for t in together.trials]
+    # asking K at a time and grouping each ask's trials (the planner before) makes a unit per width per 4 asks
+    before = sum(len(set(widths[i:i + 4])) for i in range(0, 24, 4))
+    units = len(sizes) + (24 - sum(sizes))  # populations, and trials that trained alone
+    assert units < before and sizes.count(4) >= 4, (sizes, before)

@@ -128,6 +128,7 @@ def test_ctrl_c_pauses_the_clusters_trials_and_checkpoints_travel_without_a_shar
     _same(study, reference)
 
 
+@pytest.mark.slow  # ~14 s; the local kill tests cover recovery by default
 def test_a_killed_ray_worker_is_replaced_and_its_trial_continues_from_its_checkpoint(tmp_path, ray_cluster, gate,
                                                                                      caplog):
     reference = _study(tmp_path, "reference", epochs=4)
@@ -268,6 +269,7 @@ def _alive(pid):
     return True
 
 
+@pytest.mark.slow  # ~26 s
 def test_a_killed_driver_leaves_no_actor_training_and_a_new_driver_resumes(tmp_path, ray_cluster):
     reference = _study(tmp_path, "reference", epochs=4)
     reference.optimize(trials=3, progress=False)

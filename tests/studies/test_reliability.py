@@ -188,7 +188,7 @@ def test_a_full_disk_keeps_every_result_and_stops_the_study_after_repeated_failu
     monkeypatch.setattr(trainer_module, "save_checkpoint", full)
     study = studies.create("d", f"sqlite:///{tmp_path / 'd.db'}", space=small_space(), trainer=small_trainer)
     with pytest.raises(studies.StorageError, match=r"last 3 trials could not write their checkpoints.*d\.artifacts"):
-        study.optimize(trials=8, progress=False, max_failures=3)
+        study.optimize(trials=8, progress=False, max_failures=3, keep_checkpoints="all")
     trials = study.trials
     assert len(trials) == 3 and all(t.state == "complete" and t.value is not None for t in trials)
     frozen = optuna.load_study(study_name="d", storage=study.storage_url).trials

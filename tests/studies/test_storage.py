@@ -3,6 +3,7 @@
 import io
 import json
 import sqlite3
+from pathlib import Path
 from wsgiref.util import setup_testing_defaults
 
 import optuna
@@ -26,7 +27,7 @@ def done(request, tmp_path_factory, small_trainer):
         artifacts = folder / "artifacts"  # a server database keeps no files: checkpoints go where the caller says
     study = studies.create("s", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0),
                            artifacts=artifacts)
-    study.optimize(trials=4, progress=False)
+    study.optimize(trials=4, progress=False, keep_checkpoints="best")
     return study, url, path
 
 
@@ -93,6 +94,31 @@ def test_load_rebuilds_everything_from_the_database(done):
     assert kept == [again.best.number]
     state = trainers.load_checkpoint(again.checkpoint(again.best.number))
     assert state["config"] == again.best.config and state["epoch"] == 2
+
+
+def test_by_default_a_trial_that_ends_writes_no_final_checkpoint_and_best_writes_only_improvements(
+        tmp_path, small_trainer, monkeypatch):
+    from tunelab.trainers import trainer as trainer_module
+
+    written = []
+    save = trainer_module.Trainer.save
+    monkeypatch.setattr(trainer_module.Trainer, "save", lambda self, run, path: (written.append(path.name),
+                                                                                 save(self, run, path)))
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    plain = studies.create("plain", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0))
+    plain.optimize(trials=4, progress=False, checkpoint_seconds=None)  # every epoch due, but none is the end
+    assert all(plain.checkpoint(t.number) is None for t in plain.trials)
+    assert len(written) == 4  # epoch 1 of 2 of each trial (removed at its end)
+    assert not list((Path(plain.artifacts) / plain.folder).glob("trial-*.pt"))
+    written.clear()
+    best = studies.create("best", url, space=small_space(), trainer=small_trainer, strategy=search.Random(seed=0))
+    best.optimize(trials=6, progress=False, keep_checkpoints="best")
+    values, improved = [t.value for t in best.trials], []
+    for i, v in enumerate(values):
+        if i == 0 or v > max(values[:i]):
+            improved.append(i)
+    assert written == [f"trial-{i}.pt" for i in improved]  # only runs that beat the best so far wrote one
+    assert [t.number for t in best.trials if best.checkpoint(t.number) is not None] == [best.best.number]
 
 
 def test_rerunning_a_finished_study_trains_nothing(done):

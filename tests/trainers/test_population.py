@@ -51,6 +51,7 @@ def test_every_vectorised_family_trains_each_member_as_its_sequential_run(traine
         assert result.status == alone.status == "complete"
         _close(result, alone)
         assert result.test_metric is not None and result.seed == i
+        assert abs(result.test_metric - alone.test_metric) <= 0.003  # measured by the stack: within 3 examples
         assert result.epochs[0].val_loss < math.log(10) + 0.1  # it learned something, not a no-op
 
 
@@ -151,3 +152,17 @@ def test_members_keep_their_own_data_order(trainer):
     assert [e.train_loss for e in results[0].epochs] == [e.train_loss for e in results[1].epochs]
     assert results[0].epochs[0].train_loss != results[2].epochs[0].train_loss
     assert torch.get_rng_state().equal(before)  # the global generator is neither reseeded nor advanced
+
+
+def test_a_regression_population_evaluates_each_member_as_its_sequential_run():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 6, generator=gen)
+    y = torch.stack([x[:, 0] - 2 * x[:, 1], x[:, 2] * x[:, 3]], 1) + 0.1 * torch.randn(300, 2, generator=gen)
+    workload = trainers.Workload.from_tensors(x, y, task="regression", name="toy-regression", batch_size=32)
+    trainer = trainers.Trainer(workload, epochs=3, seed=0)
+    configs = [_config("adamw"), _config("sgd", **{"model.activation": "gelu"})]
+    results = Population(trainer).fit([Member(c, seed=i) for i, c in enumerate(configs)])
+    for i, (config, result) in enumerate(zip(configs, results, strict=True)):
+        alone = trainer.fit(config, seed=i)
+        _close(result, alone)
+        assert abs(result.val_metric - alone.val_metric) <= TOL
