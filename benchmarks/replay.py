@@ -262,7 +262,7 @@ def report() -> dict[str, Any]:
             entry["strategies"][n]["study_s"] = float(np.mean([r["wall_s"] for r in mine]))
             entry["strategies"][n]["nearest_answers"] = int(np.sum([r.get("nearest_answers", 0) for r in mine]))
         out["tables"][table] = entry
-    (HERE / "results" / "replay.json").write_text(json.dumps(out, indent=1))
+    RESULTS.with_suffix(".json").write_text(json.dumps(out, indent=1))
     _plot(out)
     _print(out)
     return out
@@ -291,7 +291,7 @@ def _plot(out: dict[str, Any]) -> None:
         ax.set_ylabel("normalised regret (mean, 95% CI)")
     axes[0][-1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(HERE / "results" / "replay.png", dpi=110)
+    fig.savefig(RESULTS.with_suffix(".png"), dpi=110)
 
 
 def _print(out: dict[str, Any]) -> None:

@@ -149,3 +149,48 @@ def test_hyperband_waits_for_a_rung_then_promotes_and_retires():
     request = hb.ask(history)  # the top 3 of 9 at epoch 1 are trials 0 (0.0), 8 (0.05) and 1 (0.1)
     assert (request.kind, request.trial, request.until_epoch) == ("resume", 0, 3)
     assert hb.retire(history) == [2, 3, 4, 5, 6, 7]
+
+
+def test_freeze_thaw_refines_its_power_laws_every_few_epochs_and_a_fresh_process_decides_alike(monkeypatch):
+    import dataclasses
+
+    from tunelab.search.freeze_thaw import REFINED, SNAPSHOT
+    from tunelab.search.power_laws import PowerLawEnsemble
+
+    space = toy_space()
+    rng = np.random.default_rng(1)
+    trials = [TrialView(i, "paused", space.sample(rng), curve=tuple(0.3 + 0.4 * math.exp(-0.4 * t) + 0.02 * i
+                                                                     for t in range(1, 4)), epochs=3)
+              for i in range(12)]
+    refines = []
+    real = PowerLawEnsemble.refine
+
+    def counted(self, X, curves, steps):
+        if steps:
+            refines.append(sum(len(c) for c in curves))
+        return real(self, X, curves, steps)
+
+    monkeypatch.setattr(PowerLawEnsemble, "refine", counted)
+
+    def history():
+        return History(space, tuple(trials), max_epochs=20)
+
+    def grow(i, epochs):
+        t = trials[i]
+        trials[i] = dataclasses.replace(t, curve=t.curve + (t.curve[-1],) * epochs, epochs=t.epochs + epochs)
+
+    strategy = search.FreezeThaw(seed=0, n_initial=3)  # refine_every=4 by default
+    first = strategy.ask(history())
+    assert SNAPSHOT in first.attrs and first.attrs[REFINED]["at"] == 36 and refines == [36]
+    trials[0] = dataclasses.replace(trials[0], attrs=dict(first.attrs))  # stored with its request
+    grow(1, 1)
+    second = strategy.ask(history())
+    assert REFINED not in second.attrs and refines == [36]  # one new epoch: the last refinement serves
+    again = search.FreezeThaw(seed=0, n_initial=3).ask(history())  # a fresh process rebuilds that refinement
+    assert refines == [36, 36]
+    assert (again.kind, again.trial, again.until_epoch, again.config) == (second.kind, second.trial,
+                                                                         second.until_epoch, second.config)
+    grow(2, 3)
+    assert strategy.ask(history()).attrs[REFINED]["at"] == 40 and refines == [36, 36, 40]  # four new epochs
+    every = search.FreezeThaw(seed=0, n_initial=3, refine_every=1).ask(history())
+    assert REFINED not in every.attrs and refines[-1] == 40  # 1: every decision refines on what it sees
