@@ -239,7 +239,7 @@ def _at_size(study: Any, replay: Any, n: int, window: int, tmp: Path) -> dict[st
     fresh = studies.load("scale", url, trainer=replay)
     first_read = len(fresh.trials)
     again_s, _ = _timed(lambda: fresh.trials)  # a handle that has read once reads what changed since
-    show_s = _subprocess_s(f"from studies.cli import main; main(['show', '--storage', {url!r}])")
+    show_s = _subprocess_s(f"from tunelab.studies.cli import main; main(['show', '--storage', {url!r}])")
     optuna_read_s = _subprocess_s(f"import optuna; optuna.load_study(study_name='scale', storage={url!r}).trials")
     with contextlib.suppress(FileNotFoundError):
         (tmp / "copy.db").unlink()

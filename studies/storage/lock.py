@@ -29,6 +29,8 @@ import time
 import uuid
 from typing import Any
 
+_STATEMENTS: Any = None  # StudyLock._statements
+
 LOCK = "tunelab:driver_lock"
 LOCK_TTL_S = 120.0
 LOCK_WAIT_S = 300.0  # the longest `acquire` waits (TUNELAB_LOCK_WAIT overrides it)
@@ -129,6 +131,25 @@ class StudyLock:
 
         return rdb.models().StudySystemAttributeModel
 
+    def _statements(self) -> Any:
+        """The lock's three statements, built once per process (SQLAlchemy reuses their compiled form)."""
+        global _STATEMENTS
+        if _STATEMENTS is None:
+            import types
+
+            import sqlalchemy as sa
+
+            t = self._model().__table__
+            where = (t.c.study_id == sa.bindparam("b_study"), t.c.key == sa.bindparam("b_key"))
+            _STATEMENTS = types.SimpleNamespace(
+                read=sa.select(t.c.value_json).where(*where),
+                insert=sa.insert(t).values(study_id=sa.bindparam("b_study"), key=sa.bindparam("b_key"),
+                                           value_json=sa.bindparam("b_new")),
+                swap=sa.update(t).where(*where, t.c.value_json == sa.bindparam("b_old"))
+                .values(value_json=sa.bindparam("b_new")),
+            )
+        return _STATEMENTS
+
     def _free(self, value: str | None) -> bool:
         holder = parse_lock(value)
         self.holder = holder
@@ -147,22 +168,21 @@ class StudyLock:
         """Take the lock if it is free (or its holder is gone); never waits."""
         import sqlalchemy as sa
 
-        model = self._model()
-        where = (model.study_id == self.study_id, model.key == LOCK)
+        st = self._statements()
+        key = {"b_study": self.study_id, "b_key": LOCK}
         try:
             with self.storage.engine.begin() as conn:
-                current = conn.execute(sa.select(model.value_json).where(*where)).scalar_one_or_none()
+                current = conn.execute(st.read, key).scalar_one_or_none()
                 last = parse_lock(current)
                 previous = _seq(last)
                 mine = json.dumps({"owner": self.owner, "until": time.time() + self.ttl, "token": uuid.uuid4().hex,
                                    "seq": previous + 1})
                 if current is None:
-                    conn.execute(sa.insert(model).values(study_id=self.study_id, key=LOCK, value_json=mine))
+                    conn.execute(st.insert, {**key, "b_new": mine})
                 elif not self._free(current):
                     return False
                 else:
-                    done = conn.execute(sa.update(model).where(*where, model.value_json == current)
-                                        .values(value_json=mine))
+                    done = conn.execute(st.swap, {**key, "b_old": current, "b_new": mine})
                     if done.rowcount != 1:
                         return False  # another driver changed it between our read and our write
         except sa.exc.IntegrityError:
@@ -209,16 +229,12 @@ class StudyLock:
 
     def release(self) -> None:
         """Give the lock back (only if this driver still holds it)."""
-        import sqlalchemy as sa
-
         held, self._held = self._held, None
         if held is None:
             return
-        model = self._model()
         with self.storage.engine.begin() as conn:
-            done = conn.execute(sa.update(model).where(model.study_id == self.study_id, model.key == LOCK,
-                                                       model.value_json == held)
-                                .values(value_json=json.dumps({"owner": None, "seq": self.seq})))
+            done = conn.execute(self._statements().swap, {"b_study": self.study_id, "b_key": LOCK, "b_old": held,
+                                                          "b_new": json.dumps({"owner": None, "seq": self.seq})})
         if done.rowcount == 1:
             self._released = self.seq
 

@@ -93,29 +93,20 @@ def read_trials(
     """
     if not rdb.has_tables(storage):  # e.g. an in-memory or journal storage: no tables to read
         return _read_public(storage, study_id, set(include), after)
-    import sqlalchemy as sa
-    models = rdb.models()
-
-    trials = models.TrialModel.__table__
     named = set(include)
     picked = None
     if len(named) > IN_LIMIT:  # beyond what every database accepts in one IN list: read all, pick here
         picked, named, after = (named, -1 if after is None else after), set(), -1
-    where = [trials.c.study_id == study_id]
     if after is None:  # only the named trials
-        where.append(trials.c.trial_id.in_(named))
+        shape = "named"
     elif after > -1:
-        newer = trials.c.trial_id > after
-        where.append(sa.or_(trials.c.trial_id.in_(named), newer) if named else newer)
-    ids = sa.select(trials.c.trial_id).where(*where)
-
-    def child(model: Any, *cols: str, extra: Any = None) -> Any:
-        table = model.__table__
-        stmt = sa.select(table.c.trial_id, *(table.c[c] for c in cols)).where(table.c.trial_id.in_(ids))
-        return stmt.where(extra) if extra is not None else stmt
-
+        shape = "named_or_after" if named else "after"
+    else:
+        shape = "all"
+    bound = {"b_study": study_id, "b_named": sorted(named), "b_after": after}
     try:
-        result = _select(storage, trials, where, child, curves)
+        result = _select(storage, _statements(shape, curves), {k: v for k, v in bound.items()
+                                                                if k == "b_study" or k[2:] in shape})
     except (LookupError, ValueError, TypeError, OverflowError) as err:  # a column holds what its type cannot
         # (a state Optuna does not define, a date that is no date): SQLAlchemy's own conversions raise these
         raise StorageError(f"a trial's row is damaged ({type(err).__name__}: {str(err)[:200]}); restore the database "
@@ -130,45 +121,71 @@ def read_trials(
     return result
 
 
-def _select(storage: Any, trials: Any, where: list[Any], child: Any, curves: bool) -> list[StoredTrial]:
-    import sqlalchemy as sa
-    models = rdb.models()
+@functools.cache
+def _statements(shape: str, curves: bool) -> Any:
+    """The `SELECT`s of `read_trials` for one shape of its `WHERE`, built once with bound parameters.
 
+    `shape`: "all" trials of the study (`b_study`), the "named" ones (`b_named`), those "after" an
+    id (`b_after`), or "named_or_after". Building statements costs more than running them on
+    SQLite; built once, a read only binds values.
+    """
+    import types
+
+    import sqlalchemy as sa
+
+    models = rdb.models()
+    trials = models.TrialModel.__table__
+    named = trials.c.trial_id.in_(sa.bindparam("b_named", expanding=True))
+    newer = trials.c.trial_id > sa.bindparam("b_after")
+    where = [trials.c.study_id == sa.bindparam("b_study")]
+    where += {"all": [], "named": [named], "after": [newer], "named_or_after": [sa.or_(named, newer)]}[shape]
+    ids = sa.select(trials.c.trial_id).where(*where)
+
+    def child(model: Any, *cols: str, extra: Any = None) -> Any:
+        table = model.__table__
+        stmt = sa.select(table.c.trial_id, *(table.c[c] for c in cols)).where(table.c.trial_id.in_(ids))
+        return stmt.where(extra) if extra is not None else stmt
+
+    user = models.TrialUserAttributeModel
+    iv = models.TrialIntermediateValueModel
+    return types.SimpleNamespace(
+        trials=sa.select(trials.c.trial_id, trials.c.number, trials.c.state, trials.c.datetime_start,
+                         trials.c.datetime_complete).where(*where).order_by(trials.c.trial_id),
+        params=child(models.TrialParamModel, "param_name", "param_value", "distribution_json"),
+        values=child(models.TrialValueModel, "objective", "value", "value_type"),
+        user=child(user, "key", "value_json", extra=None if curves else user.__table__.c.key != METRICS),
+        system=child(models.TrialSystemAttributeModel, "key", "value_json"),
+        steps=child(iv, "step", "intermediate_value", "intermediate_value_type") if curves else None,
+    )
+
+
+def _select(storage: Any, st: Any, bound: dict[str, Any]) -> list[StoredTrial]:
     out: dict[int, StoredTrial] = {}
     with storage.engine.connect() as conn:
-        for tid, number, state, start, complete in conn.execute(
-            sa.select(trials.c.trial_id, trials.c.number, trials.c.state, trials.c.datetime_start,
-                      trials.c.datetime_complete).where(*where).order_by(trials.c.trial_id)
-        ):
+        for tid, number, state, start, complete in conn.execute(st.trials, bound):
             if not isinstance(number, int) or isinstance(number, bool) or number < 0:
                 raise StorageError(f"the trial with id {tid} has the number {number!r}, not a whole number >= 0; the "
                                    f"database was edited or damaged; restore it from a copy, or delete the trial")
             out[tid] = StoredTrial(tid, number, state, datetime_start=start, datetime_complete=complete)
         if not out:
             return []
-        for tid, name, value, dist in conn.execute(child(models.TrialParamModel, "param_name", "param_value",
-                                                         "distribution_json")):
+        for tid, name, value, dist in conn.execute(st.params, bound):
             if tid in out:
                 out[tid].params[name] = _param(name, value, dist, out[tid].number)
-        value_model = models.TrialValueModel
         found: dict[int, list[tuple[int, float]]] = {}
-        for tid, objective, value, kind in conn.execute(child(value_model, "objective", "value", "value_type")):
+        for tid, objective, value, kind in conn.execute(st.values, bound):
             found.setdefault(tid, []).append((objective, rdb.value_from_stored(value, kind)))
         for tid, pairs in found.items():
             if tid in out:
                 out[tid].values = [v for _, v in sorted(pairs)]
-        user = models.TrialUserAttributeModel
-        skip = None if curves else user.__table__.c.key != METRICS
-        for tid, key, text in conn.execute(child(user, "key", "value_json", extra=skip)):
+        for tid, key, text in conn.execute(st.user, bound):
             if tid in out:
                 out[tid].user_attrs[key] = loads(text, f"trial {out[tid].number}'s user attribute {key!r}")
-        for tid, key, text in conn.execute(child(models.TrialSystemAttributeModel, "key", "value_json")):
+        for tid, key, text in conn.execute(st.system, bound):
             if tid in out:
                 out[tid].system_attrs[key] = loads(text, f"trial {out[tid].number}'s system attribute {key!r}")
-        if curves:
-            iv = models.TrialIntermediateValueModel
-            for tid, step, value, kind in conn.execute(child(iv, "step", "intermediate_value",
-                                                             "intermediate_value_type")):
+        if st.steps is not None:
+            for tid, step, value, kind in conn.execute(st.steps, bound):
                 if tid in out:
                     out[tid].intermediate_values[step] = rdb.step_from_stored(value, kind)
     return list(out.values())

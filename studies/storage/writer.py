@@ -95,6 +95,44 @@ def write_trials(storage: Any, items: Sequence[TrialWrite]) -> None:
         _apply(storage, conn, items)
 
 
+@functools.cache
+def _statements() -> Any:
+    """The statements of a trial's life, built once per process with bound parameters (`b_*`).
+
+    Building a statement costs more than SQLite executing it (SQLAlchemy coerces every clause and
+    computes its cache key); built once, each execution only binds values.
+    """
+    import types
+
+    import sqlalchemy as sa
+
+    t = rdb.tables()
+    trials = t.trials
+    by_id = trials.c.trial_id == sa.bindparam("b_trial")
+    states = sa.select(trials.c.trial_id, trials.c.number, trials.c.state).where(
+        trials.c.trial_id.in_(sa.bindparam("b_ids", expanding=True)))
+    return types.SimpleNamespace(
+        states=states,
+        states_for_update=states.with_for_update(),
+        end=sa.update(trials).where(by_id).values(state=sa.bindparam("b_state"),
+                                                  datetime_complete=sa.bindparam("b_time")),
+        claim=sa.update(trials).where(by_id).values(state=sa.bindparam("b_state"),
+                                                    datetime_start=sa.bindparam("b_time")),
+        state=sa.update(trials).where(by_id).values(state=sa.bindparam("b_state")),
+        study_for_update=sa.select(t.studies.c.study_id).where(t.studies.c.study_id == sa.bindparam("b_study"))
+        .with_for_update(),
+        new_trial=sa.insert(trials).values(study_id=sa.bindparam("b_study"), number=None,
+                                           state=sa.bindparam("b_state"), datetime_start=sa.bindparam("b_start"),
+                                           datetime_complete=sa.bindparam("b_complete")),
+        previous=sa.select(trials.c.number).where(trials.c.study_id == sa.bindparam("b_study"),
+                                                  trials.c.trial_id < sa.bindparam("b_trial"))
+        .order_by(trials.c.trial_id.desc()).limit(1),
+        number=sa.update(trials).where(by_id).values(number=sa.bindparam("b_number")),
+        params=sa.insert(t.trial_params),
+        steps=sa.insert(t.trial_intermediate_values),
+    )
+
+
 def _apply(storage: Any, conn: Any, items: Sequence[TrialWrite]) -> None:
     """Write `items` on the open transaction `conn` (the body of `write_trials`, also used by `create_trial`).
 
@@ -105,12 +143,11 @@ def _apply(storage: Any, conn: Any, items: Sequence[TrialWrite]) -> None:
     import sqlalchemy as sa
     from optuna.exceptions import UpdateFinishedTrialError
 
-    t = rdb.tables()
+    t, st = rdb.tables(), _statements()
     ids = sorted({i.trial_id for i in items})
-    query = sa.select(t.trials.c.trial_id, t.trials.c.number, t.trials.c.state).where(t.trials.c.trial_id.in_(ids))
-    if storage.engine.dialect.name == "postgresql" and any(i.state is not None for i in items):
-        query = query.with_for_update()
-    found = {row[0]: (row[1], row[2]) for row in conn.execute(query)}
+    lock = storage.engine.dialect.name == "postgresql" and any(i.state is not None for i in items)
+    found = {row[0]: (row[1], row[2]) for row in conn.execute(st.states_for_update if lock else st.states,
+                                                              {"b_ids": ids})}
     for trial_id in ids:
         if trial_id not in found:
             raise KeyError(f"No trial with trial_id {trial_id} exists.")
@@ -141,12 +178,9 @@ def _apply(storage: Any, conn: Any, items: Sequence[TrialWrite]) -> None:
             ("trial_id", "objective"), ("value", "value_type"))
     now = datetime.now()
     for item in ending:
-        changes: dict[str, Any] = {"state": item.state}
-        if item.state.is_finished():
-            changes["datetime_complete"] = now
-        elif item.state.name == "RUNNING":  # a pending trial claimed: it starts now
-            changes["datetime_start"] = now
-        conn.execute(sa.update(t.trials).where(t.trials.c.trial_id == item.trial_id).values(**changes))
+        # a finished trial is stamped complete; a pending trial claimed starts now
+        stmt = st.end if item.state.is_finished() else st.claim if item.state.name == "RUNNING" else st.state
+        conn.execute(stmt, {"b_trial": item.trial_id, "b_state": item.state, "b_time": now})
 
 
 def _value_row(trial_id: int, value: float) -> dict[str, Any]:
@@ -288,26 +322,21 @@ def _insert_trial(storage: Any, conn: Any, study_id: int, template: NewTrial) ->
     and curve. Parameters are not checked against the study's earlier trials as Optuna does:
     tunelab validated the config against the study's space.
     """
-    import sqlalchemy as sa
-
-    t = rdb.tables()
-    trials = t.trials
+    t, st = rdb.tables(), _statements()
     if storage.engine.dialect.name == "postgresql":
-        conn.execute(sa.select(t.studies.c.study_id).where(t.studies.c.study_id == study_id).with_for_update())
-    result = conn.execute(sa.insert(trials).values(study_id=study_id, number=None, state=template.state,
-                                                   datetime_start=template.datetime_start,
-                                                   datetime_complete=template.datetime_complete))
+        conn.execute(st.study_for_update, {"b_study": study_id})
+    result = conn.execute(st.new_trial, {"b_study": study_id, "b_state": template.state,
+                                         "b_start": template.datetime_start, "b_complete": template.datetime_complete})
     trial_id = int(result.inserted_primary_key[0])
-    earlier = sa.select(trials.c.number).where(trials.c.study_id == study_id, trials.c.trial_id < trial_id)
-    previous = conn.execute(earlier.order_by(trials.c.trial_id.desc()).limit(1)).scalar_one_or_none()
+    previous = conn.execute(st.previous, {"b_study": study_id, "b_trial": trial_id}).scalar_one_or_none()
     number = 0 if previous is None else int(previous) + 1
-    conn.execute(sa.update(trials).where(trials.c.trial_id == trial_id).values(number=number))
+    conn.execute(st.number, {"b_trial": trial_id, "b_number": number})
     params = [{"trial_id": trial_id, "param_name": name,
                "param_value": template.distributions[name].to_internal_repr(value),
                "distribution_json": _distribution_json(template.distributions[name])}
               for name, value in template.params.items()]
     if params:
-        conn.execute(sa.insert(t.trial_params), params)
+        conn.execute(st.params, params)
     _upsert_attrs(storage, conn, t.trial_user_attributes, [(trial_id, k, v) for k, v in template.user_attrs.items()])
     if template.value is not None:
         _upsert(storage, conn, t.trial_values, [_value_row(trial_id, template.value)], ("trial_id", "objective"),
@@ -316,7 +345,7 @@ def _insert_trial(storage: Any, conn: Any, study_id: int, template: NewTrial) ->
                                                              rdb.step_to_stored(v), strict=True))}
              for step, v in template.intermediate_values.items()]
     if steps:
-        conn.execute(sa.insert(t.trial_intermediate_values), steps)
+        conn.execute(st.steps, steps)
     return trial_id, number
 
 
