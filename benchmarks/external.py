@@ -53,6 +53,8 @@ of 50 (for NGOpt and SMAC, which plan by the budget, a run told 50 could differ)
     python benchmarks/external.py run --budget 200 --seeds 20 --jobs 1 --threads 1
     python benchmarks/external.py report         # -> results/external/external.json, external.md
     python benchmarks/external.py time --tasks hpobench_car   # seconds of one run per optimizer (not recorded)
+    # two versions of one optimizer: run the old one (PYTHONPATH on a checkout of it) into another folder
+    python benchmarks/external.py versus --before OLD_RESULTS --results NEW_RESULTS --optimizers bayesian
 
 References:
     HPOBench: Eggensperger et al., "HPOBench: A Collection of Reproducible Multi-Fidelity
@@ -88,6 +90,7 @@ sys.path.insert(0, str(HERE))
 RESULTS = HERE / "results" / "external"
 BUDGET = 200
 BUDGETS = (50, 200)  # the report's budgets: prefixes of one run
+RANK_SEEDS = 3  # fewest seeds of an optimizer, and common to the ranked ones, for the report to rank it
 HPOBENCH = ("australian", "blood_transfusion", "car", "credit_g", "kc1", "phoneme", "segment", "vehicle")
 TASKS = (*(f"hpobench_{d}" for d in HPOBENCH), "nb201_cifar10")
 OURS = ("random", "evolution", "tpe", "bayesian")
@@ -376,6 +379,52 @@ def _pair(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
     return {"wins": wins, "losses": losses, "ties": ties, "seeds": len(seeds), "sign_test_p": float(p)}
 
 
+def versus(before: Path, after: Path, name: str, budgets: tuple[int, ...] = BUDGETS,
+           reference: str = "optuna_gp") -> dict[str, Any]:
+    """One optimizer's runs in two results folders (two versions of it), paired over seeds, per task.
+
+    Writes `versus-<name>.json` in `after` with, per task and budget, the median regret of each
+    version and of `reference` (read from `after`), and paired win / loss / tie counts of the
+    new version against the old one and against `reference`.
+    """
+
+    def load(folder: Path, optimizer: str) -> dict[str, dict[int, dict[str, Any]]]:
+        out: dict[str, dict[int, dict[str, Any]]] = {}
+        for path in sorted((folder / "runs").glob(f"*/{optimizer}-*.json")):
+            r = json.loads(path.read_text())
+            if "error" not in r:
+                out.setdefault(r["task"], {})[r["seed"]] = r
+        return out
+
+    old, new, ref = load(before, name), load(after, name), load(after, reference)
+    out: dict[str, Any] = {"optimizer": name, "before": str(before), "after": str(after), "reference": reference,
+                           "tasks": {}, "total": {}}
+    for task in [t for t in TASKS if t in old and t in new]:
+        best = optimum(task)
+        entry = out["tasks"].setdefault(task, {})
+        for b in budgets:
+            regrets = [{s: regret_at(r, b, best) for s, r in runs.get(task, {}).items() if len(r["values"]) >= b}
+                       for runs in (old, new, ref)]
+            entry[str(b)] = {"median_before": float(np.median(list(regrets[0].values()))),
+                             "median_after": float(np.median(list(regrets[1].values()))),
+                             "median_reference": float(np.median(list(regrets[2].values()))) if regrets[2] else None,
+                             "after_vs_before": _pair(regrets[1], regrets[0]),
+                             "after_vs_reference": _pair(regrets[1], regrets[2]) if regrets[2] else None,
+                             "before_vs_reference": _pair(regrets[0], regrets[2]) if regrets[2] else None}
+            for key in ("after_vs_before", "after_vs_reference", "before_vs_reference"):
+                if entry[str(b)][key] is not None:
+                    total = out["total"].setdefault(str(b), {}).setdefault(key, {"wins": 0, "losses": 0, "ties": 0})
+                    for k in total:
+                        total[k] += entry[str(b)][key][k]
+    for key in ("before", "after"):
+        runs = old if key == "before" else new
+        out[f"median_wall_s_{key}"] = float(np.median([r["wall_s"] for t in runs.values() for r in t.values()]))
+    (after / f"versus-{name}.json").write_text(json.dumps(out, indent=1))
+    print(json.dumps(out["total"], indent=1))
+    print(f"median seconds per run: before {out['median_wall_s_before']:.1f}, after {out['median_wall_s_after']:.1f}")
+    return out
+
+
 def report(results: Path = RESULTS, budgets: tuple[int, ...] = BUDGETS) -> dict[str, Any]:
     """Read every finished run; write `external.json` and `external.md` beside them; return the summary.
 
@@ -401,10 +450,17 @@ def report(results: Path = RESULTS, budgets: tuple[int, ...] = BUDGETS) -> dict[
                        for n in names} for b in budgets}
         for b in budgets:
             own = {n: sorted(v) for n, v in regrets[b].items() if v}
-            # ranks among the optimizers that ran the most seeds, on the seeds they all ran
-            most = max((len(v) for v in own.values()), default=0)
-            ranked = [n for n in own if len(own[n]) == most]
-            common = sorted(set.intersection(*(set(own[n]) for n in ranked))) if ranked else []
+            # ranks of the optimizers with at least RANK_SEEDS seeds, on the seeds they all ran (a grid
+            # still under way, or one whose baseline ran more seeds; one with fewer seeds gets regrets, no
+            # rank); when they share fewer than RANK_SEEDS, among those that ran the most seeds
+            enough = [n for n in own if len(own[n]) >= RANK_SEEDS]
+            every = sorted(set.intersection(*(set(own[n]) for n in enough))) if enough else []
+            if len(every) >= RANK_SEEDS:
+                ranked, common = enough, every
+            else:
+                most = max((len(v) for v in own.values()), default=0)
+                ranked = [n for n in own if len(own[n]) == most]
+                common = sorted(set.intersection(*(set(own[n]) for n in ranked))) if ranked else []
             entry["seeds_common"][str(b)], entry["ranked"][str(b)] = len(common), ranked
             grid = np.array([[regrets[b][n][s] for s in common] for n in ranked])  # optimizers x seeds
             ranks = np.apply_along_axis(rankdata, 0, grid) if grid.size else grid
@@ -548,7 +604,7 @@ def time_runs(task: str, names: list[str], budget: int, threads: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("run", "report", "check", "time"))
+    parser.add_argument("action", choices=("run", "report", "check", "time", "versus"))
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--optimizers", nargs="+", default=list(OPTIMIZERS), choices=list(OPTIMIZERS),
                         help="run in the order given (default: cheapest first)")
@@ -559,6 +615,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch / BLAS threads per run")
     parser.add_argument("--results", type=Path, default=RESULTS, help="results folder (runs/ and the report)")
     parser.add_argument("--budgets", type=int, nargs="+", default=list(BUDGETS), help="report: evaluations read")
+    parser.add_argument("--before", type=Path, help="versus: the results folder of the old version of --optimizers")
     args = parser.parse_args()
     if args.action == "run":
         run(args.tasks, args.optimizers, list(range(args.first_seed, args.first_seed + args.seeds)), args.budget,
@@ -567,6 +624,8 @@ def main() -> None:
         check()
     elif args.action == "time":
         time_runs(args.tasks[0], args.optimizers, args.budget, args.threads)
+    elif args.action == "versus":
+        versus(args.before, args.results, args.optimizers[0], tuple(args.budgets))
     else:
         report(args.results, tuple(args.budgets))
 
