@@ -293,7 +293,8 @@ class Study:
             keep_checkpoints: Which finished trials keep their final weights: "none" (the
                 default: a trial that ends writes no final checkpoint), "best" (the best complete
                 trial's, for `study.checkpoint(study.best.number)`; only runs that end better
-                than the best so far write one) or "all". Paused trials always keep theirs.
+                than the best so far write one) or "all". Paused trials always keep theirs, and
+                "none" leaves the files that earlier calls kept.
             max_retries: Run a trial that raised again, up to this many times, from its last
                 checkpoint (from scratch without one), as Ray Tune's `FailureConfig(max_failures)`;
                 0 (the default) records it failed at once. Out-of-memory errors are retried too.

@@ -311,6 +311,8 @@ class Function(UserCode):
                          f"epoch, so the run cannot continue; save the model and optimizer state before returning")
         else:
             status = "complete"  # every epoch, or the loop ended early on its own
+        if status in ("complete", "stopped") and run.saved_epoch != last.epoch and path is not None:
+            path.unlink(missing_ok=True)  # an earlier epoch's file must not pass for the finished run's state
         finite = [e.val_metric for e in history if math.isfinite(e.val_metric)]
         sign = 1.0 if self._direction == "minimize" else -1.0
         return TrainResult(

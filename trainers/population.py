@@ -97,12 +97,15 @@ class Member:
         until_epoch: Pause after this epoch (default: the trainer's `epochs`).
         checkpoint: The run's checkpoint file: continued from if it exists, written as
             `Trainer.fit` writes it.
+        keep_final: As `Trainer.fit`'s: whether a run that ends writes its final checkpoint
+            (None: always).
     """
 
     config: Mapping[str, Any]
     seed: int | None = None
     until_epoch: int | None = None
     checkpoint: str | os.PathLike[str] | None = None
+    keep_final: Callable[[EpochResult], bool] | None = None
 
 
 #: Shape-free parameters a population realises as per-member tensors (when the family declares
@@ -202,7 +205,7 @@ class Population:
             m = members[i]
             results[i] = trainer.fit(m.config, until_epoch=m.until_epoch, checkpoint=m.checkpoint, seed=m.seed,
                                      report=None if report is None else (lambda e, i=i: report(i, e)),
-                                     checkpoint_seconds=checkpoint_seconds)
+                                     checkpoint_seconds=checkpoint_seconds, keep_final=m.keep_final)
         return [r for r in results if r is not None]
 
 
@@ -466,7 +469,8 @@ class _Run:
                 trainer.restore(run, path)
             rng = torch.get_rng_state()
         member_report = None if report is None else (lambda e, i=i: report(i, e))
-        control = RunControl(path, until, member_report, checkpoint_seconds, trainer.checkpoint_every)
+        control = RunControl(path, until, member_report, checkpoint_seconds, trainer.checkpoint_every,
+                             final=trainer.epochs, keep_final=m.keep_final)
         return _Slot(run, until, batch_size, total_steps, control, rng)
 
     def fit(self) -> list[TrainResult]:

@@ -152,7 +152,8 @@ class RunControl:
             periodic = result.epoch % self.checkpoint_every == 0
         else:
             periodic = time.perf_counter() - self.last_save >= self.checkpoint_seconds
-        ends = decision == "stop" or (self.final is not None and result.epoch >= self.final)
+        # a pause always checkpoints (even at the last epoch: the trial is continued from it)
+        ends = decision == "stop" or (decision == "continue" and self.final is not None and result.epoch >= self.final)
         if ends and self.keep_final is not None and not self.keep_final(result):
             self.dropped = True
             return {"stop": "stopped", "pause": "paused"}.get(decision)  # type: ignore[return-value]

@@ -13,8 +13,12 @@ order) and claimed when asked, and holds them in per-architecture groups: it ask
 has K works, the strategy or the budget has nothing more, or `LOOKAHEAD` x K works are held,
 then submits the fullest group (the oldest first among equals). One gathering is one hold of the
 study lock. Held works are submitted before the strategy is asked again; a work that trains
-alone is submitted at once. The planner never skips, re-asks or reorders proposals: only the
-order in which created trials start training differs from `population=1`.
+alone is submitted at once. The planner never skips, re-asks or reorders proposals: every
+proposal is recorded, in the strategy's order. A strategy that does not learn from results
+(Random, Sobol, a queue) proposes the same trials as with `population=1`, which only changes the
+order in which they start; an adaptive one proposes with the held trials pending in its history,
+as with as many parallel workers. After a Ctrl-C the held trials still start, and pause after
+their first epoch like every running trial.
 """
 
 from __future__ import annotations

@@ -59,18 +59,18 @@ class Retention:
         except OSError as err:
             logger.warning("could not delete the checkpoint %s: %s", path, err)
 
-    def final_policy(self, row: Row) -> bool | float:
+    def final_policy(self, row: Row) -> bool | tuple[float, float]:
         """What a unit of work is told about its final checkpoint (`executors.base.Work.keep_final`).
 
-        True: write it; False: do not; a number: write it only if the run ends better than that
-        value (the study's best now, in the study's direction).
+        True: write it; False: do not; `(value, sign)`: write it only if the run ends better
+        than the study's best now, in the study's direction (`sign * metric < sign * value`).
         """
         if self.keep == "all":
             return True
         if self.keep == "none" or not is_comparable(row.routine):
             return False
         best = self.ctx.mirror.study_best()
-        return True if best is None else float(best[1])
+        return True if best is None else (float(best[1]), float(self.ctx.sign))
 
     def keeps(self, row: Row, state: TrialState, value: float | None) -> bool:
         """Whether the checkpoint of `row`, which is ending in `state` with `value`, is kept."""
@@ -87,13 +87,21 @@ class Retention:
         """Delete the checkpoints of finished trials that are not kept, now that `row` has finished.
 
         Only trials that may still have one are looked at: `row`, and the ones kept so far (the
-        best); the first call also looks at every trial finished before this driver started. So
-        a finish costs O(1) file operations, not one per trial of the study.
+        best); with "best", the first call also looks at every trial finished before this driver
+        started. So a finish costs O(1) file operations, not one per trial of the study. With
+        "none" (the default) only the trials that end in this call lose their files: a
+        checkpoint an earlier call kept (with "best" or "all", or 0.3.0's default "best") stays.
         """
         if self.keep == "all":
             return
         mirror = self.ctx.mirror
         finished = (TrialState.COMPLETE, TrialState.PRUNED)
+        if self.keep == "none":  # only this trial's file (a periodic one); what earlier calls kept stays
+            path = self.path(row) if row.state in finished else None
+            if path is not None:
+                self.recorder.forget_checkpoint(row)
+                self.remove(path)
+            return
         kept = mirror.kept
         if kept is None:
             kept = mirror.kept = {tid for tid, r in mirror.rows.items() if r.state in finished}

@@ -37,7 +37,9 @@ class Work:
     routine: str = "train"
     checkpoint_seconds: float | None = 30.0
     options: dict[str, Any] = field(default_factory=dict)
-    keep_final: bool | float = True  # the final checkpoint: written, not, or only if the run ends better than this
+    # the final checkpoint: written, not, or `(value, sign)`: only if the run ends better than `value` in the
+    # study's direction (`sign * metric < sign * value`; sign -1 when the study maximizes)
+    keep_final: bool | tuple[float, float] = True
 
 
 @dataclass(frozen=True)
@@ -152,14 +154,14 @@ def resolve_routine(name: str) -> Routine | None:
         return None
 
 
-def final_rule(keep: bool | float, direction: str) -> Callable[[EpochResult], bool] | None:
-    """`Work.keep_final` as `RunRequest.keep_final`: None (always write), never, or "ends better than `keep`"."""
+def final_rule(keep: bool | tuple[float, float]) -> Callable[[EpochResult], bool] | None:
+    """`Work.keep_final` as `RunRequest.keep_final`: None (always write), never, or "ends better than the best"."""
     if keep is True:
         return None
     if keep is False:
         return lambda epoch: False
-    sign = -1.0 if direction == "maximize" else 1.0
-    return lambda epoch: math.isfinite(epoch.val_metric) and sign * epoch.val_metric < sign * float(keep)
+    value, sign = float(keep[0]), float(keep[1])
+    return lambda epoch: math.isfinite(epoch.val_metric) and sign * epoch.val_metric < sign * value
 
 
 def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], None], stop: Any,
@@ -183,7 +185,7 @@ def run_work(trainer: Trainer, work: Work, send: Callable[[int, EpochResult], No
 
     request = RunRequest(work.config, until_epoch=work.until_epoch, checkpoint=work.checkpoint, report=report,
                          seed=work.seed, checkpoint_seconds=work.checkpoint_seconds, options=work.options,
-                         keep_final=final_rule(work.keep_final, trainer.direction))
+                         keep_final=final_rule(work.keep_final))
 
     def fit() -> TrainResult:
         return routine.run(trainer, request)
@@ -225,7 +227,8 @@ def run_population(trainer: Trainer, works: Sequence[Work], send: Callable[[int,
         send(works[i].trial_id, epoch)
         return "pause" if stop.is_set() else None
 
-    members = [Member(w.config, seed=w.seed, until_epoch=w.until_epoch, checkpoint=w.checkpoint) for w in works]
+    members = [Member(w.config, seed=w.seed, until_epoch=w.until_epoch, checkpoint=w.checkpoint,
+                      keep_final=final_rule(w.keep_final)) for w in works]
     try:
         results = Population(trainer).fit(members, report=report, checkpoint_seconds=works[0].checkpoint_seconds)
     except CheckpointError:  # raised before anything trained: let each member recover on its own

@@ -317,13 +317,13 @@ def _insert_trial(storage: Any, conn: Any, study_id: int, template: NewTrial) ->
 
     What `RDBStorage.create_new_trial` writes, in a handful of statements: the trial row, then
     its number (the study's previous trial's + 1: Optuna counts the study's trials, a scan of the
-    whole study; the trial row inserted first holds SQLite's write lock, and PostgreSQL locks the
-    study's row, so two drivers never get one number), its parameters, user attributes, value
+    whole study; the trial row inserted first holds SQLite's write lock, and other databases lock
+    the study's row first, so two drivers never get one number), its parameters, user attributes, value
     and curve. Parameters are not checked against the study's earlier trials as Optuna does:
     tunelab validated the config against the study's space.
     """
     t, st = rdb.tables(), _statements()
-    if storage.engine.dialect.name == "postgresql":
+    if storage.engine.dialect.name != "sqlite":  # SQLite: the trial row inserted first holds its write lock
         conn.execute(st.study_for_update, {"b_study": study_id})
     result = conn.execute(st.new_trial, {"b_study": study_id, "b_state": template.state,
                                          "b_start": template.datetime_start, "b_complete": template.datetime_complete})
