@@ -17,6 +17,9 @@ with a note.
     python benchmarks/replay.py run --seeds 50 --jobs 2        # resumable: finished studies are skipped
     python benchmarks/replay.py report                         # -> results/replay.json, replay.png, a table
     python benchmarks/replay.py overhead                       # -> results/replay_overhead.json
+    # this version against an older one (its runs unpacked from results/replay-studies.tar.gz):
+    TUNELAB_REPLAY_RESULTS=DIR python benchmarks/replay.py run --strategies bayesian --seeds 50 --jobs 1
+    TUNELAB_REPLAY_RESULTS=DIR python benchmarks/replay.py versus --before OLD/replay --strategies bayesian
 
 Reported per table and budget: mean normalised regret with a 95% interval, the average rank
 (per seed, among the strategies), and Kendall's tau between the rankings of two disjoint halves
@@ -353,9 +356,37 @@ def overhead(trials: int = 2000) -> dict[str, Any]:
     return out
 
 
+def versus(before: Path, strategies: list[str], reference: str = "random") -> dict[str, Any]:
+    """Two versions of some strategies on the same tables and seeds, in one report.
+
+    `before` is a results folder of an older version (for example the unpacked
+    `results/replay-studies.tar.gz`); this version's runs are those in `RESULTS`. Writes a folder
+    `<RESULTS>-versus` holding this version's runs of `strategies`, the older ones renamed
+    `<name>_before`, and `reference`'s runs from `before`, then reports on it
+    (`<RESULTS>-versus.json` and `.png`).
+    """
+    global RESULTS
+    target = RESULTS.with_name(RESULTS.name + "-versus")
+    for table_dir in sorted(p for p in RESULTS.iterdir() if p.is_dir()):
+        out = target / table_dir.name
+        out.mkdir(parents=True, exist_ok=True)
+        for name in strategies:
+            for path in table_dir.glob(f"{name}-*.json"):
+                (out / path.name).write_text(path.read_text())
+            for path in (before / table_dir.name).glob(f"{name}-*.json"):
+                r = json.loads(path.read_text())
+                r["strategy"] = f"{name}_before"
+                (out / f"{name}_before-{r['seed']}.json").write_text(json.dumps(r))
+        for path in (before / table_dir.name).glob(f"{reference}-*.json"):
+            (out / path.name).write_text(path.read_text())
+    RESULTS = target
+    return report()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("run", "report", "overhead"))
+    parser.add_argument("action", choices=("run", "report", "overhead", "versus"))
+    parser.add_argument("--before", type=Path, help="versus: the results folder of an older version")
     parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
     parser.add_argument("--strategies", nargs="+", default=list(OURS),
                         help=f"tunelab's ({', '.join(OURS)}) and peers' (see benchmarks/peers)")
@@ -366,6 +397,8 @@ def main() -> None:
         run(args.tables, args.strategies, args.seeds, args.jobs)
     elif args.action == "overhead":
         overhead()
+    elif args.action == "versus":
+        versus(args.before, args.strategies)
     else:
         report()
 
