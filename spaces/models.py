@@ -8,6 +8,7 @@ A model space holds `model` (a constant naming the family) and the family's para
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,11 +41,15 @@ class ModelSpec:
             identity (`shape_identity`): `spaces.model_size` measures them once, and a population
             (`trainers.Population`) trains them together. Empty by default, so every `model.*`
             value of a family that declares nothing is part of its identity.
+        size: Optional `(hp, input_shape, n_outputs) -> (params, flops)` computed without
+            building the network, equal to what `spaces.model_size` counts on the built one (a
+            test checks the MLP's); None measures the built network on the meta device.
     """
 
     build: ModelBuilder
     reference: str = ""
     shape_free: tuple[str, ...] = ()
+    size: Callable[[Mapping[str, Value], tuple[int, ...], int], tuple[int, int]] | None = None
 
 
 models: Registry[ModelSpec] = Registry("model")
@@ -215,6 +220,23 @@ def _build_mlp(hp: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs:
     return mlp_network(hp, input_shape, n_outputs)
 
 
+def _mlp_size(hp: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> tuple[int, int]:
+    """Parameters and forward FLOPs of `mlp_network(hp, ...)`: its linear layers (a multiply-add counts as two).
+
+    Activations, dropout and input regularisers have no parameters and no counted FLOPs. Building
+    a network on the meta device and running it costs milliseconds; this costs microseconds, and
+    an MLP space with a free width has a new shape at nearly every trial.
+    """
+    depth = int(hp["depth"])
+    width = int(hp["width"]) if depth > 0 else 1
+    if depth < 0 or width < 1 or n_outputs < 1 or str(hp["activation"]) not in ACTIVATIONS:
+        raise ConfigError(f"no MLP has depth {hp['depth']!r}, width {hp.get('width')!r}, activation "
+                          f"{hp['activation']!r} and {n_outputs!r} outputs (activations: {sorted(ACTIVATIONS)})")
+    widths = [math.prod(input_shape)] + [width] * depth + [n_outputs]
+    pairs = list(itertools.pairwise(widths))
+    return sum(a * b + b for a, b in pairs), sum(2 * a * b for a, b in pairs)
+
+
 def conv_input_shape(input_shape: tuple[int, ...], dim: int, family: str) -> tuple[int, ...]:
     """`(C, *spatial)` for a `dim`-D convolution, adding a channel axis when the input has none.
 
@@ -314,7 +336,7 @@ def _build_published_cnn(hp: Mapping[str, Value], input_shape: tuple[int, ...], 
 #: in training mode only (`spaces.regularizers`); parameter shapes and FLOPs do not depend on them.
 REGULARIZER_PARAMS: tuple[str, ...] = ("dropout", "activation", "input_noise", "input_dropout", "shift")
 
-models.register("mlp", ModelSpec(_build_mlp, shape_free=REGULARIZER_PARAMS))
+models.register("mlp", ModelSpec(_build_mlp, shape_free=REGULARIZER_PARAMS, size=_mlp_size))
 models.register("mnist1d_cnn", ModelSpec(_build_published_cnn, "Greydanus & Kobak 2024 (published MNIST-1D CNN)"))
 models.register("cnn", ModelSpec(_build_cnn, "Greydanus & Kobak 2024 (MNIST-1D baseline CNN)",
                                  shape_free=REGULARIZER_PARAMS))

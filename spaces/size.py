@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from tunelab.spaces.errors import ConfigError
-from tunelab.spaces.models import build_model, model_part, shape_identity
+from tunelab.spaces.models import build_model, model_part, models, shape_identity
 from tunelab.spaces.params import Value
 
 
@@ -66,11 +66,31 @@ def _meta_model(config: Mapping[str, Value], input_shape: tuple[int, ...], n_out
         return build_model(model_part(config), input_shape, n_outputs)
 
 
+def _analytic(config: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> ModelSize | None:
+    """The size from the family's `ModelSpec.size`, when it has one and the config names the family."""
+    name = config.get("model")
+    spec = models.get(name) if isinstance(name, str) and name in models else None
+    if spec is None or spec.size is None:
+        return None
+    hp = {k[len("model."):]: v for k, v in config.items() if k.startswith("model.")}
+    try:
+        params, flops = spec.size(hp, input_shape, n_outputs)
+    except KeyError as exc:
+        raise ConfigError(f"model {name!r}: the config lacks model.{exc.args[0]}; include the model space") from None
+    return ModelSize(params=int(params), flops=int(flops))
+
+
 def _count(config: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> int:
+    known = _analytic(config, input_shape, n_outputs)
+    if known is not None:
+        return known.params
     return int(sum(p.numel() for p in _meta_model(config, input_shape, n_outputs).parameters()))
 
 
 def _measure(config: Mapping[str, Value], input_shape: tuple[int, ...], n_outputs: int) -> ModelSize:
+    known = _analytic(config, input_shape, n_outputs)
+    if known is not None:
+        return known
     model = _meta_model(config, input_shape, n_outputs)
     params = sum(p.numel() for p in model.parameters())
     model.eval()

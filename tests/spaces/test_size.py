@@ -46,9 +46,9 @@ def test_mutate_can_target_one_parameter():
 def test_sizes_are_cached_on_the_architecture_identity_not_on_dropout_or_activation(monkeypatch):
     import tunelab.spaces.size as size
 
-    built = []
-    real_build = size.build_model
-    monkeypatch.setattr(size, "build_model", lambda *a, **k: built.append(1) or real_build(*a, **k))
+    built = []  # measurements
+    real_measure = size._SIZES.measure
+    monkeypatch.setattr(size._SIZES, "measure", lambda *a: built.append(1) or real_measure(*a))
     space = spaces.mlp(depth=2, width=48, input_noise=spaces.Float(0.0, 1.0), input_dropout=spaces.Float(0.0, 0.5),
                        shift=spaces.Int(0, 4))
     rng = np.random.default_rng(0)
@@ -82,3 +82,24 @@ def test_the_architecture_identity_leaves_out_only_what_a_family_declares_shape_
     finally:
         spaces.models.unregister("own_net")
     assert shape_identity({"optimizer": "sgd"}) == ()  # no model part (the default MLP): nothing to tell apart
+
+
+
+def test_the_mlps_size_without_building_it_equals_what_the_counter_finds_on_the_built_network():
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from tunelab.spaces import size as size_module
+
+    space = spaces.mlp(depth=spaces.Int(0, 4), width=spaces.Int(1, 300), input_noise=spaces.Float(0.0, 0.3),
+                       input_dropout=spaces.Float(0.0, 0.3))
+    for i in range(25):
+        config = space.sample(np.random.default_rng(i))
+        shape, outputs = [(40,), (3, 8, 8), (12,)][i % 3], 1 + i % 7
+        model = size_module._meta_model(config, shape, outputs).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.empty((1, *shape), device="meta"))
+        counted = spaces.ModelSize(sum(p.numel() for p in model.parameters()), counter.get_total_flops())
+        assert size_module._analytic(config, shape, outputs) == counted, config
+        assert spaces.model_size(config, shape, outputs) == counted
