@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import small_space
 
@@ -15,7 +16,7 @@ def _files(study) -> list[str]:
 
 
 def test_a_pause_at_the_last_epoch_writes_its_checkpoint_even_when_the_end_would_not(tmp_path, small_trainer):
-    config = small_space().sample(__import__("numpy").random.default_rng(0))
+    config = small_space().sample(np.random.default_rng(0))
     path = tmp_path / "run.pt"
     result = small_trainer.fit(config, checkpoint=path, report=lambda e: "pause" if e.epoch == 2 else None,
                                keep_final=lambda e: False)
