@@ -62,8 +62,10 @@ tables (6 seeds each; README).
 
 from __future__ import annotations
 
+import json
 import math
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -172,6 +174,7 @@ class FreezeThaw(Strategy):
         self._cache: tuple[Any, Any] | None = None
         self._base: tuple[Any, Any] | None = None
         self._refined: tuple[Any, Any] | None = None  # (refinement snapshot key, the refined power laws)
+        self._keys: tuple[Any, list[str]] | None = None  # (the pool, its configurations' keys)
         self._candidates: tuple[Any, Any] | None = None  # (snapshot key, the surrogate fitted from scratch on it)
 
     @classmethod
@@ -330,6 +333,12 @@ class FreezeThaw(Strategy):
         self._candidates = (space, pool)
         return pool
 
+    def _pool_keys(self, space: Any, pool: list[dict[str, Any]]) -> list[str]:
+        """`_config_key` of each pool configuration in the space's canonical form (as trials store it), once."""
+        if self._keys is None or self._keys[0] is not pool:
+            self._keys = (pool, [_config_key(space.validate(c)) for c in pool])
+        return self._keys[1]
+
     def step(self, history: History) -> int:
         """Epochs per decision: `increment`, or with "auto" enough that deciding costs <= 5% of the training.
 
@@ -388,9 +397,15 @@ class FreezeThaw(Strategy):
             means += list(mu)
         pool, encoded = self._pool(space)
         pick = np.sort(rng.choice(len(pool), size=min(self.candidates, len(pool)), replace=False))
-        mu, var = model.predict_new(encoded[pick], min(h, T))
-        scores += list(self._score(mu, var, threshold))
-        means += list(mu)
+        tried = {_config_key(t.config) for t in history.trials}  # a started point is a trial, not a candidate
+        keys = self._pool_keys(space, pool)
+        pick = np.array([i for i in pick if keys[int(i)] not in tried], dtype=int)
+        if pick.size:
+            mu, var = model.predict_new(encoded[pick], min(h, T))
+            scores += list(self._score(mu, var, threshold))
+            means += list(mu)
+        if not scores:  # every candidate drawn was started already and nothing is paused
+            return Request.start(space.sample(rng), epochs=inc, attrs={"phase": "random"})
         best = min(range(len(scores)), key=lambda j: (-scores[j], means[j]))
         observed = sum(t.epochs for t in history.trials)
         info = {**info, COST: [observed, round(time.process_time() - started, 6)]}
@@ -444,6 +459,11 @@ class FreezeThaw(Strategy):
     def incumbent(trials: list[TrialView]) -> float:
         """The best value seen, at any epoch of any trial (ifBO's f_best)."""
         return min((v for t in trials for v in t.curve if math.isfinite(v)), default=math.inf)
+
+
+def _config_key(config: Mapping[str, Any]) -> str:
+    """A configuration's identity, to tell a started one from a new candidate."""
+    return json.dumps(config, sort_keys=True, default=repr)
 
 
 def _finite_prefix(t: TrialView) -> list[float]:

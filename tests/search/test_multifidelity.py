@@ -1,5 +1,6 @@
 """FreezeThaw's learning-curve surrogate, its data handling, and Hyperband / ASHA's rung logic."""
 
+import json
 import math
 
 import numpy as np
@@ -194,3 +195,21 @@ def test_freeze_thaw_refines_its_power_laws_every_few_epochs_and_a_fresh_process
     assert strategy.ask(history()).attrs[REFINED]["at"] == 40 and refines == [36, 36, 40]  # four new epochs
     every = search.FreezeThaw(seed=0, n_initial=3, refine_every=1).ask(history())
     assert REFINED not in every.attrs and refines[-1] == 40  # 1: every decision refines on what it sees
+
+
+def test_freeze_thaw_never_starts_a_configuration_it_has_started_before(monkeypatch):
+    from tunelab.search.power_laws import PowerLawEnsemble
+
+    space = toy_space()
+    strategy = search.FreezeThaw(seed=0, n_initial=3, candidates=4)
+    pool, _ = strategy._pool(space)
+    rng = np.random.default_rng(0)
+    trials = [TrialView(i, "complete", space.validate(c), curve=(0.5 + 0.01 * i,) * 3, epochs=3, target_epochs=3)
+              for i, c in enumerate(pool[:28])]  # 28 of the pool's 32 points are trials already
+    trials += [TrialView(28 + i, "complete", space.sample(rng), curve=(0.9,) * 3, epochs=3) for i in range(3)]
+    # whatever the model says, a started point must never come back as a new trial
+    monkeypatch.setattr(PowerLawEnsemble, "predict_new", lambda self, X, epochs: (np.zeros(len(X)), np.ones(len(X))))
+    started = {json.dumps(t.config, sort_keys=True) for t in trials}
+    for _ in range(6):
+        request = strategy.ask(History(space, tuple(trials), max_epochs=10))
+        assert request.kind == "start" and json.dumps(request.config, sort_keys=True) not in started
