@@ -21,6 +21,7 @@ holds and what the run learned (`EpochRun`); the skeleton does the rest the same
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 import os
@@ -94,10 +95,11 @@ class Routine:
 routines: Registry[Routine] = Registry("routine")
 
 
-def _takes_keep_final(fit: Any) -> bool:
-    """Whether a trainable's `fit` accepts `keep_final` (added in 0.4.0; a trainable written before may not)."""
+@functools.lru_cache(maxsize=64)
+def _takes_keep_final(kind: type) -> bool:
+    """Whether a trainable class's `fit` accepts `keep_final` (added in 0.4.0; a trainable written before may not)."""
     try:
-        params = inspect.signature(fit).parameters.values()
+        params = inspect.signature(kind.fit).parameters.values()
     except (TypeError, ValueError):
         return False
     return any(p.name == "keep_final" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
@@ -107,7 +109,7 @@ def _train(trainer: Any, request: RunRequest) -> TrainResult:
     if request.options:
         raise ConfigError(f"the 'train' routine takes no options, got {dict(request.options)}")
     extra = {"keep_final": request.keep_final} if request.keep_final is not None and _takes_keep_final(
-        trainer.fit) else {}  # a trainable without it writes its final checkpoint, which retention then removes
+        type(trainer)) else {}  # a trainable without it writes its final checkpoint, which retention then removes
     return trainer.fit(request.config, until_epoch=request.until_epoch, checkpoint=request.checkpoint,
                        report=request.report, seed=request.seed, checkpoint_seconds=request.checkpoint_seconds,
                        **extra)

@@ -20,6 +20,7 @@ is gone.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -28,8 +29,6 @@ import sys
 import time
 import uuid
 from typing import Any
-
-_STATEMENTS: Any = None  # StudyLock._statements
 
 LOCK = "tunelab:driver_lock"
 LOCK_TTL_S = 120.0
@@ -95,6 +94,26 @@ def describe_holder(holder: Any) -> str:
     return f"host {host}, pid {pid}, {lease}"
 
 
+@functools.cache
+def _statements() -> Any:
+    """The lock's three statements (read, insert, compare-and-set), built once per process with bound parameters."""
+    import types
+
+    import sqlalchemy as sa
+
+    from tunelab.studies.storage import rdb
+
+    t = rdb.models().StudySystemAttributeModel.__table__
+    where = (t.c.study_id == sa.bindparam("b_study"), t.c.key == sa.bindparam("b_key"))
+    return types.SimpleNamespace(
+        read=sa.select(t.c.value_json).where(*where),
+        insert=sa.insert(t).values(study_id=sa.bindparam("b_study"), key=sa.bindparam("b_key"),
+                                   value_json=sa.bindparam("b_new")),
+        swap=sa.update(t).where(*where, t.c.value_json == sa.bindparam("b_old"))
+        .values(value_json=sa.bindparam("b_new")),
+    )
+
+
 class StudyLock:
     """A lease-based mutex of one study shared by every driver of it.
 
@@ -131,24 +150,6 @@ class StudyLock:
 
         return rdb.models().StudySystemAttributeModel
 
-    def _statements(self) -> Any:
-        """The lock's three statements, built once per process (SQLAlchemy reuses their compiled form)."""
-        global _STATEMENTS
-        if _STATEMENTS is None:
-            import types
-
-            import sqlalchemy as sa
-
-            t = self._model().__table__
-            where = (t.c.study_id == sa.bindparam("b_study"), t.c.key == sa.bindparam("b_key"))
-            _STATEMENTS = types.SimpleNamespace(
-                read=sa.select(t.c.value_json).where(*where),
-                insert=sa.insert(t).values(study_id=sa.bindparam("b_study"), key=sa.bindparam("b_key"),
-                                           value_json=sa.bindparam("b_new")),
-                swap=sa.update(t).where(*where, t.c.value_json == sa.bindparam("b_old"))
-                .values(value_json=sa.bindparam("b_new")),
-            )
-        return _STATEMENTS
 
     def _free(self, value: str | None) -> bool:
         holder = parse_lock(value)
@@ -168,7 +169,7 @@ class StudyLock:
         """Take the lock if it is free (or its holder is gone); never waits."""
         import sqlalchemy as sa
 
-        st = self._statements()
+        st = _statements()
         key = {"b_study": self.study_id, "b_key": LOCK}
         try:
             with self.storage.engine.begin() as conn:
@@ -233,7 +234,7 @@ class StudyLock:
         if held is None:
             return
         with self.storage.engine.begin() as conn:
-            done = conn.execute(self._statements().swap, {"b_study": self.study_id, "b_key": LOCK, "b_old": held,
+            done = conn.execute(_statements().swap, {"b_study": self.study_id, "b_key": LOCK, "b_old": held,
                                                           "b_new": json.dumps({"owner": None, "seq": self.seq})})
         if done.rowcount == 1:
             self._released = self.seq
