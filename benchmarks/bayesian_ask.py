@@ -64,7 +64,7 @@ def _time(strategy: Any, hist: History, repeats: int) -> list[float]:
 
 def with_fit(hist: History, strategy: search.Bayesian) -> History:
     """The history with the GP fit of one ask stored on its last trial, as a study stores it."""
-    from tunelab.search.bayesian import FIT
+    from tunelab.search.gp_fit import FIT
 
     request = strategy.ask(hist)
     last = hist.trials[-1]

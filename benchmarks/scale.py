@@ -296,8 +296,8 @@ def _mll(history: Any, fit: dict[str, list[float]]) -> float:
     from botorch.models import MixedSingleTaskGP
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    from tunelab.search.bayesian import _load
     from tunelab.search.encoding import MixedEncoding
+    from tunelab.search.gp_fit import load_fit as _load
 
     enc = MixedEncoding(history.space)
     X = torch.as_tensor(np.stack([enc.encode(t.config) for t in history.trials]), dtype=torch.float64)

@@ -127,6 +127,10 @@ class TrialView:
             for "train" (except a replay's `{"replay": {"nearest": ...}}` label) and before the
             run ends or pauses.
         seconds: Training seconds recorded so far (the sum of its epochs' times).
+        values: A multi-objective study's objective values of a complete trial, each normalised
+            to minimisation (negated where the objective is maximised); None otherwise.
+        vectors: A multi-objective study's objective values after each epoch, normalised the
+            same way (NaN where one is unknown): what MO-ASHA ranks a rung by. Empty otherwise.
     """
 
     number: int
@@ -141,6 +145,8 @@ class TrialView:
     routine: str = "train"
     results: Mapping[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    values: tuple[float, ...] | None = None
+    vectors: tuple[tuple[float, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -165,6 +171,10 @@ class History:
         input_shape: One example's shape in the study's workload (None outside a study), for
             strategies that measure the networks they propose (`spaces.model_size`).
         n_outputs: The workload's number of outputs (None outside a study).
+        objectives: The names of a multi-objective study's objectives (values normalised to
+            minimisation, in `TrialView.values`); empty for a study with one objective.
+        device: The device the study's trainer runs on ("cpu", "cuda:0"; None outside a study),
+            for strategies that time the networks they propose (`max_latency_ms`).
     """
 
     space: Space
@@ -173,6 +183,13 @@ class History:
     direction: str = "minimize"
     input_shape: tuple[int, ...] | None = None
     n_outputs: int | None = None
+    objectives: tuple[str, ...] = ()
+    device: str | None = None
+
+    @property
+    def multi_objective(self) -> bool:
+        """Whether the study has several objectives."""
+        return len(self.objectives) > 1
 
     def where(self, *states: str) -> list[TrialView]:
         """The trials in any of `states`."""
@@ -229,6 +246,7 @@ class Strategy(abc.ABC):
 
     name: ClassVar[str] = ""
     pauses_trials: ClassVar[bool] = False  # multi-fidelity: it pauses trials and resumes them with more epochs
+    multi_objective: ClassVar[bool] = False  # it can search a study with several objectives
 
     def __init__(self, seed: int = 0) -> None:
         if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
@@ -253,6 +271,19 @@ class Strategy(abc.ABC):
         """
         if self.pauses_trials:
             needs_curves(self, trainer)
+
+    def check_objectives(self, objectives: Sequence[str]) -> None:
+        """Refuse several objectives unless this strategy searches them (`multi_objective`); `studies.create` calls it.
+
+        Raises:
+            ConfigError: Naming the strategies that take several objectives.
+        """
+        if len(objectives) > 1 and not self.multi_objective:
+            raise ConfigError(
+                f"{type(self).__name__} optimises one objective, but the study has {len(objectives)} "
+                f"({', '.join(objectives)}); search several objectives with search.Random, "
+                f"search.Evolution(method='nsga2'), search.Bayesian (qLogNEHVI) or search.ASHA (MO-ASHA), or "
+                f"leave objectives out")
 
     @staticmethod
     def needs_models(strategy: Strategy, trainer: Any) -> None:

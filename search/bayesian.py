@@ -27,6 +27,9 @@ Failed trials (errors, divergence, out of memory) count as bad: they enter the G
 value observed so far, so the model learns to avoid their region. Conditional parameters that a
 config leaves inactive take neutral values in the encoding. Everything random (Sobol
 scrambling, MC samples, restarts) is seeded from `(seed, number of proposals)`.
+
+A study with several objectives (`studies.create(..., objectives=...)`) is searched by
+`search.mobo`: qLogNEHVI on one GP per objective, or ParEGO beyond a few objectives.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import torch
 
 from tunelab.search.base import History, Request, Strategy, check_int, config_key, seen_configs
 from tunelab.search.encoding import MixedEncoding
+from tunelab.search.gp_fit import FIT, fitted, load_fit
 from tunelab.search.random import quasi_point
 
 
@@ -67,6 +71,7 @@ class Bayesian(Strategy):
     """
 
     name = "bayesian"
+    multi_objective = True  # qLogNEHVI / ParEGO (search.mobo)
 
     def __init__(
         self,
@@ -108,7 +113,14 @@ class Bayesian(Strategy):
         return min(10, max(5, dim // 2))
 
     def ask(self, history: History) -> Request:
-        """Next configuration: a Sobol point during the initial design, then the qLogNEI maximiser."""
+        """Next configuration: a Sobol point during the initial design, then the qLogNEI maximiser.
+
+        A study with several objectives: qLogNEHVI (or ParEGO), see `search.mobo`.
+        """
+        if history.multi_objective:
+            from tunelab.search.mobo import ask_multi
+
+            return ask_multi(self, history)
         enc = MixedEncoding(history.space)
         k = len(history.trials)
         observed = [t for t in history.trials if t.state in ("complete", "pruned", "failed")]
@@ -146,7 +158,6 @@ class Bayesian(Strategy):
         from botorch.acquisition.logei import qLogNoisyExpectedImprovement
         from botorch.fit import fit_gpytorch_mll
         from botorch.models import MixedSingleTaskGP, SingleTaskGP
-        from botorch.optim import optimize_acqf, optimize_acqf_mixed_alternating
         from botorch.sampling import SobolQMCNormalSampler
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
@@ -166,13 +177,13 @@ class Bayesian(Strategy):
             # optimum little: from the previous fit, `refit_maxiter` iterations do (as Optuna's
             # GPSampler reuses its last kernel parameters).
             maxiter = self.fit_maxiter
-            if prior is not None and self.refit_maxiter is not None and _load(model, prior):
+            if prior is not None and self.refit_maxiter is not None and load_fit(model, prior):
                 maxiter = self.refit_maxiter
             fit_gpytorch_mll(
                 ExactMarginalLogLikelihood(model.likelihood, model),
                 optimizer_kwargs={"options": {"maxiter": maxiter}},
             )
-            fit = {name: [float(v) for v in p.detach().reshape(-1)] for name, p in model.named_parameters()}
+            fit = fitted(model)
             if pending is None:  # one point at a time: analytic log EI, the training solve done once
                 model.eval()
                 acq = CachedLogEI(model)
@@ -184,33 +195,36 @@ class Bayesian(Strategy):
                     X_pending=torch.as_tensor(pending, dtype=dtype),
                     prune_baseline=True,
                 )
-            upper = [float(enc.cat_dims[i] - 1) if i in enc.cat_dims else 1.0 for i in range(enc.dim)]
-            bounds = torch.tensor([[0.0] * enc.dim, upper], dtype=dtype)
-            options: dict[str, Any] = {"maxiter_alternating": self.alternations}
-            if cat:
-                cands, _ = optimize_acqf_mixed_alternating(
-                    acq,
-                    bounds,
-                    cat_dims={i: [float(j) for j in range(enc.cat_dims[i])] for i in cat},
-                    q=1,
-                    num_restarts=self.num_restarts,
-                    raw_samples=self.raw_samples,
-                    options=options,
-                )
-            else:
-                cands, _ = optimize_acqf(acq, bounds, q=1, num_restarts=self.num_restarts, raw_samples=self.raw_samples)
-        return cands.detach().cpu().numpy().reshape(-1), fit
+            x = self.maximise_acquisition(acq, enc)
+        return x, fit
 
+    def maximise_acquisition(self, acq: Any, enc: MixedEncoding, share: int = 1) -> np.ndarray:
+        """The point of the encoding's box that maximises `acq`, shape `(dim,)`.
 
-FIT = "gp_fit"  # request attribute: the GP hyperparameters the proposal was made with
+        L-BFGS-B alternating with local search over the categories
+        (`optimize_acqf_mixed_alternating`), or `optimize_acqf` for an all-numeric space; the
+        caller seeds torch's generator. `share` divides the restarts and raw samples (a costly
+        acquisition, such as a hypervolume's).
+        """
+        num_restarts, raw_samples = self.num_restarts, self.raw_samples
+        if share > 1:
+            num_restarts, raw_samples = max(2, num_restarts // share), max(16, raw_samples // share)
+        from botorch.optim import optimize_acqf, optimize_acqf_mixed_alternating
 
-
-def _load(model: Any, values: dict[str, list[float]]) -> bool:
-    """Set `model`'s raw hyperparameters to `values` if they name every one with its size; whether it did."""
-    params = dict(model.named_parameters())
-    if set(params) != set(values) or any(p.numel() != len(values[n]) for n, p in params.items()):
-        return False
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(torch.as_tensor(values[name], dtype=p.dtype).reshape(p.shape))
-    return True
+        cat = sorted(enc.cat_dims)
+        upper = [float(enc.cat_dims[i] - 1) if i in enc.cat_dims else 1.0 for i in range(enc.dim)]
+        bounds = torch.tensor([[0.0] * enc.dim, upper], dtype=torch.float64)
+        options: dict[str, Any] = {"maxiter_alternating": self.alternations}
+        if cat:
+            cands, _ = optimize_acqf_mixed_alternating(
+                acq,
+                bounds,
+                cat_dims={i: [float(j) for j in range(enc.cat_dims[i])] for i in cat},
+                q=1,
+                num_restarts=num_restarts,
+                raw_samples=raw_samples,
+                options=options,
+            )
+        else:
+            cands, _ = optimize_acqf(acq, bounds, q=1, num_restarts=num_restarts, raw_samples=raw_samples)
+        return cands.detach().cpu().numpy().reshape(-1)

@@ -34,6 +34,7 @@ class Enqueue(Strategy):
     """
 
     name = "enqueue"
+    multi_objective = True  # it trains what it was given
 
     def __init__(
         self, configs: Sequence[Mapping[str, Any]], seeds: Sequence[int] | None = None, seed: int = 0

@@ -42,9 +42,17 @@ Trials in a study share the trainer's seed, so an exact repeat of a configuratio
 and returns the same value: children equal to an earlier trial are redrawn (an explicit identity
 mutation excepted), and `identity` defaults to 0.
 
+NSGA-II (`method="nsga2"`, Deb et al. 2002, steady-state as in Durillo et al. 2009; see
+`search.nsga2`): the one evolution that searches several objectives (`studies.create(...,
+objectives=...)`): parents by binary tournament in NSGA-II's crowded-comparison order, varied by
+the mutation above, the population the best P of all complete trials in that order.
+
 Options:
 - `max_params` / `max_flops`: every proposed network respects the limit (measured with
   `spaces.model_size` on the study's workload shapes); configurations over it are redrawn.
+- `max_latency_ms`: the same for the network's inference latency, timed on the study's device
+  (`trainers.latency`: the median of repeated forward passes of one example, after warm-up),
+  once per network.
 - `short_epochs`: multi-fidelity. Children train `short_epochs` epochs and pause (with a
   checkpoint); fitness in tournaments and DE selection is the validation value at that epoch.
   A paused trial whose short value is in the top 1/eta of all short values so far is promoted:
@@ -62,6 +70,7 @@ from typing import Any
 
 import numpy as np
 
+from tunelab.search import nsga2
 from tunelab.search.base import (
     History,
     Request,
@@ -73,9 +82,10 @@ from tunelab.search.base import (
     seen_configs,
 )
 from tunelab.search.encoding import MixedEncoding
-from tunelab.spaces import EDGES, Categorical, Config, ConfigError, Fixed, Space, model_size, param_count
+from tunelab.search.limits import NetworkLimits
+from tunelab.spaces import EDGES, Categorical, Config, ConfigError, Fixed, Space
 
-METHODS = ("regularized", "differential")
+METHODS = ("regularized", "differential", "nsga2")
 ATTR = "evolution"
 _EDGE = re.compile(r"^(?P<prefix>.+)\.op_(?P<i>\d+)_(?P<j>\d+)$")
 _TRIES = 64
@@ -172,13 +182,16 @@ class Evolution(Strategy):
         population: Population size P (DE: number of slots, at least 4).
         sample: Tournament size S, drawn with replacement (regularized evolution).
         seed: Seed of every random choice.
-        method: "regularized" (aging evolution) or "differential" (DE rand/1/bin).
+        method: "regularized" (aging evolution), "differential" (DE rand/1/bin) or "nsga2"
+            (NSGA-II: several objectives).
         identity: Probability of an identity mutation (regularized evolution).
         scale: Standard deviation of a numeric mutation step in the unit interval.
         mutation_factor: DE's F.
         crossover: DE's crossover rate CR.
         max_params: Largest parameter count a proposed network may have (None: no limit).
         max_flops: Largest forward FLOPs per example a proposed network may have.
+        max_latency_ms: Largest inference latency (milliseconds per example, timed on the
+            study's device) a proposed network may have.
         short_epochs: Multi-fidelity: epochs of a child's first evaluation (None: full runs).
         eta: Multi-fidelity: a short run in the top 1/eta of all short runs is promoted.
 
@@ -203,6 +216,7 @@ class Evolution(Strategy):
         max_flops: int | None = None,
         short_epochs: int | None = None,
         eta: int = 3,
+        max_latency_ms: float | None = None,
     ) -> None:
         super().__init__(seed)
         if method not in METHODS:
@@ -224,6 +238,10 @@ class Evolution(Strategy):
         for label, value in (("max_params", max_params), ("max_flops", max_flops)):
             check_int("Evolution", label, value, 1, 10**15, optional=True)
         check_int("Evolution", "short_epochs", short_epochs, optional=True)
+        number = isinstance(max_latency_ms, (int, float)) and not isinstance(max_latency_ms, bool)
+        if max_latency_ms is not None and not (number and 0.0 < max_latency_ms <= 1e7):
+            raise ConfigError(f"Evolution(max_latency_ms=...) must be a positive number of milliseconds or None, got "
+                              f"{max_latency_ms!r}")
         check_int("Evolution", "eta", eta, 2, 1_000)
         self.population = int(population)
         self.sample = int(sample)
@@ -236,6 +254,20 @@ class Evolution(Strategy):
         self.max_flops = max_flops
         self.short_epochs = short_epochs
         self.eta = int(eta)
+        self.max_latency_ms = None if max_latency_ms is None else float(max_latency_ms)
+        if method == "nsga2" and short_epochs is not None:
+            raise ConfigError("Evolution(method='nsga2') ranks complete trials; it has no short_epochs mode: for "
+                              "multi-fidelity search of several objectives use search.ASHA (MO-ASHA)")
+
+    def check_objectives(self, objectives: Any) -> None:
+        """Several objectives need `method="nsga2"`.
+
+        Raises:
+            ConfigError: Several objectives with another method.
+        """
+        if len(objectives) > 1 and self.method != "nsga2":
+            raise ConfigError(f"Evolution(method={self.method!r}) optimises one objective, but the study has "
+                              f"{len(objectives)} ({', '.join(objectives)}); use Evolution(method='nsga2')")
 
     # ------------------------------------------------------------------ fitness and population
     def _short(self, history: History) -> int | None:
@@ -265,6 +297,8 @@ class Evolution(Strategy):
         """
         if self.method == "regularized":
             return [t for t in history.trials if self.fitness(t, history) is not None][-self.population :]
+        if self.method == "nsga2":
+            return nsga2.population(self.population, history)
         return [best for _, best in self._slots(history) if best is not None]
 
     def _slots(self, history: History) -> list[tuple[list[float] | None, TrialView | None]]:
@@ -286,26 +320,13 @@ class Evolution(Strategy):
 
     # ------------------------------------------------------------------ constraint
     def allows(self, config: Mapping[str, Any], history: History) -> bool:
-        """Whether the network of `config` respects `max_params` and `max_flops`.
+        """Whether the network of `config` respects `max_params`, `max_flops` and `max_latency_ms` (`search.limits`)."""
+        return self.limits.allows(config, history)
 
-        Raises:
-            ConfigError: A limit is set but `history` does not say the workload's shapes.
-        """
-        if self.max_params is None and self.max_flops is None:
-            return True
-        if history.input_shape is None or history.n_outputs is None:
-            raise ConfigError(
-                "Evolution(max_params=/max_flops=) measures networks on the study's workload, but this history has "
-                "no input_shape/n_outputs: run it in a study, or build History(..., input_shape=, n_outputs=)"
-            )
-        if self.max_flops is None:  # the parameter count alone needs no forward pass
-            return param_count(config, history.input_shape, history.n_outputs) <= self.max_params
-        size = model_size(config, history.input_shape, history.n_outputs)
-        return (self.max_params is None or size.params <= self.max_params) and size.flops <= self.max_flops
-
-    def _limits(self) -> str:
-        parts = [f"{k}={v}" for k, v in (("max_params", self.max_params), ("max_flops", self.max_flops)) if v]
-        return ", ".join(parts)
+    @property
+    def limits(self) -> NetworkLimits:
+        """The limits on proposed networks."""
+        return NetworkLimits("Evolution", self.max_params, self.max_flops, self.max_latency_ms)
 
     # ------------------------------------------------------------------ proposals
     def _draw(self, history: History, draw: Callable[[], tuple[Any, Config]], seen: set[str]) -> tuple[Any, Config]:
@@ -321,7 +342,7 @@ class Evolution(Strategy):
         if fallback is not None:
             return fallback
         raise ConfigError(
-            f"Evolution: none of {_RANDOM_TRIES} random configurations satisfies {self._limits()}; raise the limit "
+            f"Evolution: none of {_RANDOM_TRIES} random configurations satisfies {self.limits}; raise the limit "
             "or narrow the space to smaller networks"
         )
 
@@ -357,6 +378,8 @@ class Evolution(Strategy):
         seen = seen_configs(history.trials)
         if self.method == "regularized":
             made = self._regularized_child(history, rng, seen)
+        elif self.method == "nsga2":
+            made = self._nsga2_child(history, rng, seen)
         else:
             made = self._differential_child(history, rng, seen)
         if made is None:
@@ -378,6 +401,21 @@ class Evolution(Strategy):
             if (m.kind == "identity" or config_key(m.config) not in seen) and self.allows(m.config, history):
                 return m.config, {"parent": parent.number, "mutation": m.kind, "changed": m.name}
         # the parent's neighbourhood is used up (or over the limit): a random newcomer instead
+        return self._random(history, rng, seen), {"parent": parent.number, "mutation": "random"}
+
+    def _nsga2_child(self, history: History, rng: np.random.Generator,
+                     seen: set[str]) -> tuple[Config, dict[str, Any]] | None:
+        """NSGA-II (`search.nsga2`): a random initial trial, or a mutation of a binary tournament's winner."""
+        members = nsga2.population(self.population, history)
+        if len(history.trials) < self.population or not members:
+            if not members and len(history.trials) >= self.population and history.in_flight:
+                return None  # every initial trial is still running: wait for a parent
+            return self._random(history, rng, seen), {"mutation": "random"}
+        parent = nsga2.tournament(members, rng)
+        for _ in range(_TRIES):
+            m = mutate(history.space, parent.config, rng, identity=0.0, scale=self.scale)
+            if config_key(m.config) not in seen and self.allows(m.config, history):
+                return m.config, {"parent": parent.number, "mutation": m.kind, "changed": m.name}
         return self._random(history, rng, seen), {"parent": parent.number, "mutation": "random"}
 
     def _differential_child(self, history: History, rng: np.random.Generator,

@@ -12,6 +12,12 @@
   highest rung with a trial in the top `1/eta` of its rung that has not been promoted yet
   promotes it; otherwise a new random configuration starts at the lowest rung. ASHA never waits.
 
+- MO-ASHA: Schmucker, Donini, Zafar, Salinas & Archambeau, "Multi-objective Asynchronous
+  Successive Halving", arXiv 2106.12639, 2021. ASHA on a study with several objectives: a rung
+  is ranked by non-dominated sorting of the trials' objective vectors at the rung's epoch, ties
+  within a front broken by NSGA-II's crowding distance (the paper's "NSGA-II" selection; its
+  other, EpsNet, differs only in that tie-break), and the top 1/eta of that order are promoted.
+
 Promotion resumes the paused trial from its checkpoint (`Request.resume`): a trial promoted
 from 3 to 9 epochs trains 6 more epochs, never 9 from scratch. Both are stateless: rungs,
 brackets and promotions are read back from the study's history (trial targets, curves and the
@@ -66,8 +72,35 @@ def asha_rungs(max_epochs: int, min_epochs: int, eta: int) -> list[int]:
     return [*rungs, max_epochs]
 
 
+def _rung_vector(trial: TrialView, epochs: int) -> tuple[float, ...] | None:
+    """The (normalised) objective vector of `trial` at `epochs`, None when it failed, diverged or is unknown there."""
+    if trial.epochs < epochs or (trial.state == "failed" and trial.epochs <= epochs) or len(trial.vectors) < epochs:
+        return None
+    v = trial.vectors[epochs - 1]
+    return v if all(math.isfinite(x) for x in v) else None
+
+
+def ranked_rung(members: Sequence[TrialView], epochs: int, history: History) -> list[TrialView]:
+    """A rung's trials best first: by value, or (several objectives) by MO-ASHA's non-dominated order.
+
+    Trials without a value at the rung (failed, diverged) come last, by number.
+    """
+    if not history.multi_objective:
+        return sorted(members, key=lambda t: (_rung_value(t, epochs), t.number))
+    import numpy as np
+
+    from tunelab.spaces.pareto import rank_order
+
+    ok = sorted((t for t in members if _rung_vector(t, epochs) is not None), key=lambda t: t.number)
+    rest = sorted((t for t in members if _rung_vector(t, epochs) is None), key=lambda t: t.number)
+    if not ok:
+        return rest
+    order = rank_order(np.array([_rung_vector(t, epochs) for t in ok]))
+    return [ok[int(i)] for i in order] + rest
+
+
 class ASHA(_Halving):
-    """Asynchronous successive halving (Li et al. 2020) over random configurations.
+    """Asynchronous successive halving (Li et al. 2020) over random configurations; MO-ASHA with several objectives.
 
     Args:
         seed: Seed of the random configurations.
@@ -76,6 +109,7 @@ class ASHA(_Halving):
     """
 
     name = "asha"
+    multi_objective = True  # MO-ASHA (Schmucker et al. 2021)
 
     def ask(self, history: History) -> Request:
         """Promote the best unpromoted trial of the highest rung that has one, else start a new config."""
@@ -84,9 +118,10 @@ class ASHA(_Halving):
         for k in range(len(rungs) - 2, -1, -1):
             r = rungs[k]
             members = [t for t in trials if t.target_epochs >= r and (t.epochs >= r or t.state == "failed")]
-            ranked = sorted(members, key=lambda t: (_rung_value(t, r), t.number))
+            ranked = ranked_rung(members, r, history)
             for t in ranked[: len(members) // self.eta]:
-                if t.state == "paused" and t.epochs == r and t.target_epochs == r and _rung_value(t, r) < math.inf:
+                if (t.state == "paused" and t.epochs == r and t.target_epochs == r and _rung_value(t, r) < math.inf
+                        and (not history.multi_objective or _rung_vector(t, r) is not None)):
                     return Request.resume(t.number, until_epoch=rungs[k + 1])
         config = history.space.sample(self.rng(history))
         return Request.start(config, epochs=rungs[0], attrs={"rung": 0})

@@ -51,6 +51,7 @@ class Random(Strategy):
     """
 
     name = "random"
+    multi_objective = True  # it never reads values
 
     def __init__(self, seed: int = 0, quasi: bool | str = False) -> None:
         super().__init__(seed)

@@ -217,6 +217,8 @@ def _show(args: argparse.Namespace) -> int:
     print(f"study {study.name!r} in {args.storage}: {study.strategy_text}, workload {study.workload_name}, "
           f"{study.epochs} epochs per trial, budget {study.budget()}")
     _print_best(study, study.best_of(trials))  # from the trials read once
+    if study.objectives is not None:
+        _print_front(study, trials)
     metric = study.metric
     print(f"\n{'trial':>5s} {'state':9s} {'val ' + metric:>13s} {'epochs':>6s} {'seconds':>8s} {'params':>8s}"
           f"  config / error")
@@ -225,6 +227,17 @@ def _show(args: argparse.Namespace) -> int:
         print(f"{t.number:5d} {t.state.value:9s} {value:>13s} {t.epochs:6d} {t.seconds:8.1f} "
               f"{_count(t.n_params):>8s}  {(t.error or _config_line(t))[:180]}")
     return 0
+
+
+def _print_front(study: Any, trials: list[Any]) -> None:
+    """A multi-objective study's Pareto front: one line per trial on it, by its first objective."""
+    front = study.pareto_front_of(trials)
+    goals = study.objectives
+    print(f"\nPareto front: {len(front)} of {sum(t.state == 'complete' for t in trials)} complete trials ("
+          + ", ".join(f"{n} {'max' if d == 'maximize' else 'min'}" for n, d in goals.as_dict().items()) + ")")
+    print(f"{'trial':>5s} " + " ".join(f"{n[:12]:>12s}" for n in goals.names) + "  config")
+    for t in front:
+        print(f"{t.number:5d} " + " ".join(f"{v:12.5g}" for v in t.values) + f"  {_config_line(t)[:150]}")
 
 
 def _count(n: int | None) -> str:

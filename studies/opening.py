@@ -22,8 +22,11 @@ from tunelab.spaces import ConfigError, Space
 from tunelab.spaces.trust import Trust, trusted_prefixes
 from tunelab.studies.artifacts import check_uid, claim, database_identity, folder_name, sweep
 from tunelab.studies.errors import StorageError, StudyConflictError, StudyNotFoundError, TunelabError
+from tunelab.studies.objectives import METRIC_DIRECTION, OBJECTIVES, Objectives
+from tunelab.studies.objectives import parse as parse_objectives
 from tunelab.studies.recipes import SEED, SPACE, STRATEGY, TRAINER, UID, VERSION, build_trainer, trainer_conflict
 from tunelab.studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage, storage_faults, writer
+from tunelab.studies.storage.limits import mapping
 from tunelab.studies.storage.lock import LOCK_TTL_S
 from tunelab.studies.storage.reader import read_studies, read_study_attrs, study_direction
 from tunelab.studies.study import Study
@@ -93,6 +96,7 @@ def create(
     direction: str | None = None,
     load_if_exists: bool = True,
     artifacts: str | Path | None = None,
+    objectives: Mapping[str, str] | None = None,
 ) -> Study:
     """Create a study, or open the existing one of the same name and recipe.
 
@@ -106,23 +110,31 @@ def create(
         load_if_exists: Open an existing study of this name (its space, strategy and trainer
             must equal the given ones); if False, an existing name is an error.
         artifacts: Folder for checkpoints (default: beside an SQLite file, `<db>.artifacts`).
+        objectives: Several objectives, `{name: "minimize" | "maximize"}` (a multi-objective
+            study; see `studies.objectives`): any recorded measurement, such as the trainer's
+            metric, a metric a `Function` reports, `n_params`, `flops`, `seconds` or
+            `latency_ms` (timed on the study's device). None (the default): the trainer's
+            metric is the one objective.
 
     Returns:
         The `Study`.
 
     Raises:
         StorageError: The storage cannot be opened.
-        StudyConflictError: The name exists with another space, strategy or trainer (or
-            `load_if_exists=False`).
-        ConfigError: Bad arguments, or a space whose models the workload cannot build.
+        StudyConflictError: The name exists with another space, strategy, trainer or
+            objectives (or `load_if_exists=False`).
+        ConfigError: Bad arguments, or a space whose models the workload cannot build; an
+            objective the trainer does not record, or a strategy that optimises one objective
+            given several.
     """
     with storage_faults(storage if isinstance(storage, str) else "?"):
         return _create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
-                       load_if_exists=load_if_exists, artifacts=artifacts)
+                       load_if_exists=load_if_exists, artifacts=artifacts, objectives=objectives)
 
 
 def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strategy: search.Strategy | None,
-            direction: str | None, load_if_exists: bool, artifacts: str | Path | None) -> Study:
+            direction: str | None, load_if_exists: bool, artifacts: str | Path | None,
+            objectives: Mapping[str, str] | None) -> Study:
     import optuna
 
     from tunelab import search
@@ -146,8 +158,10 @@ def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strate
     direction = direction or trainer.direction
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    goals = parse_objectives(objectives, trainer)
     trainer.check(space)  # a Trainer builds a few models of the space; a Replay checks its table holds them
     strategy.check(space, trainer)
+    strategy.check_objectives(goals.names if goals is not None else (trainer.metric,))
     st = open_storage(storage)
     recipe = {
         SPACE: json.loads(space.to_json()),
@@ -174,7 +188,11 @@ def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strate
         conflict = trainer_conflict(attrs[TRAINER], recipe[TRAINER])
         if conflict:
             problems.append(conflict)
-        stored_dir = study_direction(st, study_id)
+        stored_goals = attrs.get(OBJECTIVES)
+        if stored_goals != (goals.spec() if goals is not None else None):
+            problems.append(f"different objectives (stored: {_shown_objectives(stored_goals)}, given: "
+                            f"{_shown_objectives(goals.spec() if goals is not None else None)})")
+        stored_dir = attrs.get(METRIC_DIRECTION) if stored_goals is not None else study_direction(st, study_id)
         if stored_dir != direction:
             problems.append(f"a different direction (stored: {stored_dir})")
         if problems:
@@ -183,16 +201,33 @@ def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strate
                 f"studies.load({name!r}, {storage!r}), or create the new search under another name"
             )
     else:
+        attrs = {**recipe, VERSION: _version(), SEED: strategy.seed, LOCK_TTL: LOCK_TTL_S, UID: uuid.uuid4().hex}
+        if goals is not None:
+            attrs.update({OBJECTIVES: goals.spec(), METRIC_DIRECTION: direction})
         try:
-            study_id = writer.create_study(st, name, direction, {**recipe, VERSION: _version(), SEED: strategy.seed,
-                                                                 LOCK_TTL: LOCK_TTL_S, UID: uuid.uuid4().hex},
-                                           metric=trainer.metric)
+            study_id = writer.create_study(st, name, goals.directions if goals else direction, attrs,
+                                           metric=goals.names if goals else trainer.metric)
         except optuna.exceptions.DuplicatedStudyError:  # another process created it a moment ago: check it
             return create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
-                          load_if_exists=load_if_exists, artifacts=artifacts)
+                          load_if_exists=load_if_exists, artifacts=artifacts, objectives=objectives)
     root = artifact_dir(storage, artifacts)
     return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
-                 strategy=strategy, direction=direction, artifacts=root, uid=_claim(st, study_id, name, storage, root))
+                 strategy=strategy, direction=direction, artifacts=root, uid=_claim(st, study_id, name, storage, root),
+                 objectives=goals)
+
+
+def _shown_objectives(spec: Any) -> str:
+    if spec is None:
+        return "one, the trainer's metric"
+    text = str(dict(spec) if isinstance(spec, list) and all(isinstance(p, list) and len(p) == 2 for p in spec)
+               else spec)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def stored_objectives(attrs: Mapping[str, Any], metric: str) -> Objectives | None:
+    """A stored study's objectives (None: one objective), checked (`Objectives.from_spec`)."""
+    spec = attrs.get(OBJECTIVES)
+    return None if spec is None else Objectives.from_spec(spec, metric)
 
 
 def _claim(storage: Any, study_id: int, name: str, url: str, root: Path) -> str:
@@ -270,12 +305,16 @@ def _load(name: str, storage: str, *, trainer: Trainable | None, strategy: searc
     if SPACE not in attrs:
         raise StorageError(f"the study {name!r} in {storage} was not created by tunelab (it has no tunelab recipe)")
     space = stored_space(attrs[SPACE], name)
-    direction = study_direction(st, study_id)
+    metric = mapping(attrs.get(TRAINER), "the study's trainer").get("metric", "objective")
+    goals = stored_objectives(attrs, str(metric))
+    direction = study_direction(st, study_id) if goals is None else attrs.get(METRIC_DIRECTION)
+    if direction not in ("minimize", "maximize"):
+        raise StorageError(f"the study {name!r} stores the direction {str(direction)[:50]!r}; the database is damaged")
     if read_only:
         uid = check_uid(attrs[UID], name) if UID in attrs else None
         return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
                      strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts, create=False),
-                     uid=uid)
+                     uid=uid, objectives=goals)
     from tunelab import search
 
     if strategy is None:
@@ -294,4 +333,5 @@ def _load(name: str, storage: str, *, trainer: Trainable | None, strategy: searc
         )
     root = artifact_dir(storage, artifacts)
     return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
-                 strategy=strategy, direction=direction, artifacts=root, uid=_claim(st, study_id, name, storage, root))
+                 strategy=strategy, direction=direction, artifacts=root, uid=_claim(st, study_id, name, storage, root),
+                 objectives=goals)

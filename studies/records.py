@@ -33,6 +33,7 @@ ROUTINE = "tunelab:routine"  # the routine that trains the trial, when not "trai
 ROUTINE_OPTIONS = "tunelab:routine_options"  # that routine's settings, so a resume runs it the same way
 # Trial user attributes (what DESIGN section 5 stores; visible in optuna-dashboard).
 METRICS = "metrics"
+METRIC_VALUE = "metric_value"  # a multi-objective trial's final metric value (its Optuna values are the objectives')
 METRIC_KEYS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
 
 
@@ -79,6 +80,10 @@ class TrialRecord:
             named after the routine): a DARTS search's alphas, genotype and selection scores.
             Empty for "train", except a replay answered from its nearest recorded
             configuration: `{"replay": {"nearest": <config>}}`.
+        values: A multi-objective study's objective values of a complete trial, in the study's
+            objectives' order (`Study.objectives`), as recorded (not normalised); None otherwise.
+        latency_ms: The network's inference latency on the study's device (studies with
+            `latency_ms` among their objectives), or None.
     """
 
     number: int
@@ -100,6 +105,8 @@ class TrialRecord:
     seed: int | None = None
     routine: str = "train"
     results: dict[str, Any] = field(default_factory=dict)
+    values: tuple[float, ...] | None = None
+    latency_ms: float | None = None
 
     @property
     def genotype(self) -> str | None:
@@ -235,7 +242,11 @@ def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
     state = state_of(trial)
     metrics = stored_metrics(trial)
     curve = [math.nan if v is None else float(v) for v in metrics["val_metric"]]
-    value = trial.value if trial.value is not None else None
+    stored = list(trial.values) if trial.values else []
+    value, values = (stored[0] if stored else None), None
+    if len(stored) > 1:  # a multi-objective study: its values are the objectives'; `value` is the metric's
+        values = tuple(float(v) for v in stored)
+        value = number(ua.get(METRIC_VALUE), f"trial {trial.number}'s user attribute {METRIC_VALUE!r}")
     if value is None and state == TrialState.PRUNED and curve:
         value = curve[-1]
     params = dict(trial.params)
@@ -265,6 +276,8 @@ def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
         seed=optional_count(seed, f"trial {trial.number}'s seed", low=-(2**63), limit=2**64),
         routine=routine,
         results=dict(results) if isinstance(results, dict) else {},
+        values=values,
+        latency_ms=number(ua.get("latency_ms"), f"{where} 'latency_ms'"),
     )
 
 

@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
+from tunelab.studies.pareto_report import pareto_section
 from tunelab.studies.records import TrialRecord, TrialState
 
 
@@ -267,6 +268,9 @@ def report(study: Study, folder: str | Path) -> Path:
               f"{_fmt(t.results.get('parameter_free_share'))} | {_fmt(t.results.get('collapsed'))} |" for t in found),
             "",
         ]
+    front_lines, front_images = pareto_section(study, trials, out)
+    lines += front_lines
+    images = front_images + images
     sign = -1.0 if study.direction == "maximize" else 1.0
     ranked = sorted(trials, key=lambda t: (t.value is None, sign * (t.value or 0.0)))
     lines += [

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the driver, executors, `search` and `trainers` (torch) load
     from tunelab import search
     from tunelab.studies.driver import Mirror
     from tunelab.studies.executors import Executor
+    from tunelab.studies.objectives import Objectives
     from tunelab.trainers import Trainer
 
 
@@ -53,12 +54,15 @@ class Study:
             are in its own folder there, `artifacts / folder` (see `studies.artifacts`).
         folder: The name of the study's own folder under `artifacts`.
         uid: The study's identity (a UUID stored in the database; its folder's marker names it).
+        objectives: A multi-objective study's objectives (`studies.objectives.Objectives`: names
+            and directions); None for a study with one objective, the trainer's metric.
     """
 
     def __init__(self, *, name: str, storage_url: str, storage: Any, study_id: int, space: Space,
                  trainer: Trainer | None, strategy: search.Strategy | None, direction: str, artifacts: Path,
-                 uid: str | None = None) -> None:
+                 uid: str | None = None, objectives: Objectives | None = None) -> None:
         self.name = name
+        self.objectives = objectives
         self.uid = uid  # the study's identity (None: a study of tunelab 0.3.0 opened read-only)
         self.folder = folder_name(name, uid) if uid is not None else None  # its folder under `artifacts`
         self.database = database_identity(storage_url)
@@ -204,6 +208,80 @@ class Study:
             return None
         key = (lambda t: -t.value) if self.direction == "maximize" else (lambda t: t.value)
         return min(done, key=key)
+
+    @property
+    def pareto_front(self) -> list[TrialRecord]:
+        """The complete trials no other complete trial dominates, by their first objective's value.
+
+        A multi-objective study's Pareto front (`TrialRecord.values`, in `objectives`' order);
+        with one objective, the best trial (every trial of equal best value). Trials whose
+        values were damaged (another number of them than the objectives) are left out.
+        """
+        return self.pareto_front_of(self.records(curves=False))
+
+    def pareto_front_of(self, trials: list[TrialRecord]) -> list[TrialRecord]:
+        """The Pareto front of `trials` (for a caller that has already read them; see `pareto_front`)."""
+        from tunelab.spaces.pareto import non_dominated
+
+        done, points = self.points_of(trials)
+        if not done:
+            return []
+        mask = non_dominated(points)
+        front = [t for t, keep in zip(done, mask, strict=True) if keep]
+        return sorted(front, key=lambda t: (t.values or (t.value,))[0])
+
+    def points_of(self, trials: list[TrialRecord]) -> tuple[list[TrialRecord], Any]:
+        """Complete trials with finite values, and their values normalised to minimisation `(n, m)`."""
+        import math
+
+        import numpy as np
+
+        signs = self.objectives.signs if self.objectives is not None else (-1.0 if self.direction == "maximize"
+                                                                           else 1.0,)
+        done = []
+        for t in trials:
+            vals = t.values if self.objectives is not None else (t.value,) if t.value is not None else None
+            if (t.state == TrialState.COMPLETE and vals is not None and len(vals) == len(signs) and t.comparable
+                    and all(math.isfinite(v) for v in vals)):
+                done.append(t)
+        points = np.array([[s * v for s, v in zip(signs, t.values or (t.value,), strict=True)] for t in done])
+        return done, points.reshape(len(done), len(signs))
+
+    def hypervolume(self, reference: Mapping[str, float] | None = None, *, trials: int | None = None) -> float:
+        """The hypervolume of the Pareto front (larger is better), in the objectives' own units.
+
+        Args:
+            reference: The reference point, one value per objective (a maximised objective's
+                worst acceptable value, a minimised one's largest); default: the worst value of
+                each objective over the study's complete trials, so the default grows with the
+                study: pass a fixed one to compare studies.
+            trials: Only the first this many trials (by number): the front after that budget.
+
+        Raises:
+            ConfigError: A study with one objective, or a reference without every objective.
+        """
+        from tunelab.spaces import ConfigError
+        from tunelab.spaces.pareto import hypervolume
+
+        if self.objectives is None:
+            raise ConfigError(f"study {self.name!r} has one objective; a hypervolume needs several "
+                              f"(studies.create(..., objectives={{...}}))")
+        records = self.records(curves=False)
+        done, points = self.points_of(records)
+        if not done:
+            return 0.0
+        signs = self.objectives.signs
+        if reference is None:
+            ref = points.max(axis=0)
+        else:
+            if set(reference) != set(self.objectives.names):
+                raise ConfigError(f"reference must give a value for each objective {list(self.objectives.names)}, "
+                                  f"got {sorted(reference)}")
+            ref = [s * float(reference[n]) for s, n in zip(signs, self.objectives.names, strict=True)]
+        if trials is not None:
+            keep = [i for i, t in enumerate(done) if t.number < trials]
+            points = points[keep]
+        return hypervolume(points, ref) if len(points) else 0.0
 
     def checkpoint(self, number: int) -> Path | None:
         """Path of trial `number`'s checkpoint (`trainers.load_checkpoint` reads it), or None."""

@@ -153,6 +153,7 @@ class Replay(Trainer):
         return self._steps
 
     trains_models = False  # it answers from a table: nothing to differentiate through or measure
+    measures_size = True  # `size` answers from the table (n_params and flops as recorded)
     vectorises = False
 
     def check(self, space: Any) -> None:

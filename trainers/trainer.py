@@ -210,6 +210,19 @@ class Trainer:
             return {}
         return {"n_params": size.params, "flops": size.flops}
 
+    def latency_ms(self, config: Mapping[str, Any]) -> float:
+        """Inference latency of `config`'s network on this trainer's device, in milliseconds.
+
+        The median of repeated forward passes of a batch of `trainers.latency.LATENCY_BATCH`
+        examples after warm-up, synchronised on a GPU (`trainers.latency.forward_latency_ms`),
+        timed once per network and process. A study with `latency_ms` among its objectives
+        records it with every trial.
+        """
+        from tunelab.trainers.latency import LATENCIES
+
+        w = self.workload
+        return LATENCIES.get(config, w.input_shape, w.n_outputs, self.device)
+
     def derive(self, *, epochs: int | None = None, seed: int | None = None) -> Trainer:
         """This trainer with another run length or seed (everything else the same)."""
         return Trainer(self.workload, epochs=self.epochs if epochs is None else epochs, batch_size=self.batch_size,

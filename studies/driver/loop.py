@@ -21,7 +21,7 @@ from tunelab.studies.driver.budget import Budget, Meter
 from tunelab.studies.driver.context import Context, StudyHandle
 from tunelab.studies.driver.guards import CtrlC, Heartbeat
 from tunelab.studies.driver.mirror import Mirror, Row
-from tunelab.studies.driver.outcomes import ending_of
+from tunelab.studies.driver.outcomes import ending_of, with_objectives
 from tunelab.studies.driver.planner import Planner
 from tunelab.studies.driver.policy import FailurePolicy
 from tunelab.studies.driver.progress import Progress
@@ -182,8 +182,9 @@ class Driver:
         if result is not None:
             adopt(row, result.epochs)
         path = self.retention.path(row)
-        end = ending_of(outcome, row, device=str(self.study.trainer.device),
-                        checkpoint_exists=path is not None and path.exists())
+        end, values = with_objectives(ending_of(outcome, row, device=str(self.study.trainer.device),
+                                                checkpoint_exists=path is not None and path.exists()),
+                                      row, getattr(self.study, "objectives", None))
         if end.results is not None:
             row.results = end.results
             if end.results.get("warning"):
@@ -194,7 +195,7 @@ class Driver:
         forget = end.state is not None and row.checkpoint is not None and not self.retention.keeps(
             row, end.state, end.value)
         self.recorder.end(row, end.state, end.value, end.user_attrs, forget_checkpoint=forget,
-                          paused_by="interrupt" if interrupted else "strategy")
+                          paused_by="interrupt" if interrupted else "strategy", values=values)
         self.policy.checkpoints(outcome)
         if forget:  # not kept (a failed run's can never be continued): free the disk
             self.retention.remove(path)

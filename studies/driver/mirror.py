@@ -23,6 +23,7 @@ from tunelab.studies.records import (
     CHECKPOINT,
     LEASE,
     METRIC_KEYS,
+    METRIC_VALUE,
     OWNER,
     PAUSED_BY,
     PROPOSAL,
@@ -74,6 +75,8 @@ class Row:
     routine: str = "train"
     options: dict[str, Any] = field(default_factory=dict)
     results: dict[str, Any] = field(default_factory=dict)
+    values: tuple[float, ...] | None = None  # a multi-objective study's values (complete trials)
+    measures: dict[str, float] = field(default_factory=dict)  # n_params, flops, latency_ms when measured
     view: Any = field(default=None, init=False, repr=False, compare=False)  # the strategy's TrialView until a change
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -95,6 +98,18 @@ class Row:
         return [math.nan if v is None else float(v) for v in self.metrics["val_metric"]]
 
 
+def measures_of(ua: Mapping[str, Any], where: str) -> dict[str, float]:
+    """A stored trial's measurements from its creation (`n_params`, `flops`, `latency_ms`), each checked."""
+    out: dict[str, float] = {}
+    for key in ("n_params", "flops"):
+        if ua.get(key) is not None:
+            out[key] = float(optional_count(ua.get(key), f"{where} {key!r}"))
+    latency = number(ua.get("latency_ms"), f"{where} 'latency_ms'")
+    if latency is not None:
+        out["latency_ms"] = latency
+    return out
+
+
 def row_of(trial: Any) -> Row:
     """The mirror of a stored `FrozenTrial`.
 
@@ -109,6 +124,11 @@ def row_of(trial: Any) -> Row:
     results = ua.get(routine)
     seconds = number(ua.get("seconds"), f"{user} 'seconds'")
     grad_evals = ua.get("grad_evals", next((v for v in reversed(metrics["grad_evals"]) if v), 0))
+    stored = list(trial.values) if trial.values else []
+    value, values = (stored[0] if stored else None), None
+    if len(stored) > 1:  # a multi-objective study: the values are the objectives', the curve the metric's
+        values = tuple(float(v) for v in stored)
+        value = number(ua.get(METRIC_VALUE), f"{user} {METRIC_VALUE!r}")
     return Row(
         trial_id=trial._trial_id,
         number=trial.number,
@@ -119,7 +139,9 @@ def row_of(trial: Any) -> Row:
         metrics=metrics,
         seconds=seconds if seconds is not None else float(sum(v or 0.0 for v in metrics["seconds"])),
         grad_evals=count(grad_evals, f"{user} 'grad_evals'"),
-        value=trial.value,
+        value=value,
+        values=values,
+        measures=measures_of(ua, user),
         error=text(ua.get("error"), f"{user} 'error'"),
         attrs=mapping(ua.get("strategy"), f"{user} 'strategy'"),
         superseded=bool(sa.get(SUPERSEDED, False)),

@@ -8,16 +8,17 @@
 | diverged (a non-finite training loss) | failed | - | "diverged: ... in epoch e (lr ...)" |
 | paused with a checkpoint | None (paused) | - | - |
 | paused, but its checkpoint could not be written | failed | - | "paused, but <why>" |
+| complete, in a multi-objective study without every objective recorded | failed | - | which are missing |
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tunelab.studies.driver.mirror import Row
 from tunelab.studies.executors import Outcome
-from tunelab.studies.records import TrialState, finite
+from tunelab.studies.records import METRIC_VALUE, TrialState, finite
 
 
 @dataclass(frozen=True)
@@ -83,3 +84,20 @@ def ending_of(outcome: Outcome, row: Row, *, device: str, checkpoint_exists: boo
     if error is not None:
         ua["error"] = error
     return Ending(state, value, error, ua, results)
+
+
+def with_objectives(end: Ending, row: Row, objectives: Any) -> tuple[Ending, tuple[float, ...] | None]:
+    """`end` in a multi-objective study (`studies.objectives.Objectives`), and the complete trial's values.
+
+    A complete run that did not record every objective (a `Function` that never reported one) is
+    failed, its error naming the missing objectives and what the trial recorded.
+    """
+    if objectives is None or end.state != TrialState.COMPLETE:
+        return end, None
+    why = objectives.missing(row.metrics, row.measures)
+    if why is not None:
+        return replace(end, state=TrialState.FAILED, value=None, error=why,
+                       user_attrs={**end.user_attrs, "error": why}), None
+    # Optuna's values are the objectives'; the metric's final value is kept beside them for readers
+    return replace(end, user_attrs={**end.user_attrs, METRIC_VALUE: end.value}), objectives.vector(row.metrics,
+                                                                                                 row.measures)

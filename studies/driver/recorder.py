@@ -92,6 +92,11 @@ class Recorder:
             system.update({STATE: "running", OWNER: self.ctx.owner, LEASE: time.time() + LEASE_TTL_S})
         user: dict[str, Any] = {"strategy": dict(attrs)} if attrs else {}
         user.update(study.trainer.size(config))
+        objectives = getattr(study, "objectives", None)
+        if objectives is not None and objectives.measures_latency:
+            from tunelab.trainers.latency import LATENCY_BATCH
+
+            user.update(latency_ms=study.trainer.latency_ms(config), latency_batch=LATENCY_BATCH)
         now = datetime.now() if state == TrialState.RUNNING else None
         frozen = writer.NewTrial(optuna_state(state), config, study.space.distributions(config), user_attrs=user,
                                  system_attrs=system, datetime_start=now)
@@ -108,7 +113,8 @@ class Recorder:
         row = Row(trial_id=trial_id, number=number, state=state, config=dict(config), proposal=proposal,
                   target=target, attrs=dict(attrs), checkpoint=checkpoint_name(study.folder, trial_id, number),
                   owner=system.get(OWNER), lease=float(system.get(LEASE, 0.0)), retry_of=retry_of, seed=seed,
-                  routine=routine, options=dict(options or {}))
+                  routine=routine, options=dict(options or {}),
+                  measures={k: float(user[k]) for k in ("n_params", "flops", "latency_ms") if user.get(k) is not None})
         self.ctx.mirror.put(row)
         return row
 
@@ -188,8 +194,12 @@ class Recorder:
 
     # ------------------------------------------------------------------ endings
     def end(self, row: Row, state: TrialState | None, value: float | None, user_attrs: Mapping[str, Any], *,
-            paused_by: str = "strategy", forget_checkpoint: bool = False) -> None:
+            paused_by: str = "strategy", forget_checkpoint: bool = False,
+            values: tuple[float, ...] | None = None) -> None:
         """Record how `row`'s run ended, in one transaction: its last epochs, `user_attrs`, and state and value.
+
+        A complete trial of a multi-objective study stores `values` (its objectives') as its
+        Optuna values; `value` (the metric's) stays in the mirror for the strategy's view.
 
         `state` None is a pause (by `paused_by`). A finished trial drops the bookkeeping it no
         longer needs (its owner and lease stay: a reader that saw it running an instant before
@@ -202,13 +212,15 @@ class Recorder:
             drop = [STATE, PAUSED_BY]
             if forget_checkpoint and row.checkpoint is not None:
                 drop += [CHECKPOINT, f"artifacts:{row.checkpoint}"]
-            end.update(state=optuna_state(state), value=value, drop_system=tuple(drop))
+            end.update(state=optuna_state(state), value=value, drop_system=tuple(drop), objective_values=values)
+            if getattr(self.ctx.study, "objectives", None) is not None and values is None:
+                end["value"] = None  # a multi-objective trial stores all its objectives' values or none
         self.flush(row, end=end, **user_attrs)
         row.stored_steps = min(row.stored_steps, row.epochs)
         if state is None:
             row.state, row.paused_by, row.lease = TrialState.PAUSED, paused_by, 0.0
         else:
-            row.state, row.value, row.paused_by = state, value, None
+            row.state, row.value, row.paused_by, row.values = state, value, None, values
             if forget_checkpoint:
                 row.checkpoint = None
 
@@ -237,8 +249,9 @@ class Recorder:
     def prune(self, row: Row, value: float | None, *, forget_checkpoint: bool) -> None:
         """Prune a paused trial the strategy retired (one transaction, with its checkpoint's registration)."""
         drop = (STATE, PAUSED_BY) + ((CHECKPOINT, f"artifacts:{row.checkpoint}") if forget_checkpoint else ())
+        stored = None if getattr(self.ctx.study, "objectives", None) is not None else value  # not one of several
         writer.write_trials(self.storage, [TrialWrite(row.trial_id, user_attrs={"retired": True}, drop_system=drop,
-                                                      state=optuna_state(TrialState.PRUNED), value=value)])
+                                                      state=optuna_state(TrialState.PRUNED), value=stored)])
         row.state, row.value, row.paused_by = TrialState.PRUNED, value, None
         if forget_checkpoint:
             row.checkpoint = None

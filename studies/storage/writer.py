@@ -60,6 +60,8 @@ class TrialWrite:
         state: An Optuna state to move the trial to, after everything else, or None (a finished
             one also stamps the trial's completion time).
         value: The objective value that goes with a finished `state` (None: no value).
+        objective_values: A multi-objective study's values, in its objectives' order (instead of
+            `value`; None: none).
     """
 
     trial_id: int
@@ -71,6 +73,14 @@ class TrialWrite:
     drop_system: tuple[str, ...] = ()
     state: Any = None
     value: float | None = None
+    objective_values: tuple[float, ...] | None = None
+
+    @property
+    def stored_values(self) -> list[float] | None:
+        """The values the trial's outcome stores (Optuna's `trial.values`), or None."""
+        if self.objective_values is not None:
+            return list(self.objective_values)
+        return None if self.value is None else [self.value]
 
 
 def write_trials(storage: Any, items: Sequence[TrialWrite]) -> None:
@@ -88,8 +98,7 @@ def write_trials(storage: Any, items: Sequence[TrialWrite]) -> None:
             for k, v in item.system_attrs.items():
                 storage.set_trial_system_attr(item.trial_id, k, v)
             if item.state is not None:
-                storage.set_trial_state_values(item.trial_id, item.state,
-                                               values=[item.value] if item.value is not None else None)
+                storage.set_trial_state_values(item.trial_id, item.state, values=item.stored_values)
         return
     with storage.engine.begin() as conn:
         _apply(storage, conn, items)
@@ -174,7 +183,8 @@ def _apply(storage: Any, conn: Any, items: Sequence[TrialWrite]) -> None:
     _upsert_attrs(storage, conn, t.trial_system_attributes,
                   [(i.trial_id, k, v) for i in items for k, v in i.system_attrs.items()])
     ending = [i for i in items if i.state is not None]
-    _upsert(storage, conn, t.trial_values, [_value_row(i.trial_id, i.value) for i in ending if i.value is not None],
+    _upsert(storage, conn, t.trial_values, [_value_row(i.trial_id, k, v) for i in ending
+                                            for k, v in enumerate(i.stored_values or ())],
             ("trial_id", "objective"), ("value", "value_type"))
     now = datetime.now()
     for item in ending:
@@ -183,9 +193,9 @@ def _apply(storage: Any, conn: Any, items: Sequence[TrialWrite]) -> None:
         conn.execute(stmt, {"b_trial": item.trial_id, "b_state": item.state, "b_time": now})
 
 
-def _value_row(trial_id: int, value: float) -> dict[str, Any]:
+def _value_row(trial_id: int, objective: int, value: float) -> dict[str, Any]:
     stored, kind = rdb.value_to_stored(value)
-    return {"trial_id": trial_id, "objective": 0, "value": stored, "value_type": kind}
+    return {"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind}
 
 
 def _upsert_attrs(storage: Any, conn: Any, table: Any, rows: Sequence[tuple[int, str, Any]]) -> None:
@@ -381,12 +391,13 @@ def drop_steps_after(storage: Any, trial_id: int, last: int) -> None:
         conn.execute(sa.delete(steps).where(steps.c.trial_id == trial_id, steps.c.step > last))
 
 
-def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[str, Any],
-                 metric: str | None = None) -> int:
+def create_study(storage: Any, name: str, direction: str | Sequence[str], user_attrs: Mapping[str, Any],
+                 metric: str | Sequence[str] | None = None) -> int:
     """Create a study with its user attributes in one transaction (a kill never leaves a study without them).
 
     `metric` names the objective the way `optuna.Study.set_metric_names` does, so optuna-dashboard
-    shows "accuracy" instead of "Objective 0".
+    shows "accuracy" instead of "Objective 0". A multi-objective study passes one direction and
+    one name per objective.
 
     Returns:
         The study's id.
@@ -397,13 +408,15 @@ def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[st
     import optuna
     from optuna.study import StudyDirection
 
-    directions = [StudyDirection.MAXIMIZE if direction == "maximize" else StudyDirection.MINIMIZE]
+    given = [direction] if isinstance(direction, str) else list(direction)
+    directions = [StudyDirection.MAXIMIZE if d == "maximize" else StudyDirection.MINIMIZE for d in given]
+    names = None if metric is None else [metric] if isinstance(metric, str) else list(metric)
     if not rdb.has_tables(storage):
         study_id = storage.create_new_study(directions, name)
         for k, v in user_attrs.items():
             storage.set_study_user_attr(study_id, k, v)
-        if metric is not None:
-            storage.set_study_system_attr(study_id, METRIC_NAMES, [metric])
+        if names is not None:
+            storage.set_study_system_attr(study_id, METRIC_NAMES, names)
         return study_id
     import sqlalchemy.exc
     models = rdb.models()
@@ -411,14 +424,14 @@ def create_study(storage: Any, name: str, direction: str, user_attrs: Mapping[st
     try:
         with rdb.session(storage) as session:
             study = models.StudyModel(study_name=name, directions=[
-                models.StudyDirectionModel(objective=0, direction=directions[0])])
+                models.StudyDirectionModel(objective=k, direction=d) for k, d in enumerate(directions)])
             session.add(study)
             session.flush()
             for k, v in user_attrs.items():
                 session.add(models.StudyUserAttributeModel(study_id=study.study_id, key=k, value_json=json.dumps(v)))
-            if metric is not None:
+            if names is not None:
                 session.add(models.StudySystemAttributeModel(study_id=study.study_id, key=METRIC_NAMES,
-                                                             value_json=json.dumps([metric])))
+                                                             value_json=json.dumps(names)))
     except sqlalchemy.exc.IntegrityError as err:
         raise optuna.exceptions.DuplicatedStudyError(f"a study named {name!r} exists") from err
     return storage.get_study_id_from_name(name)

@@ -41,6 +41,8 @@ STRATEGIES: dict[str, Callable[[int], search.Strategy]] = {
     # a small population, so that the few trials of these tests include mutated children
     "evolution": lambda seed: search.Evolution(population=4, sample=3, seed=seed),
     "evolution-de": lambda seed: search.Evolution(population=4, seed=seed, method="differential"),
+    # NSGA-II on one objective (an elitist steady-state GA); its multi-objective study: test_multi_objective.py
+    "evolution-nsga2": lambda seed: search.Evolution(population=4, seed=seed, method="nsga2"),
 }
 MODEL_BASED = ("bayesian", "tpe")
 # Strategies that train through their own routine: a factory `seed -> Strategy` cheap enough for a tiny

@@ -79,8 +79,8 @@ def test_each_fit_starts_from_the_last_one_stored_with_its_proposal(monkeypatch)
     trials.append(TrialView(8, "complete", first.config, value=value(first.config), curve=(0.0,), epochs=1,
                             attrs=dict(first.attrs)))
     starts = []
-    real = search.bayesian._load
-    monkeypatch.setattr(search.bayesian, "_load", lambda model, values: starts.append(values) or real(model, values))
+    real = search.bayesian.load_fit
+    monkeypatch.setattr(search.bayesian, "load_fit", lambda model, values: starts.append(values) or real(model, values))
     again = [search.Bayesian(seed=1, n_initial=4, warm_after=8).ask(History(space, tuple(trials))) for _ in range(2)]
     assert starts == [first.attrs["gp_fit"]] * 2  # from the stored fit, by two fresh instances
     assert again[0].config == again[1].config and again[0].attrs["gp_fit"] == again[1].attrs["gp_fit"]
