@@ -19,6 +19,16 @@ Paired over seeds: for each peer, tunelab's best strategy's wins / losses agains
 
     python benchmarks/multi_objective.py run --seeds 20 --budget 300 [--optimizers nsga2 random optuna_nsga2 ...]
     python benchmarks/multi_objective.py report   # -> results/multi_objective/multi_objective.json, .md
+    python benchmarks/multi_objective.py cells --seeds 5   # -> results/multi_objective/cells.json
+
+`cells` trains for real: MNIST-1D's 1-D cell space (`spaces.cells(dim=1)`, 16 channels, one cell
+per stage, AdamW at 3e-3 with a cosine schedule: only the architecture is searched), validation
+accuracy (maximised) against `latency_ms` timed on this CPU (minimised). Per seed, NSGA-II trains
+`--trials` full runs of `--epochs` epochs; MO-ASHA (`ASHA` on the same objectives, rungs at 1, 3,
+... epochs) gets a third of those epochs. Both run in one process, so a network's latency is
+timed once and both see the same value. Target: MO-ASHA's final hypervolume (its complete
+trials' front) reaches NSGA-II's, with the reference point and normalisation taken over both
+studies' complete trials.
 
 A run's values go to `results/multi_objective/runs/<task>/<optimizer>-<seed>.json` (skipped when
 it exists, so `run` resumes).
@@ -223,6 +233,103 @@ def report() -> dict[str, Any]:
     return out
 
 
+def cells(seeds: list[int], trials: int, epochs: int, threads: int,
+          darts_weights: tuple[float, ...] = (0.0, 0.01, 0.03, 0.1)) -> dict[str, Any]:
+    """NSGA-II at `trials` full runs vs MO-ASHA at a third of the epochs, on MNIST-1D cells (module docstring)."""
+    import torch
+
+    from tunelab import search, spaces, studies, trainers
+    from tunelab.spaces.pareto import hypervolume
+
+    torch.set_num_threads(threads)
+    space = spaces.Space(optimizer=spaces.Fixed("adamw"), schedule=spaces.Fixed("cosine"),
+                         **{"adamw.lr": spaces.Fixed(3e-3)}) | spaces.cells(dim=1, channels=16, cells_per_stage=1)
+    path = RESULTS / "cells.json"
+    done = json.loads(path.read_text()) if path.exists() else {"settings": {"trials": trials, "epochs": epochs},
+                                                                "seeds": {}}
+    goals = {"accuracy": "maximize", "latency_ms": "minimize"}
+    for seed in seeds:
+        if str(seed) in done["seeds"]:
+            continue
+        url = f"sqlite:///{RESULTS / 'cells.db'}"
+        trainer = trainers.Trainer(trainers.workloads.mnist1d(), epochs=epochs, seed=seed, device="cpu")
+        t0 = time.perf_counter()
+        nsga = studies.create(f"nsga2-{seed}", url, space=space, trainer=trainer, objectives=goals,
+                              strategy=search.Evolution(seed=seed, method="nsga2", population=10))
+        nsga.optimize(trials=trials, progress=False, threads=threads)
+        asha = studies.create(f"mo_asha-{seed}", url, space=space, trainer=trainer, objectives=goals,
+                              strategy=search.ASHA(seed=seed))
+        asha.optimize(epochs=trials * epochs // 3, progress=False, threads=threads)
+        fronts = {}
+        for name, study in (("nsga2", nsga), ("mo_asha", asha)):
+            got, points = study.points_of(study.trials)
+            fronts[name] = (points, sum(t.epochs for t in study.trials), len(got))
+        union = np.vstack([p for p, _, _ in fronts.values()])
+        low, high = union.min(axis=0), union.max(axis=0)
+        row = {}
+        for name, (points, spent, complete) in fronts.items():
+            scaled = (points - low) / np.where(high > low, high - low, 1.0)
+            row[name] = {"hypervolume": hypervolume(scaled, [1.0, 1.0]) if len(points) else 0.0, "epochs": spent,
+                         "complete": complete}
+        row["met"] = row["mo_asha"]["hypervolume"] >= row["nsga2"]["hypervolume"]
+        row["points"] = {name: points.tolist() for name, (points, _, _) in fronts.items()}
+        # hardware-aware DARTS (search.op_costs): one search + retraining per cost weight, its point beside the fronts
+        row["darts"] = []
+        for weight in darts_weights:
+            study = studies.create(f"darts-{weight}-{seed}", url, space=space, trainer=trainer,
+                                   strategy=search.Darts(seed=seed, epochs=8, selection="argmax", arch_lr=3e-3,
+                                                         channels=8, cost="latency", cost_weight=weight))
+            study.optimize(trials=2, progress=False, threads=threads)
+            found = [t for t in study.trials if t.routine == "train" and t.state == "complete"]
+            if found:
+                t = found[0]
+                row["darts"].append({"weight": weight, "accuracy": t.value, "latency_ms": trainer.latency_ms(t.config),
+                                     "genotype": t.genotype})
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        done["seeds"][str(seed)] = row
+        path.write_text(json.dumps(done, indent=1))
+        swept = [(d["weight"], round(d["accuracy"], 4), round(d["latency_ms"], 4)) for d in row["darts"]]
+        print(f"cells seed {seed}: nsga2 {row['nsga2']}, mo_asha {row['mo_asha']}, met {row['met']}, darts {swept}",
+              flush=True)
+    done["met"] = sum(r["met"] for r in done["seeds"].values())
+    path.write_text(json.dumps(done, indent=1))
+    plot_cells(done)
+    return done
+
+
+def plot_cells(done: dict[str, Any]) -> None:
+    """`docs/multi_objective_cells.png`: seed 0's NSGA-II and MO-ASHA fronts and hardware-aware DARTS' points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tunelab.spaces.pareto import non_dominated
+
+    row = done["seeds"].get("0")
+    if row is None:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for name, color in (("nsga2", "tab:blue"), ("mo_asha", "tab:orange")):
+        pts = np.asarray(row["points"][name])
+        if not len(pts):
+            continue
+        ax.scatter(-pts[:, 0], pts[:, 1], s=10, color=color, alpha=0.35)
+        front = pts[non_dominated(pts)]
+        front = front[np.argsort(front[:, 1])]
+        ax.plot(-front[:, 0], front[:, 1], "o-", color=color, label=f"{name} front")
+    for d in row["darts"]:
+        ax.scatter([d["accuracy"]], [d["latency_ms"]], marker="*", s=120, color="tab:red")
+        ax.annotate(f"w={d['weight']}", (d["accuracy"], d["latency_ms"]), fontsize=7)
+    ax.set_xlabel("validation accuracy")
+    ax.set_ylabel("latency (ms per example, this CPU)")
+    ax.set_title("MNIST-1D cells: NSGA-II, MO-ASHA, hardware-aware DARTS (stars)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(HERE.parent / "docs" / "multi_objective_cells.png", dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,8 +341,16 @@ def main() -> None:
     go.add_argument("--budget", type=int, default=300)
     go.add_argument("--threads", type=int, default=1)
     sub.add_parser("report")
+    cell = sub.add_parser("cells")
+    cell.add_argument("--seeds", type=int, default=5)
+    cell.add_argument("--trials", type=int, default=30)
+    cell.add_argument("--epochs", type=int, default=6)
+    cell.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
+    if args.command == "cells":
+        cells(list(range(args.seeds)), args.trials, args.epochs, args.threads)
+        return
     if args.command == "run":
         run(args.tasks, args.optimizers, list(range(args.first_seed, args.first_seed + args.seeds)), args.budget,
             args.threads)

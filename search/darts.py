@@ -4,6 +4,8 @@ References:
 - Liu, Simonyan & Yang 2019, "DARTS: Differentiable Architecture Search", ICLR.
 - Wang, Cheng, Chen, Tang & Hsieh 2021, "Rethinking Architecture Selection in Differentiable
   NAS", ICLR (DARTS-PT, the default selection).
+- Wu et al. 2019, "FBNet", CVPR, and Cai, Zhu & Han 2019, "ProxylessNAS", ICLR (the optional
+  expected-cost term of hardware-aware search: `cost`, `cost_weight`, `search.op_costs`).
 
 A DARTS study alternates two kinds of trials:
 
@@ -74,6 +76,11 @@ class Darts(Strategy):
             always uses the config's.
         config: Values of the space's other parameters for the search config and the retraining
             (optimizer, learning rate, channels, ...); left out ones take the space's defaults.
+        cost: Hardware-aware DARTS (`search.op_costs`, as FBNet and ProxylessNAS): "latency"
+            (each operation timed on the study's device) or "flops"; None: accuracy alone.
+        cost_weight: The weight of the architecture's expected cost (the cost table divided by
+            its largest entry, summed over edges) in the architecture loss; sweeping it trades
+            accuracy for cost.
 
     Raises:
         ConfigError: A setting is out of range (`order=3`, an unknown selection, ...).
@@ -103,6 +110,8 @@ class Darts(Strategy):
         collapse_threshold: float = 0.5,
         channels: int | None = None,
         config: Mapping[str, Any] | None = None,
+        cost: str | None = None,
+        cost_weight: float = 0.0,
     ) -> None:
         super().__init__(seed)
         self.order, self.selection, self.epochs, self.pt_interval = order, selection, epochs, pt_interval
@@ -111,6 +120,7 @@ class Darts(Strategy):
         self.arch_betas = tuple(arch_betas) if isinstance(arch_betas, (list, tuple)) else arch_betas
         self.arch_weight_decay, self.collapse_threshold = arch_weight_decay, collapse_threshold
         self.channels = channels
+        self.cost, self.cost_weight = cost, cost_weight
         self.settings()  # every setting is checked now, not at the first trial
         check_int("Darts", "searches", searches, optional=True)  # None: as many as the budget allows
         if not isinstance(retrain, bool):
@@ -128,7 +138,7 @@ class Darts(Strategy):
                              momentum=self.momentum, weight_decay=self.weight_decay, grad_clip=self.grad_clip,
                              arch_lr=self.arch_lr, arch_betas=self.arch_betas,
                              arch_weight_decay=self.arch_weight_decay, collapse_threshold=self.collapse_threshold,
-                             channels=self.channels)
+                             channels=self.channels, cost=self.cost, cost_weight=self.cost_weight)
 
     def base_config(self, space: Space) -> dict[str, Any]:
         """The space's defaults updated with `config`: every value but the cell's operations.

@@ -53,6 +53,7 @@ from torch.utils.data import Subset
 
 from tunelab.search.architect import first_order, second_order
 from tunelab.search.base import check_int
+from tunelab.search.op_costs import KINDS, cost_gradient, cost_table, expected_cost
 from tunelab.search.supernet import N_EDGES, Supernet, parameter_free
 from tunelab.spaces import EDGES, ConfigError, Genotype, Space, cell_ops
 from tunelab.spaces.cells import edge_name
@@ -96,6 +97,8 @@ class DartsSettings:
     arch_weight_decay: float = 1e-3
     collapse_threshold: float = 0.5
     channels: int | None = None
+    cost: str | None = None
+    cost_weight: float = 0.0
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, minimum: int = 1) -> None:
@@ -128,6 +131,11 @@ class DartsSettings:
             number("arch_betas", b, 0.0, 0.9999)
         number("arch_weight_decay", self.arch_weight_decay, 0.0, 1.0)
         number("collapse_threshold", self.collapse_threshold, 0.0, 1.0)
+        if self.cost is not None and self.cost not in KINDS:
+            raise ConfigError(f"Darts: cost must be one of {KINDS} or None, got {self.cost!r}")
+        number("cost_weight", self.cost_weight, 0.0, 1e3)
+        if self.cost_weight > 0 and self.cost is None:
+            raise ConfigError("Darts: cost_weight > 0 needs cost='latency' or cost='flops' (what the weight prices)")
         ops = tuple(self.ops)
         if len(ops) < 2 or len(set(ops)) != len(ops) or not all(isinstance(o, str) for o in ops):
             raise ConfigError(f"Darts: ops must be at least two distinct operation names, got {list(ops)}")
@@ -251,6 +259,7 @@ class _Run:
     alphas: list[list[list[float]]] = field(default_factory=list)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)
     base_scores: dict[str, float] = field(default_factory=dict)
+    costs: torch.Tensor | None = None  # hardware-aware DARTS: each operation's cost, measured once per run
     # what the run trains with (not its state: rebuilt from the trainer, the settings and the seed)
     settings: DartsSettings = field(default_factory=DartsSettings, repr=False)
     trainer: Any = field(default=None, repr=False)
@@ -279,6 +288,8 @@ class _Run:
                     grad, _ = first_order(model, xv, yv, loss_fn, autocast)
                 else:
                     grad, _ = second_order(model, self.w_opt, xt, yt, xv, yv, loss_fn, lr, autocast=autocast)
+                if self.costs is not None and settings.cost_weight > 0:  # FBNet / ProxylessNAS: + weight * E[cost]
+                    grad = grad + settings.cost_weight * cost_gradient(model.alphas, self.costs)[0]
                 model.alphas.grad = grad
                 self.a_opt.step()
                 self.a_opt.zero_grad(set_to_none=True)
@@ -334,8 +345,11 @@ def _build(trainer: Trainer, config: Mapping[str, Any], settings: DartsSettings,
     a_opt = torch.optim.Adam([model.alphas], lr=settings.arch_lr, betas=tuple(settings.arch_betas),
                              weight_decay=settings.arch_weight_decay)
     order = np.random.default_rng([seed, 7]).permutation(N_EDGES).tolist()  # DARTS-PT's random edge order
+    costs = None
+    if settings.cost is not None:  # measured at the first stage's shape (a checkpoint keeps it: a resume reuses it)
+        costs = cost_table(settings.ops, channels, dim, int(w.input_shape[-1]), trainer.device, settings.cost)
     return _Run(dict(config), seed, model, w_opt, a_opt, trainer.generator(seed), trainer.generator(seed + 1), order,
-                settings=settings, trainer=trainer)
+                settings=settings, trainer=trainer, costs=costs)
 
 
 def _state(run: _Run, device: torch.device) -> dict[str, Any]:
@@ -358,6 +372,7 @@ def _state(run: _Run, device: torch.device) -> dict[str, Any]:
         "alphas": run.alphas,
         "scores": run.scores,
         "base_scores": run.base_scores,
+        "costs": run.costs,
     }
 
 
@@ -379,6 +394,8 @@ def _restore(run: _Run, path: Path, device: torch.device) -> None:
     run.epoch, run.step, run.grad_evals = state["epoch"], state["step"], state["grad_evals"]
     run.history = [EpochResult(**e) for e in state["history"]]
     run.alphas, run.scores, run.base_scores = state["alphas"], state["scores"], state["base_scores"]
+    if state.get("costs") is not None:
+        run.costs = state["costs"]
 
 
 @torch.no_grad()
@@ -452,6 +469,13 @@ def _results(run: _Run, settings: DartsSettings, dim: int) -> dict[str, Any]:
         out["scores"] = run.scores
         out["base_scores"] = run.base_scores
         out["edge_order"] = [_edge_key(e) for e in run.edge_order]
+    if run.costs is not None:
+        table = run.costs
+        out["cost"] = {"kind": settings.cost, "weight": settings.cost_weight,
+                       "table": [round(float(c), 6) for c in table],
+                       "expected": round(float(expected_cost(run.model.alphas.detach(), table)), 6)}
+        if genotype is not None:
+            out["cost"]["genotype"] = round(sum(float(table[settings.ops.index(op)]) for op in genotype.ops), 6)
     if genotype is not None:
         free = sum(parameter_free(op, dim) for op in genotype.ops)
         share = free / N_EDGES
@@ -463,6 +487,8 @@ def _results(run: _Run, settings: DartsSettings, dim: int) -> dict[str, Any]:
                 f"operations (skip, none, pooling), above collapse_threshold={settings.collapse_threshold}. This is "
                 f"DARTS' known failure mode (NAS-Bench-201 reports 54.3% CIFAR-10 test for it); use "
                 f"selection='pt', fewer search epochs or a larger arch_weight_decay"
+                + (f", or a smaller cost_weight (its {settings.cost} term favours cheap operations)"
+                   if settings.cost_weight > 0 else "")
             )
     return out
 

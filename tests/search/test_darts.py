@@ -261,3 +261,31 @@ def test_routines_are_pluggable_and_a_request_is_checked_against_its_routine(tmp
         driver.planner.from_request(search.Request.start(config, routine="nope"))
     with pytest.raises(ConfigError, match="takes no options"):
         driver.planner.from_request(search.Request.start(config, options={"x": 1}))
+
+
+def test_the_flops_cost_table_orders_the_operations_and_its_expected_cost_is_differentiable():
+    from tunelab.search.op_costs import cost_gradient, cost_table, expected_cost
+
+    ops = ("none", "skip", "conv1x1", "conv3x3", "avgpool3x3")
+    table = cost_table(ops, 8, 1, 40, torch.device("cpu"), "flops")
+    none, skip, c1, c3, _ = table.tolist()
+    assert c3 == 1.0 and c1 < c3 and none == skip == 0.0
+    alphas = torch.zeros(6, len(ops))
+    assert float(expected_cost(alphas, table)) == pytest.approx(6 * float(table.mean()))
+    grad, _ = cost_gradient(alphas, table)
+    assert grad[0, 3] > 0 > grad[0, 1]  # raising conv3x3's weight costs, raising skip's saves
+
+
+def test_a_cost_weight_makes_darts_choose_a_cheaper_cell(tmp_path, tiny):
+    costs = {}
+    for weight in (0.0, 10.0):
+        study = studies.create(f"hw{weight}", f"sqlite:///{tmp_path / 'hw.db'}", space=cell_space(), trainer=tiny,
+                               strategy=search.Darts(seed=0, selection="argmax", cost="flops", cost_weight=weight,
+                                                     **{**FAST, "arch_lr": 0.05}))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a cheap cell is parameter-free: "collapsed" is expected here
+            study.optimize(trials=1, progress=False)
+        costs[weight] = study.trials[0].results["cost"]["genotype"]
+    assert costs[10.0] < costs[0.0]
+    with pytest.raises(ConfigError, match="cost_weight > 0 needs cost"):
+        search.Darts(cost_weight=1.0)
