@@ -37,6 +37,7 @@ from tunelab.studies.errors import (
 
 if TYPE_CHECKING:  # the names below, for readers and type checkers; at run time each loads on first use
     from tunelab.studies.compare import Arm, Comparison, compare
+    from tunelab.studies.compare.fronts import FrontComparison, compare_fronts
     from tunelab.studies.driver import Budget
     from tunelab.studies.executors import Executor, LocalExecutor, ProcessExecutor, open_executor
     from tunelab.studies.executors import close_pools as close_workers
@@ -56,6 +57,8 @@ _WHERE: dict[str, str] = {
     "Arm": "compare:Arm",
     "Comparison": "compare:Comparison",
     "compare": "compare:compare",
+    "compare_fronts": "compare.fronts:compare_fronts",
+    "FrontComparison": "compare.fronts:FrontComparison",
     "Budget": "driver:Budget",
     "Executor": "executors:Executor",
     "LocalExecutor": "executors:LocalExecutor",
@@ -113,6 +116,7 @@ __all__ = [
     "Comparison",
     "ConfigError",
     "Executor",
+    "FrontComparison",
     "LocalExecutor",
     "Problem",
     "ProcessExecutor",
@@ -135,6 +139,7 @@ __all__ = [
     "__version__",
     "close_workers",
     "compare",
+    "compare_fronts",
     "create",
     "load",
     "open_executor",

@@ -29,6 +29,7 @@ The package, one job per module:
 | `stats` | the estimators (Dodge et al.'s expected maximum, intervals, performance profiles) |
 | `tables` | the results as pandas tables |
 | `plots`, `report` | the PNGs and the Markdown report |
+| `fronts` | `studies.compare_fronts`: search strategies compared by hypervolume (several objectives) |
 """
 
 from __future__ import annotations

@@ -242,3 +242,28 @@ def test_a_multi_objective_study_killed_mid_trial_resumes_losing_and_repeating_n
     driver.communicate(timeout=60)
     resumed = rows(run(f"sqlite:///{tmp_path / 'k.db'}"))
     assert [r for r in resumed if r[3] != "failed"] == reference
+
+
+def test_compare_fronts_ranks_strategies_by_normalised_hypervolume_and_resumes(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fronts.db'}"
+    objective = trainers.Objective(two_goals, metric="a")
+    strategies = {"random": search.Random(seed=0), "nsga2": search.Evolution(population=4, seed=0, method="nsga2")}
+    comparison = studies.compare_fronts(objective, SPACE, strategies=strategies, objectives=GOALS, trials=16,
+                                        seeds=2, storage=url, name="f")
+    table = comparison.table()
+    assert sorted(table["strategy"].unique()) == ["nsga2", "random"] and sorted(table["trials"].unique()) == [4, 8, 16]
+    assert ((table["median"] > 0) & (table["median"] <= 1.0 + 1e-9)).all()
+    hv = comparison.hypervolumes([16])
+    assert max(v for by_n in hv.values() for v in by_n[16].values()) <= 1.0 + 1e-9
+    pairs = comparison.pairs([16])
+    assert list(pairs[["a", "b", "seeds"]].iloc[0]) == ["random", "nsga2", 2]
+    # seed s runs the strategy rebuilt with its seed + s; a second call only reads
+    assert comparison.studies["nsga2"][1].strategy.seed == 1
+    again = studies.compare_fronts(objective, SPACE, strategies=strategies, objectives=GOALS, trials=16, seeds=2,
+                                   storage=url, name="f")
+    assert again.table().equals(table)
+    readme = again.report(tmp_path / "report")
+    assert "| nsga2 | 16 | 2 |" in readme.read_text() and (tmp_path / "report" / "hypervolume.png").exists()
+    with pytest.raises(ConfigError, match="several objectives"):
+        studies.compare_fronts(objective, SPACE, strategies=strategies, objectives={"a": "minimize"}, trials=4,
+                               storage=url)
