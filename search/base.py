@@ -131,6 +131,8 @@ class TrialView:
             to minimisation (negated where the objective is maximised); None otherwise.
         vectors: A multi-objective study's objective values after each epoch, normalised the
             same way (NaN where one is unknown): what MO-ASHA ranks a rung by. Empty otherwise.
+        violation: A constrained study's total violation of its outcome constraints by a
+            complete trial (0.0: feasible, or no constraints).
     """
 
     number: int
@@ -147,6 +149,7 @@ class TrialView:
     seconds: float = 0.0
     values: tuple[float, ...] | None = None
     vectors: tuple[tuple[float, ...], ...] = ()
+    violation: float = 0.0
 
     def __post_init__(self) -> None:
         if self.state not in STATES:
@@ -224,7 +227,7 @@ class History:
         from tunelab.trainers.routines import is_comparable
 
         done = [t for t in self.complete
-                if t.value is not None and math.isfinite(t.value) and is_comparable(t.routine)]
+                if t.value is not None and math.isfinite(t.value) and is_comparable(t.routine) and t.violation <= 0]
         return min(done, key=lambda t: t.value) if done else None
 
 

@@ -124,12 +124,14 @@ class Bayesian(Strategy):
         enc = MixedEncoding(history.space)
         k = len(history.trials)
         observed = [t for t in history.trials if t.state in ("complete", "pruned", "failed")]
-        values = [t.value for t in observed if t.state != "failed" and t.value is not None and math.isfinite(t.value)]
+        def good(t: Any) -> bool:  # failed and infeasible (outcome constraints) trials count as the worst seen
+            return t.state != "failed" and t.value is not None and math.isfinite(t.value) and t.violation <= 0
+
+        values = [t.value for t in observed if good(t)]
         if k < self.initial_points(enc.dim) or len(values) < 2 or enc.dim == 0:
             return Request.start(enc.from_unit(quasi_point("sobol", enc.dim, self.seed, k)), attrs={"phase": "sobol"})
         worst = max(values)
-        ys = [t.value if t.state != "failed" and t.value is not None and math.isfinite(t.value) else worst
-              for t in observed]
+        ys = [t.value if good(t) else worst for t in observed]
         X = np.stack([enc.encode(t.config) for t in observed])
         pending = [enc.encode(t.config) for t in history.trials if t.state in ("pending", "running", "paused")]
         seed = int(np.random.default_rng([self.seed, k]).integers(2**31 - 1))

@@ -18,8 +18,8 @@ front's range). The acquisition is qLogNEHVI with the in-flight trials as `X_pen
 cost grows quickly with the number of objectives (box decompositions): beyond `MAX_EHVI`
 objectives it is ParEGO, qLogNEI of a Chebyshev scalarisation with weights drawn uniformly
 from the simplex for each proposal. The maximiser is found as for one objective
-(`Bayesian.maximise_acquisition`). Failed trials enter each objective's GP with that
-objective's worst observed value.
+(`Bayesian.maximise_acquisition`). Failed trials, and trials outside a study's outcome
+constraints, enter each objective's GP with that objective's worst observed value.
 """
 
 from __future__ import annotations
@@ -45,18 +45,20 @@ MC_SAMPLES, SHARE = 32, 2
 
 
 def observations(history: History) -> tuple[list[int], np.ndarray] | None:
-    """Indices of the finished trials and their normalised values `(n, m)`; failed ones at the worst observed.
+    """Indices of the finished trials and their normalised values `(n, m)`; failed and infeasible ones at the worst.
 
     None while fewer than two trials have every objective.
     """
     m = len(history.objectives)
     finished = [i for i, t in enumerate(history.trials) if t.state in ("complete", "pruned", "failed")]
     good = {i: history.trials[i].values for i in finished
-            if history.trials[i].values is not None and all(math.isfinite(v) for v in history.trials[i].values)}
+            if history.trials[i].values is not None and all(math.isfinite(v) for v in history.trials[i].values)
+            and history.trials[i].violation <= 0}
     if len(good) < 2:
         return None
     worst = np.max(np.array(list(good.values())), axis=0)
-    rows = [i for i in finished if i in good or history.trials[i].state == "failed"]
+    rows = [i for i in finished if i in good or history.trials[i].state == "failed"
+            or history.trials[i].violation > 0]
     Y = np.array([good.get(i, worst) for i in rows], dtype=np.float64).reshape(len(rows), m)
     return rows, Y
 

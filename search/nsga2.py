@@ -42,12 +42,19 @@ def objective_values(trial: TrialView, history: History) -> tuple[float, ...] | 
 
 
 def population(size: int, history: History) -> list[TrialView]:
-    """The best `size` complete trials in the crowded-comparison order, best first."""
+    """The best `size` complete trials in the crowded-comparison order, best first.
+
+    With outcome constraints, Deb et al.'s constrained domination: every feasible trial comes
+    before every infeasible one, and infeasible ones are ordered by their total violation.
+    """
     done = [(t, v) for t in history.trials if (v := objective_values(t, history)) is not None]
-    if not done:
-        return []
-    order = rank_order(np.array([v for _, v in done]))
-    return [done[int(i)][0] for i in order[:size]]
+    feasible = [(t, v) for t, v in done if t.violation <= 0]
+    infeasible = sorted((t for t, _ in done if t.violation > 0), key=lambda t: (t.violation, t.number))
+    ranked = []
+    if feasible:
+        order = rank_order(np.array([v for _, v in feasible]))
+        ranked = [feasible[int(i)][0] for i in order]
+    return (ranked + infeasible)[:size]
 
 
 def tournament(members: list[TrialView], rng: np.random.Generator) -> TrialView:

@@ -15,7 +15,11 @@ multi-objective study. An objective is any measurement a trial records:
 The study stores the objectives' directions as Optuna stores a multi-objective study's, and
 each complete trial's values in that order, so `optuna.load_study(...).best_trials` and
 optuna-dashboard show the Pareto front. A study with one objective (no `objectives=`) is
-stored as before. This module imports no torch.
+stored as before.
+
+`studies.create(..., constraints={"latency_ms": 2.0, "accuracy": (">=", 0.9)})` adds outcome
+constraints on the same measurements (`Constraints`), stored as Optuna stores a constrained
+study's. This module imports no torch.
 """
 
 from __future__ import annotations
@@ -123,6 +127,95 @@ def _value(name: str, metric: str, metrics: Mapping[str, Sequence[Any]], measure
     return math.nan if v is None else float(v)
 
 
+CONSTRAINTS = "tunelab:constraints"  # the study user attribute: [[name, "<=" | ">=", bound], ...]
+OPTUNA_CONSTRAINTS = "constraints"  # the trial system attribute Optuna keeps constraint values in (<= 0: feasible)
+MAX_CONSTRAINTS = 20
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Outcome constraints: recorded measurements a complete trial must keep within bounds.
+
+    Stored as Optuna stores a constrained study's: each complete trial's constraint values
+    (`value - bound` for "<=", `bound - value` for ">=") in its system attribute `constraints`,
+    feasible when every one is <= 0. Infeasible trials are kept, never on the Pareto front nor
+    best, and ranked behind every feasible one by the strategies that read them (NSGA-II's
+    constrained domination, Deb et al. 2002; Bayesian and MO-BO treat them as failed).
+
+    Attributes:
+        names: Measurement names (as objectives are named).
+        ops: "<=" or ">=", one per name.
+        bounds: The bounds.
+        metric: The trainer's metric (what `val_metric` holds).
+    """
+
+    names: tuple[str, ...]
+    ops: tuple[str, ...]
+    bounds: tuple[float, ...]
+    metric: str
+
+    def spec(self) -> list[list[Any]]:
+        """`[[name, op, bound], ...]`: what the study stores."""
+        return [[n, o, b] for n, o, b in zip(self.names, self.ops, self.bounds, strict=True)]
+
+    @classmethod
+    def from_spec(cls, spec: Any, metric: str) -> Constraints:
+        """Read the stored spec (untrusted: a damaged one is a `StorageError`)."""
+        from tunelab.studies.errors import StorageError
+
+        ok = (isinstance(spec, list) and 1 <= len(spec) <= MAX_CONSTRAINTS
+              and all(isinstance(p, list) and len(p) == 3 and isinstance(p[0], str) and len(p[0]) <= 200
+                      and p[1] in ("<=", ">=") and isinstance(p[2], (int, float)) and not isinstance(p[2], bool)
+                      and math.isfinite(p[2]) for p in spec))
+        if not ok:
+            raise StorageError(f"the study's stored constraints {str(spec)[:200]} are not a list of [name, '<=' or "
+                               f"'>=', bound]; the database was edited or damaged")
+        return cls(tuple(p[0] for p in spec), tuple(p[1] for p in spec), tuple(float(p[2]) for p in spec), metric)
+
+    def values(self, metrics: Mapping[str, Sequence[Any]], measures: Mapping[str, Any]) -> tuple[float, ...]:
+        """Each constraint's value at the run's last epoch (<= 0: satisfied; NaN: not recorded)."""
+        epoch = len(metrics.get("val_metric", ()))
+        out = []
+        for name, op, bound in zip(self.names, self.ops, self.bounds, strict=True):
+            v = _value(name, self.metric, metrics, measures, epoch)
+            out.append(v - bound if op == "<=" else bound - v)
+        return tuple(out)
+
+
+def violation(values: Sequence[float] | None) -> float:
+    """The total violation of a trial's constraint values (0.0: feasible or unconstrained)."""
+    return float(sum(max(0.0, v) for v in values or ()))
+
+
+def parse_constraints(constraints: Any, trainer: Any) -> Constraints | None:
+    """Check `studies.create(constraints=...)`: `{name: bound}` (at most) or `{name: (">=", bound)}`.
+
+    Raises:
+        ConfigError: Not such a mapping, or a name the trainer does not record.
+    """
+    if constraints is None:
+        return None
+    if not isinstance(constraints, Mapping) or not constraints or len(constraints) > MAX_CONSTRAINTS:
+        raise ConfigError(f"constraints must be a dict of 1 to {MAX_CONSTRAINTS} measurement names -> an upper bound, "
+                          f"or ('>=', lower bound), e.g. {{'latency_ms': 2.0, 'accuracy': ('>=', 0.9)}}; got "
+                          f"{constraints!r}")
+    names, ops, bounds = [], [], []
+    known = recorded_names(trainer)
+    for name, rule in constraints.items():
+        op, bound = ("<=", rule) if not isinstance(rule, (tuple, list)) else (*rule, None, None)[:2]
+        if (not isinstance(name, str) or op not in ("<=", ">=") or isinstance(bound, bool)
+                or not isinstance(bound, (int, float)) or not math.isfinite(bound)):
+            raise ConfigError(f"constraint {name!r}: {rule!r} must be an upper bound (a number) or ('<=' / '>=', a "
+                              f"number)")
+        if known is not None and name not in known:
+            raise ConfigError(f"constraint {name!r} names a measurement {trainer!r} does not record; it records "
+                              f"{sorted(known)}")
+        names.append(name)
+        ops.append(op)
+        bounds.append(float(bound))
+    return Constraints(tuple(names), tuple(ops), tuple(bounds), trainer.metric)
+
+
 def parse(objectives: Any, trainer: Any) -> Objectives | None:
     """Check `studies.create(objectives=...)` against the trainer; None for a single-objective study.
 
@@ -178,4 +271,5 @@ def recorded_names(trainer: Any) -> set[str] | None:
     return names
 
 
-__all__ = ["LATENCY", "METRIC_DIRECTION", "OBJECTIVES", "Objectives", "parse", "recorded_names"]
+__all__ = ["CONSTRAINTS", "LATENCY", "METRIC_DIRECTION", "OBJECTIVES", "OPTUNA_CONSTRAINTS", "Constraints",
+           "Objectives", "parse", "parse_constraints", "recorded_names", "violation"]

@@ -22,7 +22,14 @@ from tunelab.spaces import ConfigError, Space
 from tunelab.spaces.trust import Trust, trusted_prefixes
 from tunelab.studies.artifacts import check_uid, claim, database_identity, folder_name, sweep
 from tunelab.studies.errors import StorageError, StudyConflictError, StudyNotFoundError, TunelabError
-from tunelab.studies.objectives import METRIC_DIRECTION, OBJECTIVES, Objectives
+from tunelab.studies.objectives import (
+    CONSTRAINTS,
+    METRIC_DIRECTION,
+    OBJECTIVES,
+    Constraints,
+    Objectives,
+    parse_constraints,
+)
 from tunelab.studies.objectives import parse as parse_objectives
 from tunelab.studies.recipes import SEED, SPACE, STRATEGY, TRAINER, UID, VERSION, build_trainer, trainer_conflict
 from tunelab.studies.storage import DEFAULT_STORAGE, artifact_dir, open_storage, storage_faults, writer
@@ -97,6 +104,7 @@ def create(
     load_if_exists: bool = True,
     artifacts: str | Path | None = None,
     objectives: Mapping[str, str] | None = None,
+    constraints: Mapping[str, Any] | None = None,
 ) -> Study:
     """Create a study, or open the existing one of the same name and recipe.
 
@@ -115,6 +123,10 @@ def create(
             metric, a metric a `Function` reports, `n_params`, `flops`, `seconds` or
             `latency_ms` (timed on the study's device). None (the default): the trainer's
             metric is the one objective.
+        constraints: Outcome constraints, `{name: upper bound}` or `{name: (">=", lower bound)}`
+            over recorded measurements (`studies.objectives.Constraints`): a complete trial
+            outside them is recorded infeasible, as Optuna records one (never best, never on the
+            Pareto front).
 
     Returns:
         The `Study`.
@@ -129,12 +141,13 @@ def create(
     """
     with storage_faults(storage if isinstance(storage, str) else "?"):
         return _create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
-                       load_if_exists=load_if_exists, artifacts=artifacts, objectives=objectives)
+                       load_if_exists=load_if_exists, artifacts=artifacts, objectives=objectives,
+                       constraints=constraints)
 
 
 def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strategy: search.Strategy | None,
             direction: str | None, load_if_exists: bool, artifacts: str | Path | None,
-            objectives: Mapping[str, str] | None) -> Study:
+            objectives: Mapping[str, str] | None, constraints: Mapping[str, Any] | None) -> Study:
     import optuna
 
     from tunelab import search
@@ -159,6 +172,7 @@ def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strate
     if direction not in ("maximize", "minimize"):
         raise ConfigError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
     goals = parse_objectives(objectives, trainer)
+    limits = parse_constraints(constraints, trainer)
     trainer.check(space)  # a Trainer builds a few models of the space; a Replay checks its table holds them
     strategy.check(space, trainer)
     strategy.check_objectives(goals.names if goals is not None else (trainer.metric,))
@@ -192,6 +206,9 @@ def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strate
         if stored_goals != (goals.spec() if goals is not None else None):
             problems.append(f"different objectives (stored: {_shown_objectives(stored_goals)}, given: "
                             f"{_shown_objectives(goals.spec() if goals is not None else None)})")
+        if attrs.get(CONSTRAINTS) != (limits.spec() if limits is not None else None):
+            problems.append(f"different constraints (stored: {attrs.get(CONSTRAINTS)}, given: "
+                            f"{limits.spec() if limits is not None else None})")
         stored_dir = attrs.get(METRIC_DIRECTION) if stored_goals is not None else study_direction(st, study_id)
         if stored_dir != direction:
             problems.append(f"a different direction (stored: {stored_dir})")
@@ -204,16 +221,19 @@ def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strate
         attrs = {**recipe, VERSION: _version(), SEED: strategy.seed, LOCK_TTL: LOCK_TTL_S, UID: uuid.uuid4().hex}
         if goals is not None:
             attrs.update({OBJECTIVES: goals.spec(), METRIC_DIRECTION: direction})
+        if limits is not None:
+            attrs[CONSTRAINTS] = limits.spec()
         try:
             study_id = writer.create_study(st, name, goals.directions if goals else direction, attrs,
                                            metric=goals.names if goals else trainer.metric)
         except optuna.exceptions.DuplicatedStudyError:  # another process created it a moment ago: check it
             return create(name, storage, space=space, trainer=trainer, strategy=strategy, direction=direction,
-                          load_if_exists=load_if_exists, artifacts=artifacts, objectives=objectives)
+                          load_if_exists=load_if_exists, artifacts=artifacts, objectives=objectives,
+                          constraints=constraints)
     root = artifact_dir(storage, artifacts)
     return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
                  strategy=strategy, direction=direction, artifacts=root, uid=_claim(st, study_id, name, storage, root),
-                 objectives=goals)
+                 objectives=goals, constraints=limits)
 
 
 def _shown_objectives(spec: Any) -> str:
@@ -228,6 +248,12 @@ def stored_objectives(attrs: Mapping[str, Any], metric: str) -> Objectives | Non
     """A stored study's objectives (None: one objective), checked (`Objectives.from_spec`)."""
     spec = attrs.get(OBJECTIVES)
     return None if spec is None else Objectives.from_spec(spec, metric)
+
+
+def stored_constraints(attrs: Mapping[str, Any], metric: str) -> Constraints | None:
+    """A stored study's outcome constraints (None: none), checked (`Constraints.from_spec`)."""
+    spec = attrs.get(CONSTRAINTS)
+    return None if spec is None else Constraints.from_spec(spec, metric)
 
 
 def _claim(storage: Any, study_id: int, name: str, url: str, root: Path) -> str:
@@ -307,6 +333,7 @@ def _load(name: str, storage: str, *, trainer: Trainable | None, strategy: searc
     space = stored_space(attrs[SPACE], name)
     metric = mapping(attrs.get(TRAINER), "the study's trainer").get("metric", "objective")
     goals = stored_objectives(attrs, str(metric))
+    limits = stored_constraints(attrs, str(metric))
     direction = study_direction(st, study_id) if goals is None else attrs.get(METRIC_DIRECTION)
     if direction not in ("minimize", "maximize"):
         raise StorageError(f"the study {name!r} stores the direction {str(direction)[:50]!r}; the database is damaged")
@@ -314,7 +341,7 @@ def _load(name: str, storage: str, *, trainer: Trainable | None, strategy: searc
         uid = check_uid(attrs[UID], name) if UID in attrs else None
         return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
                      strategy=strategy, direction=direction, artifacts=artifact_dir(storage, artifacts, create=False),
-                     uid=uid, objectives=goals)
+                     uid=uid, objectives=goals, constraints=limits)
     from tunelab import search
 
     if strategy is None:
@@ -334,4 +361,4 @@ def _load(name: str, storage: str, *, trainer: Trainable | None, strategy: searc
     root = artifact_dir(storage, artifacts)
     return Study(name=name, storage_url=storage, storage=st, study_id=study_id, space=space, trainer=trainer,
                  strategy=strategy, direction=direction, artifacts=root, uid=_claim(st, study_id, name, storage, root),
-                 objectives=goals)
+                 objectives=goals, constraints=limits)

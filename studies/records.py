@@ -33,6 +33,7 @@ ROUTINE = "tunelab:routine"  # the routine that trains the trial, when not "trai
 ROUTINE_OPTIONS = "tunelab:routine_options"  # that routine's settings, so a resume runs it the same way
 # Trial user attributes (what DESIGN section 5 stores; visible in optuna-dashboard).
 METRICS = "metrics"
+OPTUNA_CONSTRAINTS = "constraints"  # Optuna's trial system attribute of constraint values (<= 0: feasible)
 METRIC_VALUE = "metric_value"  # a multi-objective trial's final metric value (its Optuna values are the objectives')
 METRIC_KEYS = ("train_loss", "val_loss", "val_metric", "lr", "seconds", "grad_evals")
 
@@ -84,6 +85,8 @@ class TrialRecord:
             objectives' order (`Study.objectives`), as recorded (not normalised); None otherwise.
         latency_ms: The network's inference latency on the study's device (studies with
             `latency_ms` among their objectives), or None.
+        constraints: A constrained study's constraint values of a complete trial (<= 0:
+            satisfied; Optuna's `trial.constraints`), or None.
     """
 
     number: int
@@ -107,6 +110,12 @@ class TrialRecord:
     results: dict[str, Any] = field(default_factory=dict)
     values: tuple[float, ...] | None = None
     latency_ms: float | None = None
+    constraints: tuple[float, ...] | None = None
+
+    @property
+    def feasible(self) -> bool:
+        """Whether it satisfies the study's outcome constraints (True without any)."""
+        return self.constraints is None or all(c <= 0.0 for c in self.constraints)
 
     @property
     def genotype(self) -> str | None:
@@ -278,7 +287,23 @@ def record_of(trial: Any, order: list[str] | None = None) -> TrialRecord:
         results=dict(results) if isinstance(results, dict) else {},
         values=values,
         latency_ms=number(ua.get("latency_ms"), f"{where} 'latency_ms'"),
+        constraints=stored_constraints(sa.get(OPTUNA_CONSTRAINTS), trial.number),
     )
+
+
+def stored_constraints(value: Any, number_: int) -> tuple[float, ...] | None:
+    """A trial's stored constraint values (Optuna's list), checked; None when it has none.
+
+    Raises:
+        StorageError: Not a short list of numbers.
+    """
+    if value is None:
+        return None
+    where = f"trial {number_}'s system attribute {OPTUNA_CONSTRAINTS!r}"
+    if not isinstance(value, list) or len(value) > 100:
+        raise StorageError(f"{where} must be a list of at most 100 numbers; the database was edited or damaged")
+    out = tuple(number(v, where) for v in value)
+    return tuple(math.inf if v is None else v for v in out)  # a non-finite value counts as violated
 
 
 def trials_frame(records: list[TrialRecord]) -> Any:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the driver, executors, `search` and `trainers` (torch) load
     from tunelab import search
     from tunelab.studies.driver import Mirror
     from tunelab.studies.executors import Executor
-    from tunelab.studies.objectives import Objectives
+    from tunelab.studies.objectives import Constraints, Objectives
     from tunelab.trainers import Trainer
 
 
@@ -56,13 +56,16 @@ class Study:
         uid: The study's identity (a UUID stored in the database; its folder's marker names it).
         objectives: A multi-objective study's objectives (`studies.objectives.Objectives`: names
             and directions); None for a study with one objective, the trainer's metric.
+        constraints: Its outcome constraints (`studies.objectives.Constraints`), or None.
     """
 
     def __init__(self, *, name: str, storage_url: str, storage: Any, study_id: int, space: Space,
                  trainer: Trainer | None, strategy: search.Strategy | None, direction: str, artifacts: Path,
-                 uid: str | None = None, objectives: Objectives | None = None) -> None:
+                 uid: str | None = None, objectives: Objectives | None = None,
+                 constraints: Constraints | None = None) -> None:
         self.name = name
         self.objectives = objectives
+        self.constraints = constraints
         self.uid = uid  # the study's identity (None: a study of tunelab 0.3.0 opened read-only)
         self.folder = folder_name(name, uid) if uid is not None else None  # its folder under `artifacts`
         self.database = database_identity(storage_url)
@@ -203,7 +206,8 @@ class Study:
 
     def best_of(self, trials: list[TrialRecord]) -> TrialRecord | None:
         """The best of `trials` as `best` chooses it (for a caller that has already read the trials)."""
-        done = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and t.comparable]
+        done = [t for t in trials
+                if t.state == TrialState.COMPLETE and t.value is not None and t.comparable and t.feasible]
         if not done:
             return None
         key = (lambda t: -t.value) if self.direction == "maximize" else (lambda t: t.value)
@@ -231,7 +235,7 @@ class Study:
         return sorted(front, key=lambda t: (t.values or (t.value,))[0])
 
     def points_of(self, trials: list[TrialRecord]) -> tuple[list[TrialRecord], Any]:
-        """Complete trials with finite values, and their values normalised to minimisation `(n, m)`."""
+        """Complete feasible trials with finite values, and their values normalised to minimisation `(n, m)`."""
         import math
 
         import numpy as np
@@ -242,7 +246,7 @@ class Study:
         for t in trials:
             vals = t.values if self.objectives is not None else (t.value,) if t.value is not None else None
             if (t.state == TrialState.COMPLETE and vals is not None and len(vals) == len(signs) and t.comparable
-                    and all(math.isfinite(v) for v in vals)):
+                    and t.feasible and all(math.isfinite(v) for v in vals)):
                 done.append(t)
         points = np.array([[s * v for s, v in zip(signs, t.values or (t.value,), strict=True)] for t in done])
         return done, points.reshape(len(done), len(signs))

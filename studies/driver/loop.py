@@ -182,9 +182,10 @@ class Driver:
         if result is not None:
             adopt(row, result.epochs)
         path = self.retention.path(row)
-        end, values = with_objectives(ending_of(outcome, row, device=str(self.study.trainer.device),
-                                                checkpoint_exists=path is not None and path.exists()),
-                                      row, getattr(self.study, "objectives", None))
+        end, values, limits = with_objectives(
+            ending_of(outcome, row, device=str(self.study.trainer.device),
+                      checkpoint_exists=path is not None and path.exists()),
+            row, getattr(self.study, "objectives", None), getattr(self.study, "constraints", None))
         if end.results is not None:
             row.results = end.results
             if end.results.get("warning"):
@@ -195,7 +196,7 @@ class Driver:
         forget = end.state is not None and row.checkpoint is not None and not self.retention.keeps(
             row, end.state, end.value)
         self.recorder.end(row, end.state, end.value, end.user_attrs, forget_checkpoint=forget,
-                          paused_by="interrupt" if interrupted else "strategy", values=values)
+                          paused_by="interrupt" if interrupted else "strategy", values=values, constraints=limits)
         self.policy.checkpoints(outcome)
         if forget:  # not kept (a failed run's can never be continued): free the disk
             self.retention.remove(path)

@@ -19,11 +19,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tunelab.studies.objectives import violation
 from tunelab.studies.records import (
     CHECKPOINT,
     LEASE,
     METRIC_KEYS,
     METRIC_VALUE,
+    OPTUNA_CONSTRAINTS,
     OWNER,
     PAUSED_BY,
     PROPOSAL,
@@ -36,6 +38,7 @@ from tunelab.studies.records import (
     TARGET,
     TrialState,
     state_of,
+    stored_constraints,
     stored_metrics,
 )
 from tunelab.studies.storage.limits import MAX_EPOCHS, count, mapping, number, optional_count, text
@@ -77,6 +80,7 @@ class Row:
     results: dict[str, Any] = field(default_factory=dict)
     values: tuple[float, ...] | None = None  # a multi-objective study's values (complete trials)
     measures: dict[str, float] = field(default_factory=dict)  # n_params, flops, latency_ms when measured
+    violation: float = 0.0  # a constrained study's total constraint violation (complete trials; 0: feasible)
     view: Any = field(default=None, init=False, repr=False, compare=False)  # the strategy's TrialView until a change
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -142,6 +146,7 @@ def row_of(trial: Any) -> Row:
         value=value,
         values=values,
         measures=measures_of(ua, user),
+        violation=violation(stored_constraints(sa.get(OPTUNA_CONSTRAINTS), trial.number)),
         error=text(ua.get("error"), f"{user} 'error'"),
         attrs=mapping(ua.get("strategy"), f"{user} 'strategy'"),
         superseded=bool(sa.get(SUPERSEDED, False)),
@@ -240,7 +245,8 @@ class Mirror:
             self._best_of(row)
 
     def _best_of(self, row: Row) -> None:
-        if row.state != TrialState.COMPLETE or row.value is None or not is_comparable(row.routine):
+        if (row.state != TrialState.COMPLETE or row.value is None or not is_comparable(row.routine)
+                or row.violation > 0):  # an infeasible trial is never best (as Optuna's constrained studies)
             return
         value = float(row.value)
         if self.best is None or self.sign * value < self.sign * self.best[1]:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -86,18 +87,27 @@ def ending_of(outcome: Outcome, row: Row, *, device: str, checkpoint_exists: boo
     return Ending(state, value, error, ua, results)
 
 
-def with_objectives(end: Ending, row: Row, objectives: Any) -> tuple[Ending, tuple[float, ...] | None]:
-    """`end` in a multi-objective study (`studies.objectives.Objectives`), and the complete trial's values.
+def with_objectives(end: Ending, row: Row, objectives: Any, constraints: Any = None
+                    ) -> tuple[Ending, tuple[float, ...] | None, tuple[float, ...] | None]:
+    """`end` in a study with several objectives or outcome constraints (`studies.objectives`).
 
-    A complete run that did not record every objective (a `Function` that never reported one) is
-    failed, its error naming the missing objectives and what the trial recorded.
+    Returns the ending, the complete trial's objective values (None with one objective) and its
+    constraint values (None without constraints). A complete run that did not record every
+    objective or constrained measurement (a `Function` that never reported one) is failed, its
+    error naming what is missing and what the trial recorded.
     """
-    if objectives is None or end.state != TrialState.COMPLETE:
-        return end, None
-    why = objectives.missing(row.metrics, row.measures)
+    if end.state != TrialState.COMPLETE or (objectives is None and constraints is None):
+        return end, None, None
+    limits = constraints.values(row.metrics, row.measures) if constraints is not None else None
+    why = objectives.missing(row.metrics, row.measures) if objectives is not None else None
+    if why is None and limits is not None and any(math.isnan(v) for v in limits):
+        gone = [n for n, v in zip(constraints.names, limits, strict=True) if math.isnan(v)]
+        why = f"the constrained measurement(s) {gone} were not recorded at the run's last epoch; report them"
     if why is not None:
         return replace(end, state=TrialState.FAILED, value=None, error=why,
-                       user_attrs={**end.user_attrs, "error": why}), None
+                       user_attrs={**end.user_attrs, "error": why}), None, None
+    if objectives is None:
+        return end, None, limits
     # Optuna's values are the objectives'; the metric's final value is kept beside them for readers
-    return replace(end, user_attrs={**end.user_attrs, METRIC_VALUE: end.value}), objectives.vector(row.metrics,
-                                                                                                 row.measures)
+    values = objectives.vector(row.metrics, row.measures)
+    return replace(end, user_attrs={**end.user_attrs, METRIC_VALUE: end.value}), values, limits

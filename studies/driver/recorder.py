@@ -20,11 +20,13 @@ from typing import Any
 from tunelab.studies.artifacts import checkpoint_name
 from tunelab.studies.driver.context import Context
 from tunelab.studies.driver.mirror import Row
+from tunelab.studies.objectives import violation
 from tunelab.studies.records import (
     CHECKPOINT,
     LEASE,
     METRIC_KEYS,
     METRICS,
+    OPTUNA_CONSTRAINTS,
     OWNER,
     PAUSED_BY,
     PROPOSAL,
@@ -195,11 +197,12 @@ class Recorder:
     # ------------------------------------------------------------------ endings
     def end(self, row: Row, state: TrialState | None, value: float | None, user_attrs: Mapping[str, Any], *,
             paused_by: str = "strategy", forget_checkpoint: bool = False,
-            values: tuple[float, ...] | None = None) -> None:
+            values: tuple[float, ...] | None = None, constraints: tuple[float, ...] | None = None) -> None:
         """Record how `row`'s run ended, in one transaction: its last epochs, `user_attrs`, and state and value.
 
         A complete trial of a multi-objective study stores `values` (its objectives') as its
-        Optuna values; `value` (the metric's) stays in the mirror for the strategy's view.
+        Optuna values; `value` (the metric's) stays in the mirror for the strategy's view. A
+        constrained study's `constraints` values go where Optuna keeps them (a system attribute).
 
         `state` None is a pause (by `paused_by`). A finished trial drops the bookkeeping it no
         longer needs (its owner and lease stay: a reader that saw it running an instant before
@@ -215,12 +218,15 @@ class Recorder:
             end.update(state=optuna_state(state), value=value, drop_system=tuple(drop), objective_values=values)
             if getattr(self.ctx.study, "objectives", None) is not None and values is None:
                 end["value"] = None  # a multi-objective trial stores all its objectives' values or none
+            if constraints is not None:
+                end["system_attrs"] = {OPTUNA_CONSTRAINTS: list(constraints)}
         self.flush(row, end=end, **user_attrs)
         row.stored_steps = min(row.stored_steps, row.epochs)
         if state is None:
             row.state, row.paused_by, row.lease = TrialState.PAUSED, paused_by, 0.0
         else:
             row.state, row.value, row.paused_by, row.values = state, value, None, values
+            row.violation = violation(constraints)
             if forget_checkpoint:
                 row.checkpoint = None
 

@@ -35,7 +35,7 @@ def view_of(row: Row, sign: float, objectives: Any = None) -> TrialView:
     return TrialView(number=row.number, state=str(row.state), config=dict(row.config), value=value, curve=curve,
                      epochs=row.epochs, target_epochs=row.target, error=row.error, attrs=dict(row.attrs),
                      routine=row.routine, results=dict(row.results), seconds=float(row.seconds), values=values,
-                     vectors=vectors)
+                     vectors=vectors, violation=row.violation)
 
 
 def cached_view(row: Row, sign: float, objectives: Any = None) -> TrialView:

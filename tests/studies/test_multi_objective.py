@@ -267,3 +267,34 @@ def test_compare_fronts_ranks_strategies_by_normalised_hypervolume_and_resumes(t
     with pytest.raises(ConfigError, match="several objectives"):
         studies.compare_fronts(objective, SPACE, strategies=strategies, objectives={"a": "minimize"}, trials=4,
                                storage=url)
+
+
+def test_outcome_constraints_are_recorded_as_optuna_records_them_and_keep_infeasible_trials_off_the_front(tmp_path):
+    study = create(tmp_path, search.Evolution(population=4, seed=0, method="nsga2"), constraints={"b": 1.0})
+    study.optimize(trials=20, progress=False)
+    trials = study.trials
+    infeasible = [t for t in trials if not t.feasible]
+    assert infeasible and all(t.constraints[0] == pytest.approx(t.values[1] - 1.0) for t in trials)
+    assert all(t.feasible for t in study.pareto_front)
+    ostudy = optuna.load_study(study_name="mo", storage=f"sqlite:///{tmp_path / 'mo.db'}")
+    assert sorted(t.number for t in ostudy.best_trials) == sorted(t.number for t in study.pareto_front)
+    # NSGA-II's population: every feasible trial before any infeasible one (constrained domination)
+    from tunelab.search import nsga2
+
+    members = nsga2.population(20, study.history())
+    feasible = [t.violation <= 0 for t in members]
+    assert feasible == sorted(feasible, reverse=True)
+    with pytest.raises(StudyConflictError, match="different constraints"):
+        create(tmp_path, search.Evolution(population=4, seed=0, method="nsga2"), constraints={"b": 2.0})
+    with pytest.raises(ConfigError, match="upper bound"):
+        create(tmp_path, search.Random(seed=0), name="bad", constraints={"b": "small"})
+
+
+def test_a_single_objective_study_with_a_constraint_never_calls_an_infeasible_trial_best(tmp_path):
+    study = studies.create("one", f"sqlite:///{tmp_path / 'one.db'}", space=SPACE,
+                           trainer=trainers.Objective(two_goals, metric="a"), strategy=search.Random(seed=0),
+                           constraints={"note": (">=", 0.0)})
+    study.optimize(trials=20, progress=False)
+    feasible = [t for t in study.trials if t.feasible]
+    assert len(feasible) < 20 and study.best.feasible
+    assert study.best.value == min(t.value for t in feasible)
