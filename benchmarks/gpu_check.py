@@ -7,6 +7,10 @@
    (5 epochs) against sequential `Trainer.fit` of up to 8 of the same configs; peak GPU memory
    of each population (`torch.cuda.max_memory_allocated`).
 3. A 20-trial random-search study on CUDA (population=16), its wall time and best value.
+4. Latency fronts (issue 33): the inference latency (`trainers.latency`, batch 1, CUDA-synchronised)
+   of the 1-D cell networks of a 16-trial NSGA-II study (accuracy against `latency_ms`), and the
+   same networks timed on the CPU, with the Spearman correlation of the two rankings: CPU and
+   GPU fronts differ, and by how much is the point of hardware-aware search.
 
     python benchmarks/gpu_check.py --out gpu_check.json          # on a GPU machine
     python benchmarks/gpu_check.py --device cpu --quick          # a dry run of the script here
@@ -100,6 +104,29 @@ def study(device: torch.device, trials: int, epochs: int) -> dict:
                 "states": sorted({str(t.state) for t in s.trials}), "devices": sorted(map(str, devices))}
 
 
+def latency_fronts(device: torch.device, trials: int, epochs: int) -> dict:
+    """An NSGA-II study of accuracy vs latency on `device`; its networks timed on the CPU too."""
+    from scipy.stats import spearmanr
+
+    from tunelab.trainers.latency import LatencyCache
+
+    space = (spaces.Space(optimizer=spaces.Fixed("adamw"), schedule=spaces.Fixed("cosine"),
+                          **{"adamw.lr": spaces.Fixed(3e-3)}) | spaces.cells(dim=1, channels=16, cells_per_stage=1))
+    trainer = trainers.Trainer(trainers.workloads.mnist1d(), epochs=epochs, device=device)
+    with tempfile.TemporaryDirectory() as tmp:
+        s = studies.create("lat", f"sqlite:///{Path(tmp) / 'l.db'}", space=space, trainer=trainer,
+                           strategy=search.Evolution(seed=0, method="nsga2", population=8),
+                           objectives={"accuracy": "maximize", "latency_ms": "minimize"})
+        s.optimize(trials=trials, progress=False)
+        cpu = LatencyCache()
+        rows = [{"number": t.number, "genotype": t.genotype, "accuracy": t.values[0], "latency_ms": t.values[1],
+                 "cpu_latency_ms": cpu.get(t.config, trainer.input_shape, trainer.n_outputs, torch.device("cpu"))}
+                for t in s.trials if t.values is not None]
+        front = [t.number for t in s.pareto_front]
+    rho = spearmanr([r["latency_ms"] for r in rows], [r["cpu_latency_ms"] for r in rows]).statistic if rows else None
+    return {"trials": rows, "front": front, "spearman_device_vs_cpu": rho}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -114,6 +141,7 @@ def main() -> None:
     result["trainer_vs_loop"] = trainer_vs_loop(device, epochs=2 if quick else 4, rounds=1 if quick else 3)
     result["populations"] = populations(device, [1, 8] if quick else [1, 8, 32, 128], epochs=1 if quick else 5)
     result["study"] = study(device, trials=4 if quick else 20, epochs=1 if quick else 5)
+    result["latency_fronts"] = latency_fronts(device, trials=4 if quick else 16, epochs=1 if quick else 3)
     result["seconds"] = time.perf_counter() - t0
     args.out.write_text(json.dumps(result, indent=1))
     print(json.dumps(result["study"]), f"written to {args.out}")

@@ -298,3 +298,15 @@ def test_a_single_objective_study_with_a_constraint_never_calls_an_infeasible_tr
     feasible = [t for t in study.trials if t.feasible]
     assert len(feasible) < 20 and study.best.feasible
     assert study.best.value == min(t.value for t in feasible)
+
+
+def test_mo_asha_trains_populations_and_records_each_members_values(tmp_path):
+    trainer = trainers.Trainer(trainers.workloads.mnist1d(n_train=256, max_epochs=3), epochs=3)
+    space = spaces.optimizers(["adamw"]) | spaces.mlp(depth=1, width=16)
+    study = studies.create("pop", f"sqlite:///{tmp_path / 'pop.db'}", space=space, trainer=trainer,
+                           strategy=search.ASHA(seed=0), objectives={"accuracy": "maximize", "train_loss": "minimize"})
+    study.optimize(epochs=24, progress=False, population=4)
+    complete = [t for t in study.trials if t.state == "complete"]
+    assert complete and all(t.values == (pytest.approx(t.value), pytest.approx(t.metrics["train_loss"][-1]))
+                            for t in complete)
+    assert study.pareto_front
