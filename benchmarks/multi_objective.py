@@ -31,7 +31,7 @@ trials' front) reaches NSGA-II's, with the reference point and normalisation tak
 studies' complete trials.
 
 A run's values go to `results/multi_objective/runs/<task>/<optimizer>-<seed>.json` (skipped when
-it exists, so `run` resumes).
+it exists with at least the budget asked for, so `run` resumes).
 """
 
 from __future__ import annotations
@@ -169,8 +169,8 @@ def run(tasks: list[str], names: list[str], seeds: list[int], budget: int, threa
         for task in tasks:
             for name in names:
                 path = RESULTS / "runs" / task / f"{name}-{seed}.json"
-                if path.exists():
-                    continue
+                if path.exists() and json.loads(path.read_text())["budget"] >= budget:
+                    continue  # done (a shorter run is redone longer: its first evaluations are the same proposals)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 result = run_one(task, name, seed, budget, threads)
                 path.write_text(json.dumps(result))
