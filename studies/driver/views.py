@@ -23,7 +23,7 @@ def view_of(row: Row, sign: float, objectives: Any = None) -> TrialView:
         vectors = tuple(tuple(s * v for s, v in zip(signs, objectives.vector(row.metrics, row.measures, e),
                                                     strict=True))
                         for e in range(1, row.epochs + 1))
-        if row.state == TrialState.COMPLETE and row.values is not None:
+        if row.state == TrialState.COMPLETE and row.values is not None and len(row.values) == len(signs):
             values = tuple(s * float(v) for s, v in zip(signs, row.values, strict=True))
     curve = tuple(sign * v for v in row.curve)
     value = None

@@ -310,3 +310,25 @@ def test_mo_asha_trains_populations_and_records_each_members_values(tmp_path):
     assert complete and all(t.values == (pytest.approx(t.value), pytest.approx(t.metrics["train_loss"][-1]))
                             for t in complete)
     assert study.pareto_front
+
+
+def test_damaged_objectives_and_constraint_values_in_a_database_are_typed_errors(tmp_path):
+    import sqlite3
+
+    from tunelab.studies import StorageError
+
+    url = f"sqlite:///{tmp_path / 'mo.db'}"
+    create(tmp_path, search.Random(seed=0), constraints={"b": 1.0}).optimize(trials=2, progress=False)
+    con = sqlite3.connect(tmp_path / "mo.db")
+    con.execute("UPDATE study_user_attributes SET value_json = ? WHERE key = 'tunelab:objectives'",
+                (json.dumps([["a", "sideways"], ["b", "minimize"]]),))
+    con.commit()
+    with pytest.raises(StorageError, match="stored objectives"):
+        studies.load("mo", url, read_only=True)
+    con.execute("UPDATE study_user_attributes SET value_json = ? WHERE key = 'tunelab:objectives'",
+                (json.dumps([["a", "minimize"], ["b", "minimize"]]),))
+    con.execute("UPDATE trial_system_attributes SET value_json = ? WHERE key = 'constraints'", (json.dumps(["x"]),))
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError, match="'constraints'"):
+        _ = studies.load("mo", url, read_only=True).trials
