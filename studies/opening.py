@@ -133,8 +133,8 @@ def create(
 
     Raises:
         StorageError: The storage cannot be opened.
-        StudyConflictError: The name exists with another space, strategy, trainer or
-            objectives (or `load_if_exists=False`).
+        StudyConflictError: The name exists with another space, strategy, trainer, objectives
+            or constraints (or `load_if_exists=False`).
         ConfigError: Bad arguments, or a space whose models the workload cannot build; an
             objective the trainer does not record, or a strategy that optimises one objective
             given several.
@@ -207,7 +207,7 @@ def _create(name: str, storage: str, *, space: Space, trainer: Trainable, strate
             problems.append(f"different objectives (stored: {_shown_objectives(stored_goals)}, given: "
                             f"{_shown_objectives(goals.spec() if goals is not None else None)})")
         if attrs.get(CONSTRAINTS) != (limits.spec() if limits is not None else None):
-            problems.append(f"different constraints (stored: {attrs.get(CONSTRAINTS)}, given: "
+            problems.append(f"different constraints (stored: {str(attrs.get(CONSTRAINTS))[:200]}, given: "
                             f"{limits.spec() if limits is not None else None})")
         stored_dir = attrs.get(METRIC_DIRECTION) if stored_goals is not None else study_direction(st, study_id)
         if stored_dir != direction:
