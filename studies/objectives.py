@@ -128,7 +128,6 @@ def _value(name: str, metric: str, metrics: Mapping[str, Sequence[Any]], measure
 
 
 CONSTRAINTS = "tunelab:constraints"  # the study user attribute: [[name, "<=" | ">=", bound], ...]
-OPTUNA_CONSTRAINTS = "constraints"  # the trial system attribute Optuna keeps constraint values in (<= 0: feasible)
 MAX_CONSTRAINTS = 20
 
 
@@ -137,7 +136,8 @@ class Constraints:
     """Outcome constraints: recorded measurements a complete trial must keep within bounds.
 
     Stored as Optuna stores a constrained study's: each complete trial's constraint values
-    (`value - bound` for "<=", `bound - value` for ">=") in its system attribute `constraints`,
+    (`value - bound` for "<=", `bound - value` for ">=") in its system attribute
+    `studies.records.OPTUNA_CONSTRAINTS`,
     feasible when every one is <= 0. Infeasible trials are kept, never on the Pareto front nor
     best, and ranked behind every feasible one by the strategies that read them (NSGA-II's
     constrained domination, Deb et al. 2002; Bayesian and MO-BO treat them as failed).
@@ -271,5 +271,5 @@ def recorded_names(trainer: Any) -> set[str] | None:
     return names
 
 
-__all__ = ["CONSTRAINTS", "LATENCY", "METRIC_DIRECTION", "OBJECTIVES", "OPTUNA_CONSTRAINTS", "Constraints",
-           "Objectives", "parse", "parse_constraints", "recorded_names", "violation"]
+__all__ = ["CONSTRAINTS", "LATENCY", "METRIC_DIRECTION", "OBJECTIVES", "Constraints", "Objectives", "parse",
+           "parse_constraints", "recorded_names", "violation"]

@@ -18,6 +18,7 @@ seeds, and each pair of strategies their paired wins and losses over seeds.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,12 @@ class FrontComparison:
     studies: dict[str, dict[int, Any]]
     budget: int
 
+    @functools.cached_property
     def _normalised(self) -> tuple[dict[str, dict[int, np.ndarray]], np.ndarray, np.ndarray, float]:
-        """Each study's points (proposal order, minimised), the bounds, and the hypervolume of the joint front."""
+        """Each study's points (proposal order, minimised), the bounds, and the hypervolume of the joint front.
+
+        Read once: `table`, `pairs` and `report` all start from it.
+        """
         from tunelab.spaces.pareto import hypervolume
 
         points: dict[str, dict[int, np.ndarray]] = {}
@@ -52,7 +57,7 @@ class FrontComparison:
             for seed, study in by_seed.items():
                 done, pts = study.points_of(sorted(study.records(curves=False), key=lambda t: t.number))
                 points.setdefault(strategy, {})[seed] = np.column_stack(
-                    [np.array([t.number for t in done], dtype=np.float64), pts]) if done else np.zeros((0, 1 + 2))
+                    [np.array([t.number for t in done], dtype=np.float64), pts])  # (n, 1 + objectives)
         every = np.vstack([p[:, 1:] for by_seed in points.values() for p in by_seed.values() if len(p)])
         low, high = every.min(axis=0), every.max(axis=0)
         span = np.where(high > low, high - low, 1.0)
@@ -68,7 +73,7 @@ class FrontComparison:
         from tunelab.spaces.pareto import hypervolume
 
         checkpoints = list(checkpoints or sorted({max(1, self.budget // 4), max(1, self.budget // 2), self.budget}))
-        points, low, span, best = self._normalised()
+        points, low, span, best = self._normalised
         out: dict[str, dict[int, dict[int, float]]] = {}
         for strategy, by_seed in points.items():
             for n in checkpoints:
