@@ -3,12 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-slow test-all lint bench bench-search bench-driver bench-freeze-thaw bench-nas bench-ray clean
+.PHONY: demo test test-slow test-all lint docs docs-serve bench bench-search bench-driver bench-freeze-thaw bench-nas bench-ray clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
-	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,ray,postgres]"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[dev,ray,postgres,docs]"
 	touch $@
 
 demo: $(BIN)/.installed
@@ -24,6 +24,14 @@ test-slow: $(BIN)/.installed
 test-all: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+# The documentation site: `docs` builds it into site/ (strict: a broken link or reference fails),
+# `docs-serve` serves it with live reload on http://127.0.0.1:8000.
+docs: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
+
+docs-serve: $(BIN)/.installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve --dev-addr 127.0.0.1:8000
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check .
@@ -47,4 +55,4 @@ bench-ray: $(BIN)/.installed
 	$(BIN)/python benchmarks/ray_executor.py --trials 20 --epochs 5 --workers 2
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

@@ -15,7 +15,7 @@ any strategy's (`benchmarks/peers/strategy.py`). A peer whose environment is mis
 with a note.
 
     python benchmarks/replay.py run --seeds 50 --jobs 2        # resumable: finished studies are skipped
-    python benchmarks/replay.py report                         # -> results/replay.json, replay.png, a table
+    python benchmarks/replay.py report                         # -> results/replay.json, docs/replay.png, a table
     python benchmarks/replay.py overhead                       # -> results/replay_overhead.json
     # this version against an older one (its runs unpacked from results/replay-studies.tar.gz):
     TUNELAB_REPLAY_RESULTS=DIR python benchmarks/replay.py run --strategies bayesian --seeds 50 --jobs 1
@@ -294,7 +294,8 @@ def _plot(out: dict[str, Any]) -> None:
         ax.set_ylabel("normalised regret (mean, 95% CI)")
     axes[0][-1].legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(RESULTS.with_suffix(".png"), dpi=110)
+    default = RESULTS == HERE / "results" / "replay"  # the published figure lives with the documentation
+    fig.savefig(HERE.parent / "docs" / "replay.png" if default else RESULTS.with_suffix(".png"), dpi=110)
 
 
 def _print(out: dict[str, Any]) -> None:

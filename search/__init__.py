@@ -1,6 +1,6 @@
 """How the next configuration is chosen: `Strategy`, `Request`, `History` and the strategy families.
 
-Strategies are functions of the study's history and their seed (DESIGN section 4); `studies`
+Strategies are functions of the study's history and their seed; `studies`
 runs them. Available: `Random` (uniform or scrambled Sobol/Halton), `Bayesian` (BoTorch GP +
 qLogNEI), `OptunaSampler` (any Optuna sampler), `Evolution` (regularized evolution, Real et
 al. 2019, or differential evolution; any space, architecture cells included), and the

@@ -1,4 +1,4 @@
-"""`Strategy`, `Request` and the read-only `History` a strategy decides from (DESIGN section 4).
+"""`Strategy`, `Request` and the read-only `History` a strategy decides from.
 
 A strategy is a function of the study's history and its own seed. It keeps no state that it
 cannot rebuild from those two, so a study resumed from its database, or driven by several

@@ -32,6 +32,7 @@ from tunelab.studies.errors import (
     StudyConflictError,
     StudyLockedError,
     StudyNotFoundError,
+    TooFewTrialsError,
     TrialError,
 )
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # the names below, for readers and type checkers; at run time
     from tunelab.studies.executors import close_pools as close_workers
     from tunelab.studies.executors.ray_cluster import RayExecutor
     from tunelab.studies.executors.threads import BusyMachineWarning
+    from tunelab.studies.importance import Importance
     from tunelab.studies.opening import create, load, study_names
     from tunelab.studies.problems import Problem, problems
     from tunelab.studies.records import TrialRecord, TrialState
@@ -67,6 +69,7 @@ _WHERE: dict[str, str] = {
     "close_workers": "executors:close_pools",
     "RayExecutor": "executors.ray_cluster:RayExecutor",
     "BusyMachineWarning": "executors.threads:BusyMachineWarning",
+    "Importance": "importance:Importance",
     "create": "opening:create",
     "load": "opening:load",
     "study_names": "opening:study_names",
@@ -117,6 +120,7 @@ __all__ = [
     "ConfigError",
     "Executor",
     "FrontComparison",
+    "Importance",
     "LocalExecutor",
     "Problem",
     "ProcessExecutor",
@@ -129,6 +133,7 @@ __all__ = [
     "StudyConflictError",
     "StudyLockedError",
     "StudyNotFoundError",
+    "TooFewTrialsError",
     "TrialError",
     "TrialRecord",
     "TrialState",

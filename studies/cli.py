@@ -1,7 +1,12 @@
-"""The `tunelab` command line: `demo`, `list`, `show`, `resume`, `report`, `unlock`, `compare`.
+"""The `tunelab` command line: `demo`, `list`, `show`, `importance`, `resume`, `report`, `unlock`, `compare`.
+
+`dashboard` serves optuna-dashboard on 127.0.0.1 (`tunelab.studies.dashboard`).
 
 Each command imports what it uses when it runs: `tunelab --help`, `list` and `show` import
 neither torch nor gpytorch nor BoTorch (tests/studies/test_cold_start.py, benchmarks/startup.py).
+
+Size: a little over 500 lines: one short function and one parser block per command, kept in the
+module that `main` dispatches from.
 """
 
 from __future__ import annotations
@@ -229,6 +234,25 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _importance(args: argparse.Namespace) -> int:
+    """Print which hyperparameters matter (`Study.importance`), from the database alone (nothing imported)."""
+    study = _open(args, read_only=True)
+    print(f"study {study.name!r} in {args.storage}\n")
+    print(study.importance(args.method, objective=args.objective).table())
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    """Serve optuna-dashboard on 127.0.0.1 (`tunelab.studies.dashboard`) until Ctrl-C."""
+    from tunelab.studies.dashboard import serve
+
+    try:
+        serve(args.storage, port=args.port)
+    except KeyboardInterrupt:
+        print("dashboard stopped")
+    return 0
+
+
 def _print_front(study: Any, trials: list[Any]) -> None:
     """A multi-objective study's Pareto front: one line per trial on it, by its first objective."""
     front = study.pareto_front_of(trials)
@@ -351,6 +375,7 @@ def _compare(args: argparse.Namespace) -> int:
             n_workers=args.workers, progress=not args.quiet, **_executor(args),
         )
     path = comparison.report(Path(args.out) if args.out else Path(safe_name(args.name) + "-report"))
+    print(comparison.verdict)
     print(f"report written to {path}")
     return 0
 
@@ -397,6 +422,21 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="print a study's best trial and a table of its trials")
     storage_args(show)
     show.set_defaults(func=_show)
+
+    imp = sub.add_parser("importance", help="rank a study's hyperparameters by how much they matter (PED-ANOVA, "
+                         "fANOVA)")
+    storage_args(imp)
+    imp.add_argument("--method", choices=("ped_anova", "fanova"), default="ped_anova",
+                     help="Optuna's evaluator: ped_anova (default, fast) or fanova (a random forest, slower)")
+    imp.add_argument("--objective", default=None, help="the objective to assess (required for a multi-objective study)")
+    imp.set_defaults(func=_importance)
+
+    dash = sub.add_parser("dashboard", help="serve optuna-dashboard for a storage on 127.0.0.1 (an optional extra)",
+                          description="Serve optuna-dashboard on 127.0.0.1 only; from another machine, use the SSH "
+                          "tunnel it prints rather than binding to all interfaces (the dashboard has no login).")
+    storage_args(dash, study=False)
+    dash.add_argument("--port", type=int, default=8080, help="the port on 127.0.0.1 (0: any free port)")
+    dash.set_defaults(func=_dashboard)
 
     resume = sub.add_parser("resume", help="continue a study until its budget (or a new one) is spent",
                             description="Continue a study until its budget is spent. Budgets are totals for the "

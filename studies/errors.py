@@ -35,3 +35,7 @@ class StudyLockedError(TunelabError):
 
 class StrategyError(TunelabError):
     """A strategy raised while choosing the next trial (a damaged stored history, or a bug in a custom strategy)."""
+
+
+class TooFewTrialsError(TunelabError, ValueError):
+    """A study has too few complete trials for what was asked (e.g. hyperparameter importance): run more trials."""

@@ -1,6 +1,6 @@
 """`TrialState` and `TrialRecord`: trials as users read them, and their mapping onto Optuna's schema.
 
-tunelab's states map onto Optuna's as follows (DESIGN section 5): pending = WAITING,
+tunelab's states map onto Optuna's as follows: pending = WAITING,
 running and paused = RUNNING (told apart by the system attribute `tunelab:state`),
 complete = COMPLETE, pruned = PRUNED, failed = FAIL. `state_of_optuna` and `optuna_state` are
 the only two directions of that map.
@@ -31,7 +31,7 @@ CHECKPOINT = "tunelab:checkpoint"  # artifact id of the trial's checkpoint
 RUN_SEED = "tunelab:run_seed"  # the run's seed when the strategy chose one (else the trainer's)
 ROUTINE = "tunelab:routine"  # the routine that trains the trial, when not "train" (search.routines)
 ROUTINE_OPTIONS = "tunelab:routine_options"  # that routine's settings, so a resume runs it the same way
-# Trial user attributes (what DESIGN section 5 stores; visible in optuna-dashboard).
+# Trial user attributes (visible in optuna-dashboard).
 METRICS = "metrics"
 OPTUNA_CONSTRAINTS = "constraints"  # Optuna's trial system attribute of constraint values (<= 0: feasible)
 METRIC_VALUE = "metric_value"  # a multi-objective trial's final metric value (its Optuna values are the objectives')

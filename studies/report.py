@@ -4,7 +4,8 @@ Plots: optimisation history and parameter importances from `optuna.visualization
 (fANOVA importances over the parameters every complete trial shares), the learning curves of
 every trial from the study's stored curves, for each DARTS search its architecture weights
 (softmax of alpha) per edge over the epochs, and for each self-tuning run its hyperparameter
-schedule.
+schedule. Sections: the best trial, architecture searches, the Pareto front, hyperparameter
+importance (PED-ANOVA's table, `studies.importance`) and every trial.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
+from tunelab.studies.importance import report_section as importance_section
 from tunelab.studies.pareto_report import pareto_section
 from tunelab.studies.records import TrialRecord, TrialState
 
@@ -270,6 +272,7 @@ def report(study: Study, folder: str | Path) -> Path:
         ]
     front_lines, front_images = pareto_section(study, trials, out)
     lines += front_lines
+    lines += importance_section(study, trials)  # PED-ANOVA's table (fast), or why it is skipped
     images = front_images + images
     sign = -1.0 if study.direction == "maximize" else 1.0
     ranked = sorted(trials, key=lambda t: (t.value is None, sign * (t.value or 0.0)))

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the driver, executors, `search` and `trainers` (torch) load
     from tunelab import search
     from tunelab.studies.driver import Mirror
     from tunelab.studies.executors import Executor
+    from tunelab.studies.importance import Importance
     from tunelab.studies.objectives import Constraints, Objectives
     from tunelab.trainers import Trainer
 
@@ -317,6 +318,31 @@ class Study:
         from tunelab.studies.report import report
 
         return report(self, folder)
+
+    def importance(self, method: str = "ped_anova", *, objective: str | None = None,
+                   where: Mapping[str, Any] | None = None, seed: int = 0) -> Importance:
+        """Which hyperparameters matter for the objective, by Optuna's evaluators (see `studies.importance`).
+
+        Works on a study opened with `read_only=True`.
+
+        Args:
+            method: "ped_anova" (default; PED-ANOVA, Watanabe et al. 2023) or "fanova" (fANOVA,
+                Hutter et al. 2014; slower, only parameters every trial has).
+            objective: The objective's name: required for a multi-objective study.
+            where: Only trials whose configuration has these values, e.g. `{"optimizer": "sgd"}`.
+            seed: The seed of fANOVA's random forest.
+
+        Returns:
+            An `Importance`: `scores` (largest first, summing to 1), `left_out`, `table()`.
+
+        Raises:
+            ConfigError: An unknown method or objective, or a multi-objective study without one.
+            TooFewTrialsError: Fewer than 10 complete trials with a finite objective value.
+        """
+        from tunelab.studies.importance import importance
+
+        with storage_faults(self.storage_url):
+            return importance(self, method, objective=objective, where=where, seed=seed)
 
     def budget(self) -> dict[str, Any] | None:
         """The budget of the last `optimize` call (None before the first)."""

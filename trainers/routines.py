@@ -1,4 +1,4 @@
-"""Routines: the functions that turn one unit of work into a `TrainResult` (DESIGN section 4a).
+"""Routines: the functions that turn one unit of work into a `TrainResult`.
 
 `"train"` is `Trainer.fit`; the gradient-based strategies register their own loops (`"darts"`,
 `"stn"`, `"schedule"`). Every executor looks a routine up by name in `routines` and calls it

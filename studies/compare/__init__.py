@@ -11,7 +11,8 @@ The method follows the literature on fair optimizer comparison:
   search (the default strategy is `search.Random(quasi=True)`, scrambled Halton), several
   independent studies, and performance profiles over workloads.
 - Dodge et al. 2019 ("Show Your Work"): the expected best validation metric as a function of
-  the budget, with bootstrap bands (`studies.compare.stats`).
+  the budget, with bootstrap bands (`studies.compare.stats`); the verdict (`Comparison.verdict`)
+  names a winner only where its band at the full budget clears every other arm's.
 
 Equal budgets by construction: `compare` takes one budget and gives it to every arm. A trial
 of an optimizer that pays g gradient evaluations per step (SAM, GSAM, AdaHessian: g = 2) trains
@@ -28,6 +29,7 @@ The package, one job per module:
 | `analysis` | pure functions over trial records (expected best, floors, costs, time to target) |
 | `stats` | the estimators (Dodge et al.'s expected maximum, intervals, performance profiles) |
 | `tables` | the results as pandas tables |
+| `verdict` | the one-line verdict: a winner only where its interval of expected best clears every other's |
 | `plots`, `report` | the PNGs and the Markdown report |
 | `fronts` | `studies.compare_fronts`: search strategies compared by hypervolume (several objectives) |
 """

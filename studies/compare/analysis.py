@@ -94,11 +94,39 @@ def expected_best(per_seed: Sequence[Sequence[float]], ks: Sequence[int], *, iid
     return stats.best_so_far_interval(per_seed, ks, maximize=maximize, level=level, rng=rng)
 
 
+MIN_TIMED = 3
+
+
+def step_seconds(records: Sequence[TrialRecord], steps_per_epoch: int) -> list[float]:
+    """Seconds per optimizer step of each complete trial (validation included): one timing per trial."""
+    return [t.seconds / (t.epochs * steps_per_epoch) for t in records
+            if t.state == TrialState.COMPLETE and t.epochs and t.seconds and t.seconds > 0]
+
+
 def seconds_per_step(records: Sequence[TrialRecord], steps_per_epoch: int) -> float:
     """Median seconds per optimizer step over the complete trials (validation included); NaN for none."""
-    per_step = [t.seconds / (t.epochs * steps_per_epoch) for t in records
-                if t.state == TrialState.COMPLETE and t.epochs]
+    per_step = step_seconds(records, steps_per_epoch)
     return float(np.median(per_step)) if per_step else math.nan
+
+
+def cost_ratio(mine: Sequence[float], reference: Sequence[float], *, level: float = stats.LEVEL,
+               min_timed: int = MIN_TIMED, rng: int = 0) -> tuple[float, float, float]:
+    """Median seconds per step of an arm relative to the reference arm's, with a bootstrap interval.
+
+    Args:
+        mine: The arm's seconds per step, one per trial (`step_seconds`).
+        reference: The reference arm's.
+        level: The interval's confidence level.
+        min_timed: Fewest timings on each side for an interval; with fewer, all three are NaN
+            (a cost without an interval is left out rather than shown as a bare ratio).
+        rng: The bootstrap's seed.
+
+    Returns:
+        `(ratio, low, high)`.
+    """
+    if len(mine) < min_timed or len(reference) < min_timed:
+        return math.nan, math.nan, math.nan
+    return stats.median_ratio_interval(mine, reference, level=level, rng=rng)
 
 
 def diverged_share(records: Sequence[TrialRecord]) -> float:
@@ -182,3 +210,33 @@ def targets_and_times(medians: Mapping[Any, Sequence[float]], epochs: Mapping[An
     times = {arm: stats.time_to_target(curve, target, cost_per_epoch[arm], maximize=maximize)
              for arm, curve in medians.items()}
     return target, times
+
+
+def run_times(curves: Sequence[Sequence[float]], target: float, cost_per_epoch: float, *,
+              maximize: bool) -> list[float]:
+    """Each rerun curve's cost until it first reaches `target` (inf: never): length `R`."""
+    return [stats.time_to_target(c, target, cost_per_epoch, maximize=maximize) for c in curves]
+
+
+def ties(times: Mapping[Any, float], spans: Mapping[Any, tuple[float, float]]) -> dict[Any, bool]:
+    """Which arms are tied with the fastest on one problem (the tie rule of time to target).
+
+    The fastest arm is the one whose median curve reaches the target first (`times`). Another
+    arm is tied with it when its fastest rerun reaches the target no later than the fastest
+    arm's slowest rerun does: their spans of rerun times overlap. "Never" (inf) counts as a
+    time, so when a rerun of the fastest arm never reaches the target, every arm is tied: the
+    reruns cannot tell them apart.
+
+    Args:
+        times: Arm -> time of its median rerun curve (inf: never).
+        spans: Arm -> `(fastest, slowest)` of its reruns' times (inf: a rerun never reaches it).
+
+    Returns:
+        Arm -> whether it is tied with (or is) the fastest; all False when no arm reaches the target.
+    """
+    finite = {arm: t for arm, t in times.items() if math.isfinite(t)}
+    if not finite:
+        return {arm: False for arm in times}
+    fastest = min(finite, key=finite.__getitem__)
+    slowest_of_fastest = spans[fastest][1]
+    return {arm: arm == fastest or spans[arm][0] <= slowest_of_fastest for arm in times}

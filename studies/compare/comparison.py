@@ -308,6 +308,13 @@ class Comparison:
 
         return table(self, ks, level=level)
 
+    @property
+    def verdict(self) -> str:
+        """One line: the optimizer whose expected best is clear of every other's, or that none is (`tables.verdict`)."""
+        from tunelab.studies.compare.tables import verdict
+
+        return verdict(self, self.table())
+
     def profile(self, *, target_fraction: float = 0.75, tau_max: float = 4.0) -> Any:
         """Time to target on each problem and the AlgoPerf-style score of each arm (see `tables.profile`)."""
         from tunelab.studies.compare.tables import profile

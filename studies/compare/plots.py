@@ -48,6 +48,8 @@ class ComparisonView(Protocol):
 
     def profile(self) -> Any: ...  # noqa: D102
 
+    def maximize(self, problem: str) -> bool: ...  # noqa: D102
+
 
 def _pyplot() -> Any:
     import matplotlib
@@ -188,7 +190,8 @@ def plot_profile(comparison: ComparisonView, path: Path, profile: Any) -> Path:
     tau_max = profile.attrs["tau_max"]
     taus = np.linspace(1.0, tau_max, 301)
     records = profile.to_dict("records")
-    times = {f"{r['optimizer']}|{r['schedule']}": {p: r[f"time@{p}"] for p in problems} for r in records}
+    # the ratios after the tie rule (1 for the fastest and the arms tied with it) are the times to profile
+    times = {f"{r['optimizer']}|{r['schedule']}": {p: r[f"ratio@{p}"] for p in problems} for r in records}
     curves = stats.performance_profile(times, taus)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for r in records:

@@ -6,6 +6,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from tunelab.studies.compare.analysis import MIN_TIMED
 from tunelab.studies.compare.plots import (
     ComparisonView,
     metric_name,
@@ -14,6 +17,7 @@ from tunelab.studies.compare.plots import (
     plot_lr,
     plot_profile,
 )
+from tunelab.studies.compare.tables import verdict
 
 
 def _f(v: Any, digits: int = 4) -> str:
@@ -45,29 +49,45 @@ def _config(config: dict[str, Any] | None, boundary: tuple[str, ...]) -> str:
     return ", ".join(parts)
 
 
-def markdown_table(comparison: ComparisonView, table: Any) -> list[str]:
-    """The comparison's table as Markdown lines, one table per problem.
+def _cost(row: Any, reference: str) -> str:
+    if not math.isfinite(row.cost_per_step):
+        return "-"
+    if row.optimizer == reference:
+        return "1 (reference)"
+    return f"{row.cost_per_step:.2f}x [{row.cost_per_step_lo:.2f}, {row.cost_per_step_hi:.2f}]"
 
-    When every arm ran the same number of trials n, the full-budget column is headed `k=n (all)`
-    and a `k` column equal to it is left out.
+
+def supported_ks(table: Any) -> tuple[list[str], str]:
+    """The `best_val@k` columns one problem's table can show, and the heading of the full-budget column.
+
+    A k is shown only when every arm ran at least k trials (no column of "-"); when every arm
+    ran the same n trials, the full-budget column is headed `k=n (all)` and a k equal to n is
+    left out.
     """
     ks = [c[len("best_val@"):] for c in table.columns if c.startswith("best_val@") and not c.endswith(("_lo", "_hi"))]
-    full = set(table["trials"])
-    heads = {k: f"k={k}" for k in ks}
-    if len(full) == 1:
-        n = full.pop()
-        ks = [k for k in ks if k != str(n)]
-        heads["budget"] = f"k={n} (all)"
+    full = {int(n) for n in table["trials"] if n > 0}
+    fewest = min(full, default=0)
+    numeric = [k for k in ks if k != "budget"]
+    if len(full) == 1:  # k = n is the full-budget column
+        return [k for k in numeric if int(k) < fewest], f"k={fewest} (all)"
+    return [k for k in numeric if int(k) <= fewest], "k=all trials"
+
+
+def markdown_table(comparison: ComparisonView, table: Any) -> list[str]:
+    """The comparison's table as Markdown lines, one table per problem (k columns as `supported_ks`)."""
     lines = []
+    reference = table.attrs.get("cost_reference", "")
     for problem in comparison.problems:
         rows = table[table.problem == problem]
+        ks, head = supported_ks(rows)
+        heads = [f"E[best val] k={k}" for k in ks] + [f"E[best val] {head}"]
         metric = metric_name(comparison, problem)
         lines += [
             f"### {problem} (validation and test {metric})",
             "",
-            "| optimizer | one-shot test | " + " | ".join(f"E[best val] {heads[k]}" for k in ks)
-            + " | test of selected (mean ± sd [95% CI], n) | diverged | cost/step |",
-            "|---|---:|" + "---:|" * len(ks) + "---:|---:|---:|",
+            "| optimizer | one-shot test | " + " | ".join(heads)
+            + " | best trial val | test of selected (mean ± sd [95% CI], n) | diverged | cost/step [95% CI] |",
+            "|---|---:|" + "---:|" * len(heads) + "---:|---:|---:|---:|",
         ]
         for _, r in rows.iterrows():
             label = r.optimizer if len(comparison.schedules) == 1 else f"{r.optimizer} + {r.schedule}"
@@ -76,10 +96,88 @@ def markdown_table(comparison: ComparisonView, table: Any) -> list[str]:
                 spread = f" ± {r.test_std:.4f} [{r.test_lo:.3f}, {r.test_hi:.3f}]" if math.isfinite(r.test_std) else ""
                 test = f"{r.test_mean:.4f}{spread}, n={r.test_n}"
             lines.append(
-                f"| {label} | {_f(r.one_shot_test)} | " + " | ".join(_ci(r, f"best_val@{k}") for k in ks)
-                + f" | {test} | {_f(100 * r.diverged, 0)}% | {_f(r.cost_per_step, 2)}x |"
+                f"| {label} | {_f(r.one_shot_test)} | " + " | ".join(_ci(r, f"best_val@{k}") for k in [*ks, "budget"])
+                + f" | {_f(r.best_val)} | {test} | {_f(100 * r.diverged, 0)}% | {_cost(r, reference)} |"
             )
         lines.append("")
+    return lines
+
+
+def legend(comparison: ComparisonView, table: Any) -> list[str]:
+    """What the verdict and each column of the results mean: one Markdown line each."""
+    level = f"{100 * table.attrs.get('level', 0.95):g}%"
+    if table.attrs["estimator"] == "dodge":
+        best = (f"E[best val] k: the expected best validation metric of k trials drawn with replacement from this "
+                f"arm's tuning trials (Dodge et al. 2019), with a {level} percentile-bootstrap interval over the "
+                f"trials; it is never better than the best single trial found and usually worse (an expectation, "
+                f"not the maximum), and only k up to the trials per study are shown.")
+    else:
+        best = (f"E[best val] k: the mean over study seeds of the best of each study's first k trials (the "
+                f"strategy is adaptive, so trials are not independent draws), with a {level} bootstrap interval "
+                f"over study seeds; only k up to the trials per study are shown.")
+    return [
+        f"- Verdict: an optimizer is named best only when the {level} interval of its E[best val] with all its "
+        f"trials lies clear of every other optimizer's; overlapping intervals mean no optimizer is better.",
+        f"- {best}",
+        "- best trial val: the best validation value of a single tuning trial (the configuration selected and rerun).",
+        "- one-shot test: the optimizer's default hyperparameters, untuned, trained on the rerun seeds (mean test).",
+        f"- test of selected: the selected configuration retrained on fresh seeds: mean ± sd, {level} Student-t "
+        f"interval, n runs.",
+        "- diverged: the share of tuning trials that failed or diverged; each counts as the worst result seen on "
+        "its problem.",
+        f"- cost/step: median seconds per optimizer step over an arm's tuning trials divided by "
+        f"{table.attrs['cost_reference']}'s, with a {level} bootstrap interval over the trials of both; an interval "
+        f"that contains 1 is no measurable difference, and \"-\" means fewer than {MIN_TIMED} timed trials.",
+        "",
+    ]
+
+
+def _time(r: dict[str, Any], p: str, runs: int, fastest: float) -> str:
+    def t(v: float) -> str:
+        return f"{v:.0f}" if math.isfinite(v) else "never"
+
+    reached = round(r[f"reached@{p}"] * runs) if math.isfinite(r[f"reached@{p}"]) else 0
+    tied = isinstance(r[f"tied@{p}"], (bool, np.bool_)) and bool(r[f"tied@{p}"])
+    if tied:
+        ratio = "fastest, 1x" if r[f"time@{p}"] == fastest else "tied, 1x"
+    else:
+        ratio = f"{r[f'ratio@{p}']:.2f}x" if math.isfinite(r[f"ratio@{p}"]) else "never"
+    return f"{t(r[f'time@{p}'])} [{t(r[f'time@{p}_lo'])}, {t(r[f'time@{p}_hi'])}], {reached}/{runs} ({ratio})"
+
+
+def time_to_target(comparison: ComparisonView, profile: Any) -> list[str]:
+    """The time-to-target section: times with the spread of the reruns, the tie rule, and the score."""
+    if not len(profile):
+        return []
+    targets = profile.attrs["targets"]
+    runs = comparison.reruns * len(comparison.seeds)
+    lines = [
+        "## Time to target",
+        "",
+        f"- Target: the best value any arm's median rerun curve has after {100 * profile.attrs['target_fraction']:g}% "
+        f"of its run (AlgoPerf).",
+        "- Time: gradient evaluations until the arm's median rerun curve reaches the target, [fastest, slowest] of "
+        "its reruns, and how many reruns reach it.",
+        "- Tie rule: an arm whose fastest rerun reaches the target no later than the fastest arm's slowest rerun "
+        "(never counts as a time) is tied with it and counts as fastest (1x); otherwise its ratio is its time over "
+        "the fastest arm's.",
+        f"- Score: AlgoPerf's area under the performance profile of these ratios up to tau = "
+        f"{profile.attrs['tau_max']:g}, normalised: 1 is fastest or tied everywhere, 0 never within "
+        f"{profile.attrs['tau_max']:g}x.",
+        "",
+        "| optimizer | " + " | ".join(f"{p} (target {targets[p]:.4f})" for p in targets) + " | score |",
+        "|---|" + "---:|" * (len(targets) + 1),
+    ]
+    records = profile.to_dict("records")
+    fastest = {p: min(r[f"time@{p}"] for r in records) for p in targets}
+    for r in records:
+        label = r["optimizer"] if len(comparison.schedules) == 1 else f"{r['optimizer']} + {r['schedule']}"
+        cells = " | ".join(_time(r, p, runs, fastest[p]) for p in targets)
+        lines.append(f"| {label} | {cells} | {r['score']:.2f} |")
+    lines.append("")
+    if len(comparison.problems) < 2:
+        lines += ["No performance profile (`profile.png`): it compares times over two or more problems, and this "
+                  "comparison has one.", ""]
     return lines
 
 
@@ -95,12 +193,11 @@ def write_report(comparison: ComparisonView, folder: Path) -> Path:
     profile = comparison.profile()
     if len(comparison.problems) >= 2 and len(profile):
         images.append(("Performance profile", plot_profile(comparison, folder / "profile.png", profile)))
-    estimator = ("Dodge et al. 2019's estimator over the trials of all study seeds (random search draws are "
-                 "independent)" if table.attrs["estimator"] == "dodge" else
-                 "the mean over study seeds of the best of the first k trials (the strategy is adaptive)")
     budget = ", ".join(f"{v} {k}" for k, v in comparison.budget.items())
     lines = [
         f"# Optimizer comparison `{comparison.name}`",
+        "",
+        f"**Verdict:** {verdict(comparison, table)}",
         "",
         "- problems: " + ", ".join(f"`{p}` ({c.trainer.epochs} epochs per run)"
                                    for p, c in comparison.problems.items()),
@@ -113,11 +210,7 @@ def write_report(comparison: ComparisonView, folder: Path) -> Path:
         "",
         "## Results",
         "",
-        f"E[best val] k: expected best validation metric of k trials with its 95% bootstrap interval, by {estimator}. "
-        f"A failed or diverged trial counts as the worst result seen on its problem. Test: the selected "
-        f"configuration retrained on fresh seeds, Student-t interval. Cost/step: median seconds per step relative to "
-        f"{table.attrs['cost_reference']}.",
-        "",
+        *legend(comparison, table),
         *markdown_table(comparison, table),
         "## Selected configurations",
         "",
@@ -127,25 +220,10 @@ def write_report(comparison: ComparisonView, folder: Path) -> Path:
     for _, r in table.iterrows():
         lines.append(f"| {r.problem} | {r.optimizer} | {_config(r.best_config, r.at_boundary)} |")
     lines.append("")
-    if len(profile):
-        targets = profile.attrs["targets"]
-        lines += [
-            "## Time to target",
-            "",
-            "Target of a problem: the best value that any arm's median rerun curve has after "
-            f"{int(100 * profile.attrs['target_fraction'])}% of its run. Time: gradient evaluations until the arm's "
-            "median rerun curve first reaches the target (`inf`: never), and its ratio to the fastest arm. Score: "
-            f"AlgoPerf's normalised area under the performance profile up to tau = {profile.attrs['tau_max']:g}.",
-            "",
-            "| optimizer | " + " | ".join(f"{p} (target {targets[p]:.4f})" for p in targets) + " | score |",
-            "|---|" + "---:|" * (len(targets) + 1),
-        ]
-        for r in profile.to_dict("records"):
-            label = r["optimizer"] if len(comparison.schedules) == 1 else f"{r['optimizer']} + {r['schedule']}"
-            cells = [f"{r[f'time@{p}']:.0f} ({r[f'ratio@{p}']:.2f}x)" if math.isfinite(r[f"time@{p}"]) else "inf"
-                     for p in targets]
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {r['score']:.2f} |")
-        lines.append("")
+    lines += time_to_target(comparison, profile)
+    from tunelab.studies.compare.importance import importance_section  # which hyperparameters mattered, per arm
+
+    lines += importance_section(comparison)
     for title, path in images:
         lines += [f"## {title}", "", f"![{title}]({path.name})", ""]
     out = folder / "README.md"
@@ -153,4 +231,4 @@ def write_report(comparison: ComparisonView, folder: Path) -> Path:
     return out
 
 
-__all__ = ["markdown_table", "write_report"]
+__all__ = ["legend", "markdown_table", "supported_ks", "time_to_target", "write_report"]

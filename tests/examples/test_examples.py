@@ -77,3 +77,42 @@ def test_rerunning_a_script_whose_loop_lives_in_main_continues_its_study(tmp_pat
     assert sum(before.values()) <= 4 < sum(after.values()) <= 7  # a total budget: the rerun adds what is left
     assert all(after[n] >= e for n, e in before.items())  # nothing trained before was lost or started over
     assert study.stored_trainer["workload"]["function"] == "__main__:train"
+
+
+@pytest.mark.parametrize("strategy", ["freeze_thaw", "asha"])
+def test_the_multi_fidelity_tutorial_script_spends_an_epoch_budget(examples, strategy):
+    import multi_fidelity
+
+    url = f"sqlite:///{examples / 'mf.db'}"
+    multi_fidelity.main(["--strategy", strategy, "--epochs", "12", "--epochs-per-trial", "4", "--n-train", "300",
+                         "--storage", url])
+    trials = studies.load(f"multi_fidelity-{strategy}", url, read_only=True).trials
+    assert sum(t.epochs for t in trials) <= 12 and len(trials) >= 3  # many configurations, few epochs each
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "darts"])
+def test_the_architecture_search_tutorial_script_finds_a_cell(examples, strategy):
+    import architecture_search
+
+    best = architecture_search.main(["--strategy", strategy, "--trials", "3", "--epochs", "1", "--search-epochs", "1",
+                                     "--n-train", "300", "--storage", f"sqlite:///{examples / 'arch.db'}"])
+    assert best.genotype.count("~") == 6 and best.n_params > 0  # a whole cell: six edges
+
+
+def test_the_self_tuning_tutorial_script_learns_and_replays_a_schedule(examples):
+    import self_tuning
+
+    best = self_tuning.main(["--epochs", "2", "--n-train", "300", "--storage", f"sqlite:///{examples / 'stn.db'}"])
+    run, replay = studies.load("self-tuning", f"sqlite:///{examples / 'stn.db'}", read_only=True).trials
+    assert set(run.results["schedule"]) >= {"model.input_dropout", "model.input_noise", "model.shift"}
+    assert best is not None and replay.state == "complete"
+
+
+@pytest.mark.parametrize("strategy", ["nsga2", "asha"])
+def test_the_several_objectives_tutorial_script_prints_a_front(examples, strategy, capsys):
+    import several_objectives
+
+    front = several_objectives.main(["--strategy", strategy, "--trials", "4", "--epochs", "2", "--n-train", "300",
+                                     "--storage", f"sqlite:///{examples / 'mo.db'}"])
+    assert front and all(len(t.values) == 2 and t.values[1] > 0 for t in front)
+    assert "hypervolume" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from waiting import wait_for
 
 from tunelab import search, spaces, studies
 from tunelab.studies.cli import main as cli
-from tunelab.studies.compare import Arm, Comparison, stats
+from tunelab.studies.compare import Arm, Comparison, analysis, stats
+from tunelab.studies.compare.report import markdown_table, supported_ks
+from tunelab.studies.compare.verdict import Estimate, verdict, winner
 
 SETUP = textwrap.dedent(
     """
@@ -256,3 +259,136 @@ def test_cli_compare_reports_a_stored_comparison_and_lists_it(done, tmp_path, ca
     assert "comparison of adamw, sam on tiny_mlp, tiny_cnn" in capsys.readouterr().out
     assert cli(["compare", "--storage", done.storage_url, "--optimizers", "adamw", "lionn"]) == 2
     assert "lion" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the report answers its question
+
+
+def estimate(label, values, maximize=True):
+    """An arm's expected best at k = all its trials, with its bootstrap interval, as the report computes it."""
+    est, lo, hi = stats.expected_max_interval(values, [len(values)], maximize=maximize)
+    return Estimate(label, float(est[0]), float(lo[0]), float(hi[0]), len(values))
+
+
+def one(estimates, maximize=True, reliable=True):
+    return verdict({"p": estimates}, maximize={"p": maximize}, metric={"p": "accuracy"}, reliable=reliable)
+
+
+def test_the_verdict_names_no_winner_when_the_arms_are_indistinguishable():
+    same = [0.61, 0.58, 0.66, 0.55, 0.63, 0.60]
+    rng = np.random.default_rng(0)
+    noisy = [0.6 + 0.03 * rng.normal(size=6) for _ in range(3)]  # one distribution, three arms
+    for arms in ([estimate(n, same) for n in ("sgd", "adamw", "lion")],
+                 [estimate(n, v) for n, v in zip(("sgd", "adamw", "lion"), noisy, strict=True)]):
+        text = one(arms)
+        assert text.startswith("No optimizer is better at this budget (k=6) on p"), text
+        assert "intervals of expected best validation accuracy overlap" in text
+        assert winner(arms, maximize=True) is None
+        assert "is best" not in text and "\n" not in text
+    # a sliver of overlap is still a tie
+    a, b = Estimate("a", 0.9, 0.80, 0.95, 6), Estimate("b", 0.7, 0.60, 0.8001, 6)
+    assert winner([a, b], maximize=True) is None and one([a, b]).startswith("No optimizer")
+
+
+def test_the_verdict_names_the_winner_when_one_arm_clearly_dominates():
+    rng = np.random.default_rng(1)
+    arms = [estimate("sgd", 0.60 + 0.01 * rng.normal(size=6)), estimate("adamw", 0.90 + 0.01 * rng.normal(size=6)),
+            estimate("lion", 0.62 + 0.01 * rng.normal(size=6))]
+    text = one(arms)
+    assert text.startswith("adamw is best at k=6 on p: its 95% interval of expected best validation accuracy"), text
+    assert "lies above every other optimizer's (next: lion [" in text
+    # the same for a metric to minimise (a loss): the winner's interval lies below
+    losses = [estimate("sgd", [2.0, 2.1, 1.9, 2.2], False), estimate("adamw", [0.5, 0.6, 0.55, 0.52], False)]
+    assert winner(losses, maximize=False).label == "adamw"
+    assert "lies below" in one(losses, maximize=False)
+
+
+def test_the_verdict_declines_when_its_intervals_measure_nothing():
+    clear = [Estimate("a", 0.9, 0.9, 0.9, 6), Estimate("b", 0.5, 0.5, 0.5, 6)]
+    # an adaptive strategy with one study seed: the "interval" is the study's own value
+    assert one(clear, reliable=False).startswith("No verdict: p: with an adaptive strategy and one study seed")
+    assert one([Estimate("a", 0.9, 0.9, 0.9, 2), Estimate("b", 0.5, 0.5, 0.5, 2)]).startswith("No verdict")
+    assert one([clear[0], Estimate("b", math.nan, math.nan, math.nan, 0)]).startswith("No verdict: p: fewer than two")
+
+
+def test_the_verdict_over_several_problems():
+    win = [Estimate("adamw", 0.9, 0.85, 0.95, 6), Estimate("sgd", 0.5, 0.4, 0.6, 6)]
+    tie = [Estimate("adamw", 0.9, 0.7, 0.95, 6), Estimate("sgd", 0.8, 0.6, 0.9, 6)]
+    flags = {"p1": True, "p2": True}
+    metric = {"p1": "accuracy", "p2": "accuracy"}
+    assert verdict({"p1": win, "p2": win}, maximize=flags, metric=metric).startswith(
+        "adamw is best at k=6 on every problem (p1, p2)")
+    assert verdict({"p1": tie, "p2": tie}, maximize=flags, metric=metric).startswith(
+        "No optimizer is better at this budget (k=6): on every problem")
+    mixed = verdict({"p1": win, "p2": tie}, maximize=flags, metric=metric)
+    assert mixed.startswith("No optimizer is best everywhere at k=6")
+    assert "adamw on p1; on p2 the intervals overlap" in mixed
+
+
+def test_k_columns_stop_at_the_budget():
+    import pandas as pd
+
+    def frame(trials):
+        cols = {f"best_val@{k}": [0.5] * len(trials) for k in (1, 5, 20, "budget")}
+        return pd.DataFrame({"trials": trials, **cols})
+
+    assert supported_ks(frame([6, 6, 6])) == (["1", "5"], "k=6 (all)")  # the user's budget of 6: no k=20
+    assert supported_ks(frame([5, 5])) == (["1"], "k=5 (all)")
+    assert supported_ks(frame([4, 6])) == (["1"], "k=all trials")
+    assert supported_ks(frame([20, 20])) == (["1", "5"], "k=20 (all)")
+
+
+def test_time_to_target_ties_when_the_reruns_overlap():
+    times = {"a": 100.0, "b": 300.0, "c": 500.0}
+    spans = {"a": (100.0, 400.0), "b": (200.0, 300.0), "c": (450.0, 600.0)}
+    assert analysis.ties(times, spans) == {"a": True, "b": True, "c": False}
+    # a rerun of the fastest arm that never reaches the target ties everyone: the reruns cannot rank them
+    assert all(analysis.ties({"a": 100.0, "b": math.inf}, {"a": (100.0, math.inf), "b": (math.inf, math.inf)}).values())
+    assert not analysis.ties({"a": 100.0, "b": math.inf}, {"a": (100.0, 200.0), "b": (math.inf, math.inf)})["b"]
+    assert analysis.ties({"a": math.inf}, {"a": (math.inf, math.inf)}) == {"a": False}
+    assert analysis.run_times([[0.1, 0.5], [0.1, 0.2]], 0.5, 10.0, maximize=True) == [20.0, math.inf]
+
+
+def test_cost_per_step_comes_with_an_interval_or_not_at_all():
+    assert all(math.isnan(v) for v in analysis.cost_ratio([0.1, 0.2], [0.1, 0.1, 0.1]))  # too few timings
+    ratio, lo, hi = analysis.cost_ratio([0.2, 0.21, 0.19, 0.2], [0.1, 0.11, 0.09, 0.1])
+    assert ratio == pytest.approx(2.0) and lo <= 2.0 <= hi
+
+
+def test_the_report_opens_with_the_verdict_and_explains_every_statistic(done, tmp_path):
+    table = done.table()
+    for row in table.to_dict("records"):  # 3 timed trials per arm: an interval, or the reference's 1
+        assert row["timed_trials"] == 3 and row["cost_per_step_lo"] <= row["cost_per_step"] <= row["cost_per_step_hi"]
+        assert row["best_val"] >= row["best_val@budget"]  # an expectation never beats the best trial found
+    lines = done.report(tmp_path / "r").read_text().splitlines()
+    assert lines[0] == "# Optimizer comparison `cmp`" and lines[1] == ""
+    assert lines[2] == f"**Verdict:** {done.verdict}"
+    assert done.verdict.startswith(("No optimizer is better", "adamw is best", "sam is best", "No optimizer is best"))
+    text = "\n".join(lines)
+    for statistic in ("- Verdict: an optimizer is named best only when", "- E[best val] k: the expected best",
+                      "drawn with replacement", "never better than the best single trial found",
+                      "- best trial val:", "- one-shot test:", "- test of selected:", "- diverged:", "- cost/step:",
+                      "- Target:", "- Time:", "- Tie rule:", "- Score:"):
+        assert statistic in text, statistic
+    header = next(line for line in lines if line.startswith("| optimizer | one-shot test"))
+    assert "E[best val] k=1 |" in header and "E[best val] k=3 (all)" in header and "best trial val" in header
+    assert "k=5" not in text and "k=20" not in text  # 3 trials per arm: no column the budget cannot fill
+    assert "| 1 (reference) |" in text
+    assert re.search(r"\| sam \|.*\| \d+\.\d\dx \[\d+\.\d\d, \d+\.\d\d\] \|$", text, re.M)
+    # and without enough timings the cost is left out rather than shown bare
+    bare = table.assign(cost_per_step=math.nan)
+    assert all(line.endswith("| - |") for line in markdown_table(done, bare) if line.startswith(("| adamw", "| sam")))
+
+
+def test_time_to_target_is_given_with_its_spread_and_tie_rule(done):
+    profile = done.profile()
+    for problem in ("tiny_mlp", "tiny_cnn"):
+        fastest = profile.loc[profile[f"time@{problem}"].idxmin()]
+        assert fastest[f"tied@{problem}"] and fastest[f"ratio@{problem}"] == 1.0
+        for r in profile.to_dict("records"):
+            assert r[f"time@{problem}_lo"] <= r[f"time@{problem}_hi"]
+            assert 0.0 <= r[f"reached@{problem}"] <= 1.0
+            if r[f"tied@{problem}"]:
+                assert r[f"ratio@{problem}"] == 1.0  # tied with the fastest: not scored below it
+            else:
+                assert r[f"time@{problem}_lo"] > fastest[f"time@{problem}_hi"]  # spans apart

@@ -113,3 +113,21 @@ def test_bad_inputs_are_refused():
         stats.expected_max([0.1, math.nan], 1)
     with pytest.raises(ConfigError, match="positive int"):
         stats.expected_max([0.1], 0)
+
+
+def test_ratio_of_medians_interval_covers_the_true_ratio_and_refuses_bad_timings():
+    """Seconds per step of two arms (log-normal noise, true ratio 2): the 95% interval covers 2 ~95% of the time."""
+    rng = np.random.default_rng(4)
+    hits, reps = 0, 200
+    for _ in range(reps):
+        a = 2.0 * np.exp(rng.normal(0.0, 0.3, size=30))
+        b = np.exp(rng.normal(0.0, 0.3, size=30))
+        ratio, lo, hi = stats.median_ratio_interval(a, b, n_boot=500, rng=rng)
+        assert lo <= ratio <= hi
+        hits += lo <= 2.0 <= hi
+    assert 0.88 <= hits / reps <= 0.995, hits / reps
+    assert stats.median_ratio_interval([3.0, 3.0, 3.0], [1.5, 1.5, 1.5]) == (2.0, 2.0, 2.0)
+    with pytest.raises(ConfigError, match="at least one"):
+        stats.median_ratio_interval([], [1.0])
+    with pytest.raises(ConfigError, match="positive"):
+        stats.median_ratio_interval([1.0, 0.0], [1.0])
