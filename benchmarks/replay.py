@@ -49,7 +49,8 @@ RESULTS = Path(os.environ.get("TUNELAB_REPLAY_RESULTS", HERE / "results" / "repl
 TABLES = {"mnist1d_mlp": "error", "digits_mlp": "error", "mnist1d_cells": "nearest"}
 BUDGETS = (1, 5, 20)
 # decisions that cost seconds (GP fits, networks trained, the driver's re-reads)
-SLOW = ("bayesian", "bayesian_warm_early", "asha", "freeze_thaw", "freeze_thaw_swersky", "freeze_thaw_deep_kernel")
+SLOW = ("bayesian", "bayesian_warm_early", "asha", "freeze_thaw", "freeze_thaw_swersky", "freeze_thaw_deep_kernel",
+        "freeze_thaw_pfn", "random_pruned")
 
 
 def _strategies() -> dict[str, Callable[[int], Any]]:
@@ -64,6 +65,8 @@ def _strategies() -> dict[str, Callable[[int], Any]]:
         "freeze_thaw": lambda s: search.FreezeThaw(seed=s),  # the default: Deep Power Laws
         "freeze_thaw_swersky": lambda s: search.FreezeThaw(seed=s, surrogate="swersky"),
         "freeze_thaw_deep_kernel": lambda s: search.FreezeThaw(seed=s, surrogate="deep_kernel"),
+        "freeze_thaw_pfn": lambda s: search.FreezeThaw(seed=s, surrogate="pfn"),  # the shipped curve PFN
+        "random_pruned": lambda s: search.CurvePruner(search.Random(seed=s)),  # Random, stopped by the PFN
         "hyperband": lambda s: search.Hyperband(seed=s),
         "asha": lambda s: search.ASHA(seed=s),
         "evolution": lambda s: search.Evolution(seed=s),

@@ -30,6 +30,7 @@ from tunelab.search.evolution import Evolution, mutate
 from tunelab.search.freeze_thaw import FreezeThaw
 from tunelab.search.hyperband import ASHA, Hyperband
 from tunelab.search.optuna_sampler import OptunaSampler
+from tunelab.search.pruner import CurvePruner
 from tunelab.search.random import Random
 from tunelab.search.stn import SelfTuning
 from tunelab.search.stn_routine import StnSettings
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # the learning-curve surrogates load on first use (gpytorch w
 
 _MODELS = {
     "DeepKernelCurves": "deep_kernel:DeepKernelCurves",
+    "PFNCurves": "pfn:PFNCurves",
     "FreezeThawGP": "curves:FreezeThawGP",
     "PowerLawEnsemble": "power_laws:PowerLawEnsemble",
 }
@@ -60,6 +62,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "ASHA",
     "Bayesian",
+    "CurvePruner",
     "Darts",
     "DartsSettings",
     "DeepKernelCurves",
@@ -71,6 +74,7 @@ __all__ = [
     "Hyperband",
     "MixedEncoding",
     "OptunaSampler",
+    "PFNCurves",
     "PowerLawEnsemble",
     "Random",
     "Request",

@@ -10,6 +10,10 @@ then the trial pauses again. The learning-curve surrogate is one of:
   model can learn that some configurations keep improving while others have levelled off.
 - `surrogate="deep_kernel"`: DyHPO's deep-kernel GP over (configuration, budget, curve so far),
   Wistuba, Kadra & Grabocka, NeurIPS 2022 (`search.deep_kernel`).
+- `surrogate="pfn"`: the learning-curve PFN that ships with tunelab (`search.pfn`), ifBO's design
+  (Rakotoarison et al., ICML 2024): a transformer trained once on curves from a prior predicts
+  each candidate's value at any later epoch in context, with no fit at all; its bar distribution
+  gives MFPI's probability exactly.
 - `surrogate="swersky"`: Swersky, Snoek & Adams, "Freeze-Thaw Bayesian Optimization"
   (arXiv:1406.3896, 2014): a GP over configurations for the asymptote of each learning curve and
   an exponential-decay GP over epochs for each curve (`search.curves.FreezeThawGP`), whose decay
@@ -80,7 +84,7 @@ HYPER = "ft_hyper"
 FIT_AT = "ft_fit_at"
 SNAPSHOT = "ft_snapshot"
 REFINED = "ft_refined"  # what the last refinement of the power laws trained on (a snapshot like SNAPSHOT)
-SURROGATES = ("swersky", "power_law", "deep_kernel")
+SURROGATES = ("swersky", "power_law", "deep_kernel", "pfn")
 COST = "ft_cost_s"  # [epochs observed when deciding, process seconds the decision took]
 AUTO_SHARE = 0.05  # increment="auto": a decision costs at most this share of the training it buys
 
@@ -108,7 +112,8 @@ class FreezeThaw(Strategy):
             deep-kernel variance is not calibrated enough to act on; measured on the replay tables).
         keep_paused: Most paused trials (checkpoints) kept; the least promising beyond it are retired.
         fit_maxiter: L-BFGS iterations of a hyperparameter fit (surrogate "swersky").
-        surrogate: "power_law" (Deep Power Laws), "deep_kernel" (DyHPO) or "swersky" (Swersky 2014).
+        surrogate: "power_law" (Deep Power Laws), "deep_kernel" (DyHPO), "swersky" (Swersky 2014) or
+            "pfn" (the shipped learning-curve PFN, in context, as ifBO).
         refine_steps: Adam steps that adapt the power laws to newer data.
         refine_every: Adapt the power laws (`refine_steps`) only once this many epochs have been
             observed since their last adaptation; decisions in between use that adaptation (each
@@ -218,6 +223,13 @@ class FreezeThaw(Strategy):
         trials, curves = self.observations(history)
         if len(trials) < 2:
             return None
+        if self.surrogate == "pfn":  # in context: nothing to fit, nothing to store
+            from tunelab.search.pfn import PFNCurves, features
+
+            model = PFNCurves(history.max_epochs).condition(features(history.space, [t.config for t in trials]),
+                                                            curves)
+            self._cache = (key, (model, trials, {}))
+            return self._cache[1]
         X = np.stack([history.space.encode(t.config) for t in trials])
         fit = self._swersky if self.surrogate == "swersky" else self._neural
         made = fit(history, trials, X, curves)
@@ -321,7 +333,11 @@ class FreezeThaw(Strategy):
 
     # ------------------------------------------------------------------ decisions
     def _pool(self, space: Any) -> tuple[list[dict[str, Any]], np.ndarray]:
-        """The new-configuration candidates: `8 * candidates` scrambled Sobol points, built once per space."""
+        """The new-configuration candidates: `8 * candidates` scrambled Sobol points, built once per space.
+
+        Returns:
+            The configurations and their encoding (the PFN's `features` with `surrogate="pfn"`).
+        """
         if self._candidates is not None and self._candidates[0] == space:
             return self._candidates[1]
         enc = MixedEncoding(space)
@@ -329,7 +345,12 @@ class FreezeThaw(Strategy):
 
         units = qmc.Sobol(d=max(enc.dim, 1), scramble=True, rng=np.random.default_rng(self.seed))
         configs = [enc.from_unit(u[: enc.dim]) for u in units.random(8 * self.candidates)]
-        pool = (configs, np.stack([space.encode(c) for c in configs]))
+        if self.surrogate == "pfn":
+            from tunelab.search.pfn import features
+
+            pool = (configs, features(space, configs))
+        else:
+            pool = (configs, np.stack([space.encode(c) for c in configs]))
         self._candidates = (space, pool)
         return pool
 
@@ -392,8 +413,9 @@ class FreezeThaw(Strategy):
         scores: list[float] = []
         means: list[float] = []
         if paused:
-            mu, var = model.predict_curve([i for i, _ in paused], [min(t.epochs + h, T) for _, t in paused])
-            scores += list(self._score(mu, var, threshold))
+            sc, mu = self._predict(model, [i for i, _ in paused], [min(t.epochs + h, T) for _, t in paused],
+                                   threshold)
+            scores += list(sc)
             means += list(mu)
         pool, encoded = self._pool(space)
         pick = np.sort(rng.choice(len(pool), size=min(self.candidates, len(pool)), replace=False))
@@ -401,8 +423,8 @@ class FreezeThaw(Strategy):
         keys = self._pool_keys(space, pool)
         pick = np.array([i for i in pick if keys[int(i)] not in tried], dtype=int)
         if pick.size:
-            mu, var = model.predict_new(encoded[pick], min(h, T))
-            scores += list(self._score(mu, var, threshold))
+            sc, mu = self._predict(model, None, min(h, T), threshold, encoded[pick])
+            scores += list(sc)
             means += list(mu)
         if not scores:  # every candidate drawn was started already and nothing is paused
             return Request.start(space.sample(rng), epochs=inc, attrs={"phase": "random"})
@@ -414,6 +436,21 @@ class FreezeThaw(Strategy):
             return Request.resume(t.number, until_epoch=min(t.epochs + inc, T), attrs=info)
         return Request.start(pool[int(pick[best - len(paused)])], epochs=inc,
                              attrs={"phase": "mfpi", "horizon": h, **info})
+
+    def _predict(self, model: Any, indices: list[int] | None, epochs: Any, threshold: float,
+                 X: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Acquisition scores and predicted means of conditioned curves (`indices`) or new configurations (`X`).
+
+        The PFN's bar distribution gives MFPI's probability exactly; the other surrogates' Gaussian
+        predictions go through `_score`.
+        """
+        if hasattr(model, "probs_curve"):
+            p = model.probs_curve(indices, epochs) if X is None else model.probs_new(X, epochs)
+            mu, var = model.moments(p)
+            scores = model.log_below(p, threshold) if self.acquisition == "mfpi" else self._score(mu, var, threshold)
+            return scores, mu
+        mu, var = model.predict_curve(indices, epochs) if X is None else model.predict_new(X, epochs)
+        return self._score(mu, var, threshold), mu
 
     def _score(self, mu: np.ndarray, var: np.ndarray, threshold: float) -> np.ndarray:
         """Log probability of improving on `threshold` (MFPI), or expected improvement (EI), for minimisation."""
@@ -443,8 +480,12 @@ class FreezeThaw(Strategy):
             return []
         from scipy.stats import norm
 
-        mu, var = model.predict_curve([i for i, _ in paused], [T] * len(paused))
-        p_win = norm.cdf((self.incumbent(trials) - mu) / np.sqrt(var))
+        if hasattr(model, "probs_curve"):  # the PFN's own probability of ending below the best value seen
+            p_win = np.exp(model.log_below(model.probs_curve([i for i, _ in paused], [T] * len(paused)),
+                                           self.incumbent(trials)))
+        else:
+            mu, var = model.predict_curve([i for i, _ in paused], [T] * len(paused))
+            p_win = norm.cdf((self.incumbent(trials) - mu) / np.sqrt(var))
         order = np.argsort(-p_win, kind="stable")
         out = {paused[j][1].number for j in order[self.keep_paused:]}
         below = self.retire_below

@@ -53,6 +53,8 @@ MULTI_FIDELITY: dict[str, Callable[[int], search.Strategy]] = {
     "asha": lambda seed: search.ASHA(seed=seed),
     "hyperband": lambda seed: search.Hyperband(seed=seed),
     "evolution-mf": lambda seed: search.Evolution(seed=seed, short_epochs=1),
+    "freeze_thaw-pfn": lambda seed: search.FreezeThaw(seed=seed, surrogate="pfn", candidates=64),
+    "curve_pruner": lambda seed: search.CurvePruner(search.Random(seed=seed)),
 }
 
 
