@@ -62,10 +62,10 @@ def _strategies() -> dict[str, Callable[[int], Any]]:
         "bayesian": lambda s: search.Bayesian(seed=s),  # 20 trainings: every fit from scratch (warm_after=50)
         "bayesian_warm_early": lambda s: search.Bayesian(seed=s, warm_after=1),  # each fit from the last one
         "tpe": lambda s: search.OptunaSampler("tpe", seed=s),
-        "freeze_thaw": lambda s: search.FreezeThaw(seed=s),  # the default: Deep Power Laws
+        "freeze_thaw": lambda s: search.FreezeThaw(seed=s, surrogate="power_law"),  # Deep Power Laws
         "freeze_thaw_swersky": lambda s: search.FreezeThaw(seed=s, surrogate="swersky"),
         "freeze_thaw_deep_kernel": lambda s: search.FreezeThaw(seed=s, surrogate="deep_kernel"),
-        "freeze_thaw_pfn": lambda s: search.FreezeThaw(seed=s, surrogate="pfn"),  # the shipped curve PFN
+        "freeze_thaw_pfn": lambda s: search.FreezeThaw(seed=s, surrogate="pfn"),  # the shipped curve PFN (default)
         "random_pruned": lambda s: search.CurvePruner(search.Random(seed=s)),  # Random, stopped by the PFN
         "hyperband": lambda s: search.Hyperband(seed=s),
         "asha": lambda s: search.ASHA(seed=s),

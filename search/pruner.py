@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from tunelab.search.base import History, Request, Strategy, check_int
+from tunelab.search.base import History, Request, Strategy, check_int, strategies
 from tunelab.search.random import Random
 from tunelab.spaces import ConfigError
 
@@ -50,10 +50,14 @@ class CurvePruner(Strategy):
 
     def __init__(self, base: Strategy | Mapping[str, Any] | None = None, threshold: float = 0.05, every: int = 1,
                  min_epochs: int = 1) -> None:
-        if isinstance(base, Mapping):
-            if ":" in str(base.get("name", "")):
-                raise ConfigError("CurvePruner rebuilds only built-in strategies from a stored spec; pass the "
-                                  "strategy object itself (CurvePruner(MyStrategy(...)))")
+        if isinstance(base, Mapping):  # a stored spec: only built-in strategies whose arguments name no code
+            name, args = str(base.get("name", "")), base.get("args", {})
+            cls = None if ":" in name or name not in strategies.names() else strategies.get(name)
+            if cls is None or not cls.__module__.startswith("tunelab.") or (
+                    isinstance(args, Mapping) and cls.stored_imports(args)):
+                raise ConfigError(f"CurvePruner rebuilds only built-in strategies whose arguments name no code "
+                                  f"from a stored spec, not {name!r}; pass the strategy object itself "
+                                  f"(CurvePruner(MyStrategy(...)))")
             base = Strategy.from_spec(base)
         base = base if base is not None else Random(seed=0)
         if not isinstance(base, Strategy):

@@ -40,8 +40,8 @@ BUILTIN_WORKLOADS = ("digits", "mnist1d", "mnist1d_published")
 # tunelab's registered strategies whose stored arguments never name code to import (their
 # `Strategy.stored_imports` is the default, which names none); "optuna" (`search.OptunaSampler`)
 # names code only through its `sampler` argument, when it is not a plain name of Optuna's samplers.
-CODE_FREE_STRATEGIES = ("asha", "bayesian", "darts", "enqueue", "evolution", "freeze_thaw", "hyperband", "random",
-                        "self_tuning")
+CODE_FREE_STRATEGIES = ("asha", "bayesian", "curve_pruner", "darts", "enqueue", "evolution", "freeze_thaw",
+                        "hyperband", "random", "self_tuning")
 
 
 def builtin_factories() -> frozenset[str]:

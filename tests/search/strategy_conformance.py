@@ -49,7 +49,7 @@ MODEL_BASED = ("bayesian", "tpe")
 # workload, and the space it searches (a factory too).
 # Multi-fidelity strategies pause and resume trials; they run the suite with epoch budgets.
 MULTI_FIDELITY: dict[str, Callable[[int], search.Strategy]] = {
-    "freeze_thaw": lambda seed: search.FreezeThaw(seed=seed, candidates=64, fit_maxiter=40),
+    "freeze_thaw": lambda seed: search.FreezeThaw(seed=seed, candidates=64, fit_maxiter=40, surrogate="power_law"),
     "asha": lambda seed: search.ASHA(seed=seed),
     "hyperband": lambda seed: search.Hyperband(seed=seed),
     "evolution-mf": lambda seed: search.Evolution(seed=seed, short_epochs=1),

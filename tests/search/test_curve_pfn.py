@@ -58,8 +58,8 @@ def test_the_query_path_equals_the_masked_forward_pass():
 def test_a_pfn_trained_for_a_few_steps_beats_a_constant_predictor_on_held_out_prior_curves():
     import train_pfn
 
-    net, curve = train_pfn.train(300, seed=7, batch=16, lr=2e-3, log_every=50, quiet=True,
-                                 net_config={"d_model": 64, "layers": 2, "heads": 2, "ff": 128})
+    net, curve = train_pfn.train(150, seed=7, batch=8, lr=2e-3, log_every=50, quiet=True,
+                                 net_config={"d_model": 32, "layers": 2, "heads": 2, "ff": 64})
     held = pfn.held_out(11, tasks=128)
     with torch.inference_mode():
         learned = float(pfn.batch_loss(net, held))
@@ -131,6 +131,8 @@ def test_the_pruner_wraps_full_run_strategies_and_refuses_the_rest():
         search.CurvePruner(threshold=1.5)
     with pytest.raises(ConfigError, match="built-in"):
         search.CurvePruner({"name": "mypkg:Mine", "args": {}})
+    with pytest.raises(ConfigError, match="name no code"):  # a stored sampler naming code needs the object itself
+        search.CurvePruner({"name": "optuna", "args": {"sampler": "mypkg:Sampler"}})
 
 
 def test_the_pruner_stops_curves_that_cannot_win_and_keeps_the_best(tmp_path):

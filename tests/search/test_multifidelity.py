@@ -180,20 +180,20 @@ def test_freeze_thaw_refines_its_power_laws_every_few_epochs_and_a_fresh_process
         t = trials[i]
         trials[i] = dataclasses.replace(t, curve=t.curve + (t.curve[-1],) * epochs, epochs=t.epochs + epochs)
 
-    strategy = search.FreezeThaw(seed=0, n_initial=3)  # refine_every=4 by default
+    strategy = search.FreezeThaw(seed=0, n_initial=3, surrogate="power_law")  # refine_every=4 by default
     first = strategy.ask(history())
     assert SNAPSHOT in first.attrs and first.attrs[REFINED]["at"] == 36 and refines == [36]
     trials[0] = dataclasses.replace(trials[0], attrs=dict(first.attrs))  # stored with its request
     grow(1, 1)
     second = strategy.ask(history())
     assert REFINED not in second.attrs and refines == [36]  # one new epoch: the last refinement serves
-    again = search.FreezeThaw(seed=0, n_initial=3).ask(history())  # a fresh process rebuilds that refinement
+    again = search.FreezeThaw(seed=0, n_initial=3, surrogate="power_law").ask(history())  # a fresh process: same
     assert refines == [36, 36]
     assert (again.kind, again.trial, again.until_epoch, again.config) == (second.kind, second.trial,
                                                                          second.until_epoch, second.config)
     grow(2, 3)
     assert strategy.ask(history()).attrs[REFINED]["at"] == 40 and refines == [36, 36, 40]  # four new epochs
-    every = search.FreezeThaw(seed=0, n_initial=3, refine_every=1).ask(history())
+    every = search.FreezeThaw(seed=0, n_initial=3, refine_every=1, surrogate="power_law").ask(history())
     assert REFINED not in every.attrs and refines[-1] == 40  # 1: every decision refines on what it sees
 
 
@@ -201,7 +201,7 @@ def test_freeze_thaw_never_starts_a_configuration_it_has_started_before(monkeypa
     from tunelab.search.power_laws import PowerLawEnsemble
 
     space = toy_space()
-    strategy = search.FreezeThaw(seed=0, n_initial=3, candidates=4)
+    strategy = search.FreezeThaw(seed=0, n_initial=3, candidates=4, surrogate="power_law")
     pool, _ = strategy._pool(space)
     rng = np.random.default_rng(0)
     trials = [TrialView(i, "complete", space.validate(c), curve=(0.5 + 0.01 * i,) * 3, epochs=3, target_epochs=3)

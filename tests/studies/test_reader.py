@@ -142,7 +142,7 @@ def test_a_strategy_stored_by_an_earlier_release_matches_the_unchanged_script(tm
     with pytest.raises(studies.StudyConflictError, match="a different strategy"):
         studies.create("b", url, space=table_space(replay), trainer=replay,
                        strategy=search.Bayesian(seed=0, warm_after=5))
-    # a stored FreezeThaw went on with Swersky's GP: the new default (power laws) is another search
+    # a stored FreezeThaw went on with Swersky's GP: the new default (the curve PFN) is another search
     with pytest.raises(studies.StudyConflictError, match="a different strategy"):
         studies.create("f", url, space=table_space(replay), trainer=replay, strategy=search.FreezeThaw(seed=0))
     swersky = search.FreezeThaw(seed=0, surrogate="swersky")
