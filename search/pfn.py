@@ -80,13 +80,12 @@ class CurvePFN(nn.Module):
         Returns:
             `(B, L, BUCKETS)` logits (meaningful for the query tokens).
         """
-        feats = torch.stack([t, torch.log(t.clamp_min(1e-3))], dim=-1)
-        h = self.embed_x(x) + self.embed_t(feats)
-        h = h + torch.where(context.unsqueeze(-1), self.embed_y(y.unsqueeze(-1)), self.query)
+        h = self._embed(x, t) + torch.where(context.unsqueeze(-1), self.embed_y(y.unsqueeze(-1)), self.query)
         h = self.encoder(h, src_key_padding_mask=~context)  # every token reads the context only
         return self.head(h)
 
     def _embed(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Configuration and progress embeddings (progress as `t` and `log t`), shared by both paths."""
         return self.embed_x(x) + self.embed_t(torch.stack([t, torch.log(t.clamp_min(1e-3))], dim=-1))
 
     def predict(self, cx: torch.Tensor, ct: torch.Tensor, cy: torch.Tensor, qx: torch.Tensor, qt: torch.Tensor
@@ -374,20 +373,16 @@ class PFNCurves:
 
     def moments(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance (the study's scale) of bucket probabilities `p`."""
-        return self._moments(p)
-
-    def log_below(self, p: np.ndarray, threshold: float) -> np.ndarray:
-        """Log P(value < threshold) (the study's scale) of bucket probabilities `p`."""
-        return self._below(p, threshold)
-
-    def _moments(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         centres = (np.arange(BUCKETS) + 0.5) / BUCKETS
         mean_y = p @ centres
         var_y = p @ centres**2 - mean_y**2 + 1.0 / (12 * BUCKETS**2)
         return self.scale.from_pfn(mean_y), var_y * self.scale.span**2
 
-    def _below(self, p: np.ndarray, threshold: float) -> np.ndarray:
-        """Log P(value < threshold) = log P(y > its PFN-scale image), uniform inside each bucket."""
+    def log_below(self, p: np.ndarray, threshold: float) -> np.ndarray:
+        """Log P(value < threshold) (the study's scale) of bucket probabilities `p`.
+
+        That is log P(y > the threshold's PFN-scale image), the density uniform inside each bucket.
+        """
         edge = float(self.scale.to_pfn(threshold)) * BUCKETS
         k = min(int(edge), BUCKETS - 1)
         above = p[:, k + 1:].sum(1) + p[:, k] * (k + 1 - edge)
@@ -395,15 +390,15 @@ class PFNCurves:
 
     def predict_curve(self, indices: list[int], epochs: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of conditioned curve `indices[j]` at `epochs[j]` (the study's scale)."""
-        return self._moments(self._probs(self._X[list(indices)], np.asarray(epochs)))
+        return self.moments(self.probs_curve(indices, epochs))
 
     def predict_new(self, X: np.ndarray, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance of new configurations `X` at `epoch` (the study's scale)."""
-        return self._moments(self._probs(X, np.full(len(X), epoch)))
+        return self.moments(self.probs_new(X, epoch))
 
     def quantiles(self, indices: list[int], epochs: list[int], levels: list[float]) -> np.ndarray:
         """`(len(indices), len(levels))` predictive quantiles (the study's scale), for calibration checks."""
-        p = self._probs(self._X[list(indices)], np.asarray(epochs))
+        p = self.probs_curve(indices, epochs)
         cdf = np.cumsum(p, 1)
         out = np.empty((len(p), len(levels)))
         for j, level in enumerate(levels):

@@ -99,19 +99,22 @@ class CurvePruner(Strategy):
         ready = [t for t in paused if t.epochs >= self.min_epochs]
         from tunelab.search.freeze_thaw import FreezeThaw
 
-        observed = list(zip(*FreezeThaw.observations(history), strict=True))  # failures imputed with the worst
-        if ready and len(observed) >= 2:
+        observed = list(zip(*FreezeThaw.observations(history), strict=True)) if ready else []  # failures: the worst
+        if len(observed) >= 2:
             from tunelab.search.pfn import PFNCurves, features
 
             model = PFNCurves(history.max_epochs).condition(
                 features(history.space, [t.config for t, _ in observed]), [c for _, c in observed])
             row = {t.number: i for i, (t, _) in enumerate(observed)}
+            judged = []  # (trial number, its row, the best value of the other trials)
             for t in ready:
                 best = min((min(c) for u, c in observed if u.number != t.number), default=math.inf)
-                if not math.isfinite(best) or t.number not in row:
-                    continue
-                p = model.probs_curve([row[t.number]], [history.max_epochs])
-                out[t.number] = float(np.exp(model.log_below(p, best))[0])
+                if math.isfinite(best) and t.number in row:
+                    judged.append((t.number, row[t.number], best))
+            if judged:  # one forward pass for every judged trial
+                probs = model.probs_curve([i for _, i, _ in judged], [history.max_epochs] * len(judged))
+                for (number, _, best), p in zip(judged, probs, strict=True):
+                    out[number] = float(np.exp(model.log_below(p[None], best))[0])
         self._cache = (key, out)
         return out
 

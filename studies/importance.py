@@ -308,9 +308,12 @@ def _evaluator(method: str, n: int, seed: int) -> tuple[Any, str, float]:
             f"optuna.importance.PedAnovaImportanceEvaluator(target_quantile={quantile})", quantile)
 
 
-def _evaluate(frozen: list[Any], directions: Sequence[str], index: int | None, params: list[str], evaluator: Any,
-              notes: list[str]) -> dict[str, float]:
-    """`optuna.importance.get_param_importances` on an in-memory copy of the trials; its warnings become notes."""
+def in_memory_study(frozen: Sequence[Any], directions: Sequence[str]) -> Any:
+    """An in-memory Optuna study holding `frozen` trials, created without Optuna's info log.
+
+    Optuna's plots and importance evaluators read it; it is built from records tunelab read and
+    checked, never by Optuna reading the database itself.
+    """
     import optuna
 
     level = optuna.logging.get_verbosity()
@@ -319,7 +322,16 @@ def _evaluate(frozen: list[Any], directions: Sequence[str], index: int | None, p
         copy = optuna.create_study(directions=list(directions))
     finally:
         optuna.logging.set_verbosity(level)
-    copy.add_trials(frozen)
+    copy.add_trials(list(frozen))
+    return copy
+
+
+def _evaluate(frozen: list[Any], directions: Sequence[str], index: int | None, params: list[str], evaluator: Any,
+              notes: list[str]) -> dict[str, float]:
+    """`optuna.importance.get_param_importances` on an in-memory copy of the trials; its warnings become notes."""
+    import optuna
+
+    copy = in_memory_study(frozen, directions)
     target = None
     if index is not None:  # one objective of several; PED-ANOVA ranks by low target values, so maximised ones negate
         sign = -1.0 if directions[index] == "maximize" else 1.0

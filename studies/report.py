@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Protocol
 
+from tunelab.studies.importance import in_memory_study
 from tunelab.studies.importance import report_section as importance_section
 from tunelab.studies.pareto_report import pareto_section
 from tunelab.studies.records import TrialRecord, TrialState
@@ -133,7 +134,6 @@ def _optuna_copy(study: Study, trials: list[Any]) -> Any:
     Built from the records tunelab read and checked (`studies.limits`), never by Optuna reading the
     database itself: a damaged attribute or a gap in the trial numbers cannot break a plot.
     """
-    import optuna
     from optuna.trial import create_trial
 
     frozen = []
@@ -145,14 +145,7 @@ def _optuna_copy(study: Study, trials: list[Any]) -> Any:
                                        value=t.value))
         except Exception:  # a config its space no longer describes cannot be placed in a plot's axes
             continue
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        copy = optuna.create_study(direction=study.direction)
-    finally:
-        optuna.logging.set_verbosity(level)
-    copy.add_trials(frozen)
-    return copy
+    return in_memory_study(frozen, [study.direction])
 
 
 def report(study: Study, folder: str | Path) -> Path:

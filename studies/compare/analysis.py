@@ -103,12 +103,6 @@ def step_seconds(records: Sequence[TrialRecord], steps_per_epoch: int) -> list[f
             if t.state == TrialState.COMPLETE and t.epochs and t.seconds and t.seconds > 0]
 
 
-def seconds_per_step(records: Sequence[TrialRecord], steps_per_epoch: int) -> float:
-    """Median seconds per optimizer step over the complete trials (validation included); NaN for none."""
-    per_step = step_seconds(records, steps_per_epoch)
-    return float(np.median(per_step)) if per_step else math.nan
-
-
 def cost_ratio(mine: Sequence[float], reference: Sequence[float], *, level: float = stats.LEVEL,
                min_timed: int = MIN_TIMED, rng: int = 0) -> tuple[float, float, float]:
     """Median seconds per step of an arm relative to the reference arm's, with a bootstrap interval.
