@@ -30,7 +30,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 RESULTS = HERE / "results" / "curve_pfn.json"
-TABLES = ("mnist1d_mlp", "digits_mlp", "mnist1d_cells")
+TABLES = ("mnist1d_mlp", "digits_mlp", "mnist1d_cells", "char_lm")
 LEVELS = (0.5, 0.9)
 
 

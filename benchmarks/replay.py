@@ -46,11 +46,11 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 RESULTS = Path(os.environ.get("TUNELAB_REPLAY_RESULTS", HERE / "results" / "replay"))  # another folder: a variant
-TABLES = {"mnist1d_mlp": "error", "digits_mlp": "error", "mnist1d_cells": "nearest"}
+TABLES = {"mnist1d_mlp": "error", "digits_mlp": "error", "mnist1d_cells": "nearest", "char_lm": "error"}
 BUDGETS = (1, 5, 20)
 # decisions that cost seconds (GP fits, networks trained, the driver's re-reads)
 SLOW = ("bayesian", "bayesian_warm_early", "asha", "freeze_thaw", "freeze_thaw_swersky", "freeze_thaw_deep_kernel",
-        "freeze_thaw_pfn", "random_pruned")
+        "freeze_thaw_pfn", "freeze_thaw_pfn_ifbo", "random_pruned")
 
 
 def _strategies() -> dict[str, Callable[[int], Any]]:
@@ -65,7 +65,9 @@ def _strategies() -> dict[str, Callable[[int], Any]]:
         "freeze_thaw": lambda s: search.FreezeThaw(seed=s, surrogate="power_law"),  # Deep Power Laws
         "freeze_thaw_swersky": lambda s: search.FreezeThaw(seed=s, surrogate="swersky"),
         "freeze_thaw_deep_kernel": lambda s: search.FreezeThaw(seed=s, surrogate="deep_kernel"),
-        "freeze_thaw_pfn": lambda s: search.FreezeThaw(seed=s, surrogate="pfn"),  # the shipped curve PFN (default)
+        "freeze_thaw_pfn": lambda s: search.FreezeThaw(seed=s, surrogate="pfn"),  # the shipped curve PFN
+        # ifBO's initial design: its configurations at the lowest fidelity (1 epoch), not a quarter of the run
+        "freeze_thaw_pfn_ifbo": lambda s: search.FreezeThaw(seed=s, surrogate="pfn", initial_epochs=1),
         "random_pruned": lambda s: search.CurvePruner(search.Random(seed=s)),  # Random, stopped by the PFN
         "hyperband": lambda s: search.Hyperband(seed=s),
         "asha": lambda s: search.ASHA(seed=s),

@@ -147,8 +147,13 @@ def build(hp: Mapping[str, Any], input_shape: Sequence[int], n_outputs: int) -> 
     return CharTransformer(int(input_shape[0]), n_outputs, width, int(hp["depth"]), heads, float(hp["dropout"]))
 
 
-if "char_transformer" not in spaces.models:
-    spaces.models.register("char_transformer", spaces.ModelSpec(build, reference="Radford et al. 2019 (GPT-2)"))
+def register() -> None:
+    """Register the `char_transformer` family with tunelab's model registry (once; importing does it)."""
+    if "char_transformer" not in spaces.models:
+        spaces.models.register("char_transformer", spaces.ModelSpec(build, reference="Radford et al. 2019 (GPT-2)"))
+
+
+register()
 
 
 def space() -> spaces.Space:

@@ -356,6 +356,8 @@ def _compare(args: argparse.Namespace) -> int:
     from tunelab import studies
     from tunelab.studies.artifacts import safe_name
     from tunelab.studies.compare import Comparison
+    from tunelab.studies.compare.report import write_report
+    from tunelab.studies.compare.tables import verdict
 
     if args.optimizers is None:  # continue (or report) a stored comparison
         comparison = Comparison.load(args.name, args.storage, device=args.device, trust=args.trust)
@@ -374,8 +376,9 @@ def _compare(args: argparse.Namespace) -> int:
             storage=args.storage, name=args.name, equalize=args.equalize, one_shot=not args.no_one_shot,
             n_workers=args.workers, progress=not args.quiet, **_executor(args),
         )
-    path = comparison.report(Path(args.out) if args.out else Path(safe_name(args.name) + "-report"))
-    print(comparison.verdict)
+    table = comparison.table()  # computed once: the report and the printed verdict read it
+    path = write_report(comparison, Path(args.out) if args.out else Path(safe_name(args.name) + "-report"), table)
+    print(verdict(comparison, table))
     print(f"report written to {path}")
     return 0
 

@@ -53,6 +53,8 @@ class ReplayWorkload(TaskMetric):
     batch_size: int
     max_epochs: int
     digest: str
+    objective: str | None = None
+    objective_direction: str | None = None
     train: None = None
     val: None = None
     test: None = None
@@ -101,7 +103,8 @@ class Replay(Trainer):
             self.workload = ReplayWorkload(  # type: ignore[assignment]
                 name=str(w["name"]), task=str(w.get("task", "classification")),
                 input_shape=tuple(int(s) for s in w["input_shape"]), n_outputs=int(w["n_outputs"]),
-                batch_size=int(w["batch_size"]), max_epochs=int(h.epochs), digest=self.table.digest)
+                batch_size=int(w["batch_size"]), max_epochs=int(h.epochs), digest=self.table.digest,
+                objective=h.metric, objective_direction=h.direction)  # a recorded task's own metric (e.g. bpc)
             self._steps = int(w["steps_per_epoch"])
         except (KeyError, TypeError, ValueError) as err:
             raise TableError(f"the table {h.name!r} has an incomplete workload header {w}: {err}") from err

@@ -181,10 +181,13 @@ def time_to_target(comparison: ComparisonView, profile: Any) -> list[str]:
     return lines
 
 
-def write_report(comparison: ComparisonView, folder: Path) -> Path:
-    """Write `README.md` and the PNG plots of `comparison` into `folder`; return the Markdown path."""
+def write_report(comparison: ComparisonView, folder: Path, table: Any = None) -> Path:
+    """Write `README.md` and the PNG plots of `comparison` into `folder`; return the Markdown path.
+
+    `table` is `comparison.table()` when the caller has it already (the CLI prints its verdict too).
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    table = comparison.table()
+    table = comparison.table() if table is None else table
     images = [
         ("Expected best validation metric vs budget", plot_expected_best(comparison, folder / "expected_best.png")),
         ("Learning curves of the reruns", plot_curves(comparison, folder / "curves.png")),

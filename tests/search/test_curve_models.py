@@ -136,7 +136,7 @@ def test_only_swersky_retires_on_probability_by_default():
     assert search.FreezeThaw(seed=0, surrogate="swersky").retire(history)  # far behind: retired on probability
     assert search.FreezeThaw(seed=0, surrogate="power_law").retire(history) == []  # only the keep_paused cap applies
     assert search.FreezeThaw(seed=0, surrogate="power_law", retire_below=0.5).retire(history)  # unless asked to
-    assert search.FreezeThaw(seed=0).retire(history) == []  # the PFN too: neural surrogates retire on the cap alone
+    assert search.FreezeThaw(seed=0, surrogate="pfn").retire(history) == []  # the PFN too: retires on the cap alone
     with pytest.raises(studies.ConfigError, match="retire_below"):
         search.FreezeThaw(retire_below=True)
     with pytest.raises(studies.ConfigError, match="acquisition"):
@@ -173,5 +173,5 @@ def test_a_study_stored_before_surrogates_existed_reopens_with_swersky():
     old = {"name": "freeze_thaw", "args": {"seed": 3, "increment": 1, "retire_below": 0.001}}
     strategy = search.Strategy.from_spec(old)
     assert strategy.surrogate == "swersky" and strategy.seed == 3
-    assert search.Strategy.from_spec(search.FreezeThaw(seed=1).spec()).surrogate == "pfn"
-    assert search.Strategy.from_spec(search.FreezeThaw(seed=1, surrogate="power_law").spec()).surrogate == "power_law"
+    assert search.Strategy.from_spec(search.FreezeThaw(seed=1).spec()).surrogate == "power_law"
+    assert search.Strategy.from_spec(search.FreezeThaw(seed=1, surrogate="pfn").spec()).surrogate == "pfn"

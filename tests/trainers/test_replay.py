@@ -201,16 +201,28 @@ def test_retraining_a_recorded_configuration_reproduces_its_curve():
         assert [e.grad_evals for e in run.epochs] == [e.grad_evals for e in curve.epochs]
 
 
-def synthetic_table(seconds: list[float], epochs: int = 2) -> ReplayTable:
+def synthetic_table(seconds: list[float], epochs: int = 2, metric: tuple[str, str] = ("accuracy", "maximize")
+                    ) -> ReplayTable:
     """A table of one Categorical parameter `x`: run i takes seconds[i] per epoch and ends at value i / 10."""
     space = spaces.Space(x=Categorical(tuple(range(len(seconds)))))
     curves = [Curve({"x": i}, 0, tuple(trainers.EpochResult(e + 1, 1.0, 1.0, i / 10 * (e + 1) / epochs, 0.1, s,
                                                             (e + 1) * 10) for e in range(epochs)), test_metric=i / 10)
               for i, s in enumerate(seconds)]
-    header = TableHeader("synthetic", json.loads(space.to_json()), "accuracy", "maximize", epochs,
+    header = TableHeader("synthetic", json.loads(space.to_json()), *metric, epochs,
                          {"name": "synthetic", "task": "classification", "input_shape": [4], "n_outputs": 2,
                           "batch_size": 8, "steps_per_epoch": 10})
     return ReplayTable(header, curves)
+
+
+def test_a_table_of_a_tasks_own_metric_replays_in_its_direction(tmp_path):
+    # a classification workload with its own objective (the character LM's bits per character, minimised)
+    table = synthetic_table([1.0] * 4, metric=("bpc", "minimize"))
+    replay = trainers.Replay(table)
+    assert (replay.workload.metric, replay.workload.direction) == ("bpc", "minimize")
+    study = studies.create("own", f"sqlite:///{tmp_path / 'o.db'}", space=table_space(table), trainer=replay,
+                           strategy=search.Enqueue([{"x": i} for i in range(4)]))
+    study.optimize(trials=4, executor=studies.executors.SimulatedExecutor(1), progress=False)
+    assert study.best.config["x"] == 0 and study.best.value == 0.0
 
 
 def test_the_simulated_clock_orders_asynchronous_completions(tmp_path):
