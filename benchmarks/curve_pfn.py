@@ -2,6 +2,7 @@
 
     python benchmarks/curve_pfn.py calibration --draws 300    # 50% / 90% coverage of held-out curve ends
     python benchmarks/curve_pfn.py cost                       # FreezeThaw decision time at 100-500 observed epochs
+    python benchmarks/curve_pfn.py scale --seeds 20           # A/B: the value scale anchored at the median seen
     # the leaderboard (regret at 1, 5, 20 full trainings; the pruner's epochs to Random's result):
     python benchmarks/replay.py run --strategies freeze_thaw_pfn random_pruned --seeds 20 --jobs 2
     python benchmarks/replay.py report
@@ -121,14 +122,54 @@ def cost(rounds: int = 5) -> dict[str, Any]:
     return out
 
 
+def scale(seeds: int) -> dict[str, Any]:
+    """Paired A/B on every replay table: `FreezeThaw(surrogate="pfn")` with `pfn.SCALE_ANCHOR` "worst" and "median".
+
+    The "worst" runs are the leaderboard's (`results/replay/<table>/freeze_thaw_pfn-<seed>.json`,
+    run here when missing); returns the mean normalised regret at 5 and 20 full trainings of both,
+    and on how many seeds "median" is better / worse.
+    """
+    sys.path.insert(0, str(HERE))
+    import replay
+
+    from tunelab.search import pfn
+
+    out: dict[str, Any] = {}
+    for table in TABLES:
+        best, median, direction = replay._reference(table)
+        sign = 1.0 if direction == "maximize" else -1.0
+        rows = []
+        for seed in range(seeds):
+            stored = replay.RESULTS / table / f"freeze_thaw_pfn-{seed}.json"
+            base = json.loads(stored.read_text()) if stored.exists() else replay.run_one(table, "freeze_thaw_pfn", seed)
+            pfn.SCALE_ANCHOR = "median"
+            try:
+                variant = replay.run_one(table, "freeze_thaw_pfn", seed)
+            finally:
+                pfn.SCALE_ANCHOR = "worst"
+            E = base["epochs_per_run"]
+            rows.append([replay._regret(r["curve"], k * E, best, median, sign)
+                         for r in (base, variant) for k in (5, 20)])
+        a = np.array(rows)
+        out[table] = {"seeds": seeds, "worst": {"5": float(a[:, 0].mean()), "20": float(a[:, 1].mean())},
+                      "median": {"5": float(a[:, 2].mean()), "20": float(a[:, 3].mean())},
+                      "median_better_worse": {"5": [int((a[:, 2] < a[:, 0]).sum()), int((a[:, 2] > a[:, 0]).sum())],
+                                              "20": [int((a[:, 3] < a[:, 1]).sum()), int((a[:, 3] > a[:, 1]).sum())]}}
+        print(table, out[table], flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=("calibration", "cost"))
+    parser.add_argument("action", choices=("calibration", "cost", "scale"))
     parser.add_argument("--draws", type=int, default=300)
+    parser.add_argument("--seeds", type=int, default=20, help="scale: seeds per table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.action == "calibration":
         _save("calibration", calibration(args.draws))
+    elif args.action == "scale":
+        _save("scale_anchor", scale(args.seeds))
     else:
         _save("decision_seconds", cost())
 

@@ -161,3 +161,16 @@ def test_features_are_unit_columns_padded_to_the_network_width():
     X = pfn.features(space, [{"lr": 1e-4, "opt": "c", "depth": 4}, {"lr": 1.0, "opt": "a", "depth": 1}])
     assert X.shape == (2, pfn.D_MAX) and X.min() >= 0 and X.max() <= 1
     assert np.allclose(X[:, :2], [[0, 1], [1, 0]]) and X[0, 2] > 0.5 > X[1, 2] and not X[:, 3:].any()
+
+
+def test_the_value_scale_maps_worst_or_median_to_zero_and_the_best_below_one(monkeypatch):
+    values = [7.0, 5.0, 4.0, 3.5, 3.0]  # lower is better (bits per character, say)
+    worst = pfn.Scale.of(values)
+    assert worst.to_pfn(7.0) == 0.0 and math.isclose(float(worst.to_pfn(3.0)), 1 / (1 + pfn.HEADROOM))
+    assert np.allclose(worst.from_pfn(worst.to_pfn(np.array(values))), values)
+    monkeypatch.setattr(pfn, "SCALE_ANCHOR", "median")
+    median = pfn.Scale.of(values)
+    assert median.to_pfn(4.0) == 0.0 and median.to_pfn(7.0) == 0.0  # worse than the median: clipped to 0
+    assert math.isclose(float(median.to_pfn(3.0)), 1 / (1 + pfn.HEADROOM))
+    gap = [float(s.to_pfn(3.0) - s.to_pfn(3.5)) for s in (worst, median)]
+    assert gap[1] > 3 * gap[0]  # the good values spread over more of the scale
