@@ -58,8 +58,9 @@ FILES: dict[str, tuple[str, str]] = {
     "freeze_thaw.json": ("Multi-fidelity search at equal epochs",
                           "python benchmarks/freeze_thaw.py --seeds 5 --epochs 600"),
     "replay.json": ("Replay leaderboard", "python benchmarks/replay.py run --seeds 50"),
-    "curve_pfn.json": ("The learning-curve PFN: calibration and decision cost",
-                       "python benchmarks/curve_pfn.py calibration; python benchmarks/curve_pfn.py cost"),
+    "curve_pfn.json": ("The learning-curve PFN: calibration, decision cost and the value-scale A/B",
+                       "python benchmarks/curve_pfn.py calibration; python benchmarks/curve_pfn.py cost; "
+                       "python benchmarks/curve_pfn.py scale --seeds 20"),
     "replay_overhead.json": ("Replay overhead", "python benchmarks/replay.py overhead"),
     "nas.json": ("Architecture search on MNIST-1D", "python benchmarks/nas.py --seeds 5 --trials 40 --epochs 4"),
     "darts.json": ("DARTS on the same cell space", "python benchmarks/darts.py --seeds 5 --jobs 2 --reference"),

@@ -101,7 +101,7 @@ class FreezeThaw(Strategy):
     """Freeze-thaw BO: a learning-curve surrogate (Deep Power Laws by default) and ifBO's MFPI-random acquisition.
 
     Size: over 300 lines: the paper's decision (initial design, surrogate fit from a stored
-    snapshot, acquisition, retirement) with three surrogates behind one interface.
+    snapshot, acquisition, retirement) with four surrogates behind one interface.
 
     Args:
         seed: Seed of every random choice.

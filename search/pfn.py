@@ -384,14 +384,23 @@ class PFNCurves:
         var_y = p @ centres**2 - mean_y**2 + 1.0 / (12 * BUCKETS**2)
         return self.scale.from_pfn(mean_y), var_y * self.scale.span**2
 
-    def log_below(self, p: np.ndarray, threshold: float) -> np.ndarray:
+    def log_below(self, p: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
         """Log P(value < threshold) (the study's scale) of bucket probabilities `p`.
 
         That is log P(y > the threshold's PFN-scale image), the density uniform inside each bucket.
+
+        Args:
+            p: `(q, BUCKETS)` bucket probabilities.
+            threshold: One threshold for every row, or `(q,)` thresholds, one per row.
+
+        Returns:
+            `(q,)` log probabilities.
         """
-        edge = float(self.scale.to_pfn(threshold)) * BUCKETS
-        k = min(int(edge), BUCKETS - 1)
-        above = p[:, k + 1:].sum(1) + p[:, k] * (k + 1 - edge)
+        edge = np.broadcast_to(self.scale.to_pfn(threshold) * BUCKETS, (len(p),))
+        k = np.minimum(edge.astype(int), BUCKETS - 1)
+        tail = np.cumsum(p[:, ::-1], axis=1)[:, ::-1]  # tail[:, j] = P(bucket >= j)
+        rows = np.arange(len(p))
+        above = np.where(k + 1 < BUCKETS, tail[rows, np.minimum(k + 1, BUCKETS - 1)], 0.0) + p[rows, k] * (k + 1 - edge)
         return np.log(np.clip(above, 1e-300, 1.0))
 
     def predict_curve(self, indices: list[int], epochs: list[int]) -> tuple[np.ndarray, np.ndarray]:

@@ -111,10 +111,10 @@ class CurvePruner(Strategy):
                 best = min((min(c) for u, c in observed if u.number != t.number), default=math.inf)
                 if math.isfinite(best) and t.number in row:
                     judged.append((t.number, row[t.number], best))
-            if judged:  # one forward pass for every judged trial
+            if judged:  # one forward pass for every judged trial, each against its own best
                 probs = model.probs_curve([i for _, i, _ in judged], [history.max_epochs] * len(judged))
-                for (number, _, best), p in zip(judged, probs, strict=True):
-                    out[number] = float(np.exp(model.log_below(p[None], best))[0])
+                chance = np.exp(model.log_below(probs, np.array([best for _, _, best in judged])))
+                out.update({number: float(c) for (number, _, _), c in zip(judged, chance, strict=True)})
         self._cache = (key, out)
         return out
 
